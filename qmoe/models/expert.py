@@ -1,0 +1,38 @@
+"""The expert: an MLP ``D -> hidden... -> C`` whose Linear layers use one quantizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from qmoe.quant import QuantLinear, get_quantizer
+
+
+class Expert(nn.Module):
+    """MLP with ReLU and dropout; the quantizer is a parameter, not a different class.
+
+    Args:
+        in_dim: embedding dimension D.
+        n_classes: number of classes C.
+        hidden: hidden widths, e.g. ``(640, 320)``.
+        quantizer: a registered quantizer name (``q4``) or config; applies to every Linear.
+        dropout: dropout probability after each hidden ReLU.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: Sequence[int], quantizer: str,
+                 dropout: float) -> None:
+        super().__init__()
+        self.config = get_quantizer(quantizer)
+        self.quantizer = self.config.name
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [QuantLinear(width, h, self.config), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(QuantLinear(width, n_classes, self.config))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C) logits

@@ -1,0 +1,130 @@
+"""Modules: :class:`QuantLinear` (training, any quantizer) and :class:`FakeQuantLinear`
+(the frozen deployed form of the QAT quantizers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qmoe.quant.config import QuantConfig, get_quantizer
+from qmoe.quant.primitives import absmax_quantize
+
+
+class QuantLinear(nn.Linear):
+    """A Linear layer trained with the fake quantization of ``config``.
+
+    The forward pass quantizes activations (per sample, if ``config.activation_bits``) and
+    uses :meth:`quantized_weight`; rounding goes through straight-through estimators. For
+    ``fp32`` and the post-training configs (``ptq8``, ``binary``) the forward is plain float;
+    their quantization happens in :func:`qmoe.quant.deploy`.
+
+    Args:
+        in_features, out_features: as ``nn.Linear``.
+        config: a quantizer config or its registry name.
+        bias: whether the layer has a (float) bias.
+
+    Raises:
+        UnknownNameError: ``config`` is an unknown name.
+    """
+
+    def __init__(self, in_features: int, out_features: int, config: QuantConfig | str,
+                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+        # set before nn.Linear.__init__, which calls reset_parameters -> reset_quant_params
+        self.config = get_quantizer(config)
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise weight and bias like ``nn.Linear``, then the quantizer's parameters."""
+        super().reset_parameters()
+        self.reset_quant_params()
+
+    @torch.no_grad()
+    def reset_quant_params(self) -> None:
+        """(Re)initialise the quantizer's own parameters (bitnet's ``alpha``) from the weight.
+
+        Call it after re-initialising ``weight`` outside :meth:`reset_parameters`
+        (e.g. a custom Xavier init), so ``alpha`` starts at the new weights' gamma.
+        """
+        for name, value in self.config.init_params(self.weight.detach()).items():
+            if name in self._parameters:
+                self._parameters[name].copy_(value)
+            else:
+                self.register_parameter(name, nn.Parameter(value.clone()))
+
+    def quant_params(self) -> dict[str, Tensor]:
+        """The quantizer's own parameters by name (empty for all but bitnet)."""
+        return {name: getattr(self, name) for name in self.config.param_names}
+
+    def quantized_weight(self) -> Tensor:
+        """The weight the forward pass uses (quantized for QAT configs; float for
+        fp32/ptq8/binary, whose deployed weight is :meth:`deployed_weight`). Keeps the graph."""
+        return self.config.fake_quant_weight(self.weight, self.quant_params())
+
+    def deployed_weight(self) -> Tensor:
+        """The effective (dequantized) weight of the deployed layer, detached.
+
+        Equal to :meth:`quantized_weight` for QAT configs; the int8-rounded weight for ptq8;
+        ``sign(W) * alpha`` per row for binary (whose deployment also binarises the inputs).
+        """
+        return self.config.deployed_weight(self.weight.detach(), _detached(self.quant_params()))
+
+    def int_weight(self) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """``(integer weight, {scale name: float tensor})`` as stored in the deployment, or None
+        for a float deployment (fp32). Dequantization per method: q{k} ``q * scale`` (``mu`` is
+        stored but not added back), bitnet/binary ``q * alpha[:, None]``,
+        ptq8 ``(q - zero_point) * scale``."""
+        return self.config.int_weight(self.weight.detach(), _detached(self.quant_params()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.config.activation_bits is not None:
+            x = absmax_quantize(x, self.config.activation_bits)
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, config={self.config.name}"
+
+
+class FakeQuantLinear(nn.Linear):
+    """Deployed form of a QAT layer: precomputed quantized weight + the same activation fake-quant.
+
+    Its output equals the eval-mode output of the :class:`QuantLinear` it came from exactly.
+
+    Attributes:
+        form: ``"torch-fakequant-<name>"``.
+        activation_bits: width of the activation fake-quant, or None.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, config: QuantConfig) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=bias is not None,
+                         device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            if bias is not None:
+                self.bias.copy_(bias)
+        self.config = config
+        self.activation_bits = config.activation_bits
+        self.form = f"torch-fakequant-{config.name}"
+        self.requires_grad_(False)
+
+    @classmethod
+    def from_quant_linear(cls, layer: QuantLinear) -> FakeQuantLinear:
+        """Freeze ``layer``: its quantized weight is computed once here."""
+        bias = None if layer.bias is None else layer.bias.detach()
+        return cls(layer.deployed_weight(), bias, layer.config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.activation_bits is not None:
+            x = absmax_quantize(x, self.activation_bits)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, form={self.form}"
+
+
+def _detached(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach() for k, v in params.items()}

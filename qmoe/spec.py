@@ -1,0 +1,182 @@
+"""What one trial is: the training hyper-parameters and the trial specification.
+
+A trial = one model (one quantizer) or one mixture (several quantizers) x one dataset x one
+test fold. :class:`TrialSpec` is hashed into a stable ``trial_key`` (the results table's key)
+and into the trial's own seed, so that the same trial re-run gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from qmoe.errors import ConfigError
+
+PROTOCOLS = ("clean", "paper")
+
+
+class Protocol(str, Enum):
+    """How the validation split (early stopping, checkpoint choice) is made."""
+
+    CLEAN = "clean"  # validation carved from the training folds; the test fold is never seen
+    PAPER = "paper"  # the published protocol: the test fold doubles as validation (comparison only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Training hyper-parameters (DESIGN §5). Defaults: :meth:`single` and :meth:`mixture`."""
+
+    lr: float  # AdamW learning rate
+    weight_decay: float  # AdamW decoupled weight decay
+    batch_size: int  # samples per optimiser step
+    dropout: float  # dropout after each hidden ReLU of an expert
+    hidden: tuple[int, ...]  # hidden layer widths of an expert MLP
+    patience: int  # epochs without a better validation macro-F1 before stopping
+    max_epochs: int = 300  # hard cap on epochs
+    grad_clip: float = 1.0  # max global gradient norm
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    lb_weight: float = 1e-3  # weight of the Switch load-balancing loss (mixtures)
+    mc_samples: int = 10  # Monte-Carlo dropout passes of the Bayesian router (mixtures)
+    router_dropout: float = 0.2  # dropout inside the router (mixtures)
+    temperature: float = 1.0  # routing softmax temperature T (mixtures)
+    top_k: int = 1  # experts combined per sample (mixtures)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        checks = [
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number, e.g. 1e-3"),
+            ("weight_decay", self.weight_decay >= 0, "0 or more"),
+            ("batch_size", self.batch_size >= 1, "a whole number of at least 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
+            ("patience", self.patience >= 1, "at least 1"),
+            ("max_epochs", self.max_epochs >= 1, "at least 1"),
+            ("grad_clip", self.grad_clip > 0, "a positive number"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("lb_weight", self.lb_weight >= 0, "0 or more"),
+            ("mc_samples", self.mc_samples >= 1, "at least 1"),
+            ("router_dropout", 0 <= self.router_dropout < 1, "in [0, 1)"),
+            ("temperature", self.temperature > 0, "a positive number"),
+            ("top_k", self.top_k >= 1, "at least 1"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"hyper-parameter {name}={getattr(self, name)!r} is invalid: use {want}")
+
+    @classmethod
+    def single(cls) -> TrainConfig:
+        """The paper's single-model settings (AdamW 5.79e-4, wd 5.13e-3, batch 64, [640, 320])."""
+        return cls(lr=5.79e-4, weight_decay=5.13e-3, batch_size=64, dropout=0.195,
+                   hidden=(640, 320), patience=19)
+
+    @classmethod
+    def mixture(cls) -> TrainConfig:
+        """The paper's mixture settings (lr 1e-3, wd 1e-4, batch 256, experts [256, 128, 64])."""
+        return cls(lr=1e-3, weight_decay=1e-4, batch_size=256, dropout=0.3,
+                   hidden=(256, 128, 64), patience=30)
+
+    @classmethod
+    def defaults(cls, is_mixture: bool) -> TrainConfig:
+        return cls.mixture() if is_mixture else cls.single()
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with some fields changed; unknown names raise ConfigError listing the known ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown hyper-parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialSpec:
+    """One trial: ``experts`` holds one quantizer name (a single model) or several (a mixture).
+
+    ``train`` defaults to the paper's settings for the kind of model; ``hparams_source`` says
+    where non-default settings came from (e.g. a ``best.toml``) and is recorded, not hashed.
+    """
+
+    dataset: str  # dataset name ("synth", "esc50", ...) or the table's file stem
+    fold: int  # the test fold
+    experts: tuple[str, ...]  # quantizer names; one = single model
+    alpha: float = 0.0  # curiosity strength; 0 = plain learned routing
+    protocol: str = "clean"
+    seed: int = 0  # the sweep seed; the trial's own seed derives from it and the key
+    train: TrainConfig | None = None
+    hparams_source: str = "default"
+    latency_runs: int = 200  # timed batch-1 runs (>= 200 for a reported figure)
+    measure_energy: bool = True
+
+    def __post_init__(self) -> None:
+        experts = tuple(str(e).strip() for e in self.experts)
+        object.__setattr__(self, "experts", experts)
+        if not experts or any(not e for e in experts):
+            raise ConfigError("--model is empty: give a quantizer (e.g. q4) or a list (bitnet,q4,q8)")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ConfigError(f"--alpha {self.alpha!r} is invalid: curiosity strength must be >= 0")
+        if self.alpha > 0 and len(experts) == 1:
+            raise ConfigError("--alpha applies to mixtures only: give several experts, e.g. --model bitnet,q4,q8")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {self.protocol!r} is unknown; known: {', '.join(PROTOCOLS)}")
+        if self.latency_runs < 1:
+            raise ConfigError("latency_runs must be at least 1")
+        if self.train is None:
+            object.__setattr__(self, "train", TrainConfig.defaults(self.is_mixture))
+
+    @property
+    def is_mixture(self) -> bool:
+        return len(self.experts) > 1
+
+    @property
+    def model(self) -> str:
+        """The model as written on the command line: ``q4`` or ``bitnet,q4,q8``."""
+        return ",".join(self.experts)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that identify the trial (DESIGN §7); measurement settings are excluded."""
+        assert self.train is not None
+        return {
+            "dataset": self.dataset, "fold": int(self.fold), "experts": list(self.experts),
+            "alpha": float(self.alpha), "protocol": self.protocol, "seed": int(self.seed),
+            "train": self.train.to_dict(),
+        }
+
+    @property
+    def trial_key(self) -> str:
+        """A stable 16-hex-digit hash of :meth:`key_fields`."""
+        blob = json.dumps(self.key_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def trial_seed(self) -> int:
+        """The trial's own seed, derived from the sweep seed and the trial key."""
+        digest = hashlib.sha256(f"{self.seed}:{self.trial_key}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def paper_name(experts: tuple[str, ...], alpha: float) -> str:
+    """The paper's display name: ``Q4-Base``, ``BitNet-Q4/8-QMoE``, ``...-QMoE-C`` when alpha > 0."""
+    single = {"fp32": "FP32-Base", "ptq8": "Q8-Base-PTQ", "bitnet": "BitNet-Base", "binary": "Binary-PTQ"}
+    if len(experts) == 1:
+        e = experts[0]
+        return single.get(e, f"{e.upper()}-Base")
+    parts: list[str] = []
+    bits = [e[1:] for e in experts if e.startswith("q") and e[1:].isdigit()]
+    if "bitnet" in experts:
+        parts.append("BitNet")
+    if bits:
+        parts.append("Q" + "/".join(bits))
+    others = [e for e in experts if e != "bitnet" and not (e.startswith("q") and e[1:].isdigit())]
+    label = "-".join(parts + [{"ptq8": "Q8PTQ", "fp32": "FP32"}.get(o, o.upper()) for o in others])
+    return f"{label}-QMoE" + ("-C" if alpha > 0 else "")

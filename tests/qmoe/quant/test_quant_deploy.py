@@ -1,0 +1,134 @@
+"""Deployed forms: ptq8 dynamic int8, binary packed popcount, bitnet alpha, deploy_form."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from qmoe.quant import (
+    BinaryConfig,
+    BinaryPackedLinear,
+    QuantLinear,
+    binary_float_reference,
+    deploy,
+    deploy_form,
+    get_quantizer,
+)
+from qmoe.quant.ternary import ternary_gamma
+
+
+def _mlp(name: str, dims: tuple[int, ...], seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(QuantLinear(a, b, name))
+    return nn.Sequential(*layers).eval()
+
+
+def test_ptq8_uses_dynamic_int8_and_stays_close_to_float() -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    model = _mlp("ptq8", (200, 100, 10))
+    x = torch.randn(64, 200)
+    with torch.no_grad():
+        expected = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the conversion's own warnings are silenced locally
+        deployed = deploy(model)
+    assert all(isinstance(m, DynamicQuantizedLinear) for m in (deployed[0], deployed[2]))
+    assert deploy_form(deployed) == "torch-dynamic-int8"
+    got = deployed(x)
+    rel = (got - expected).norm() / expected.norm()
+    assert rel < 0.05
+    assert not torch.equal(got, expected)  # really int8, not a float passthrough
+
+
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 70, 200, 1536])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_binary_packed_equals_float_reference_exactly(d: int, with_bias: bool) -> None:
+    torch.manual_seed(d)
+    weight = torch.randn(33, d) * 0.02
+    bias = torch.randn(33) * 0.1 if with_bias else None
+    layer = BinaryPackedLinear(weight, bias, tau=0.05)
+    for x in (torch.randn(17, d), torch.relu(torch.randn(5, d)), torch.randn(1, d), torch.randn(d)):
+        got = layer(x)
+        assert got.shape == (*x.shape[:-1], 33)
+        assert torch.equal(got, binary_float_reference(weight, bias, x, 0.05))
+
+
+def test_binary_follows_the_documented_formula() -> None:
+    torch.manual_seed(1)
+    weight = torch.rand(4, 10) * 0.03  # all positive, all below tau
+    x = torch.randn(3, 10)
+    y = BinaryPackedLinear(weight, None, tau=0.05)(x)
+    x_b = torch.where(x > 0.05, 1.0, -1.0)
+    dot = x_b.sum(dim=1, keepdim=True)  # every weight binarises to +1 (by sign, not by tau)
+    expected = dot * weight.abs().mean(dim=1)[None, :] * x.abs().mean(dim=1, keepdim=True)
+    assert torch.allclose(y, expected, rtol=1e-6)
+
+
+def test_binary_deploy_of_a_trained_layer() -> None:
+    model = _mlp("binary", (100, 64, 7))
+    x = torch.randn(9, 100)
+    deployed = deploy(model)
+    assert isinstance(deployed[0], BinaryPackedLinear) and isinstance(deployed[2], BinaryPackedLinear)
+    assert deploy_form(deployed) == "numpy-packed-popcount"
+    h = binary_float_reference(model[0].weight, model[0].bias, x, 0.05)
+    expected = binary_float_reference(model[2].weight, model[2].bias, torch.relu(h), 0.05)
+    assert torch.equal(deployed(x), expected)
+    custom = deploy(QuantLinear(100, 8, BinaryConfig(tau=0.3)))
+    assert custom.tau == 0.3
+
+
+def test_bitnet_alpha_is_gamma_and_learned() -> None:
+    torch.manual_seed(0)
+    layer = QuantLinear(50, 20, "bitnet")
+    assert torch.equal(layer.alpha.detach(), ternary_gamma(layer.weight))
+    assert "alpha" in dict(layer.named_parameters())
+    assert "alpha" in layer.state_dict()
+    with torch.no_grad():
+        layer.weight.mul_(3.0)
+    layer.reset_quant_params()
+    assert torch.allclose(layer.alpha.detach(), ternary_gamma(layer.weight))
+    layer.reset_parameters()
+    assert torch.equal(layer.alpha.detach(), ternary_gamma(layer.weight))
+    with torch.no_grad():
+        layer.alpha.fill_(2.0)
+    q, scales = layer.int_weight()
+    assert torch.equal(layer.quantized_weight().detach(), q.float() * 2.0)
+    assert torch.equal(scales["alpha"], torch.full((20,), 2.0))
+
+
+def test_bitnet_formula() -> None:
+    torch.manual_seed(0)
+    layer = QuantLinear(40, 6, "bitnet")
+    w = layer.weight.detach()
+    gamma = w.abs().mean(dim=1, keepdim=True)
+    expected = torch.clamp(torch.round(w / gamma), -1, 1) * layer.alpha.detach()[:, None]
+    assert torch.allclose(layer.quantized_weight().detach(), expected)
+
+
+def test_quant_linear_accepts_names_and_configs() -> None:
+    a = QuantLinear(4, 3, "q4")
+    b = QuantLinear(4, 3, get_quantizer("q4"), bias=False)
+    assert a.config == b.config and b.bias is None
+    assert "config=q4" in repr(a)
+    assert deploy(b).bias is None
+
+
+def test_deploy_form_summarises_mixed_models() -> None:
+    model = nn.ModuleDict({
+        "router": nn.Linear(8, 2),
+        "experts": nn.ModuleList([QuantLinear(8, 3, "bitnet"), QuantLinear(8, 3, "q4"),
+                                  QuantLinear(8, 3, "bitnet")]),
+    })
+    assert deploy_form(model) == "torch-fp32,qat-bitnet,qat-q4"
+    deployed = deploy(model)
+    assert deploy_form(deployed) == "torch-fp32,torch-fakequant-bitnet,torch-fakequant-q4"
+    assert deploy_form(deploy(QuantLinear(8, 3, "fp32"))) == "torch-fp32"
+    assert deploy_form(deploy(QuantLinear(8, 3, "q16"))) == "torch-fakequant-q16"
