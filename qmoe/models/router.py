@@ -22,7 +22,9 @@ class Router(nn.Module):
 
     def forward(self, z: torch.Tensor, mc: bool = False) -> torch.Tensor:
         """Routing logits (B, N); dropout is active in training or when ``mc`` is set."""
-        h = F.relu(self.fc1(z))
+        return self._head(F.relu(self.fc1(z)), mc)
+
+    def _head(self, h: torch.Tensor, mc: bool) -> torch.Tensor:
         h = F.dropout(h, self.dropout, training=self.training or mc)
         h = F.relu(self.fc2(h))
         return self.fc3(h)
@@ -32,11 +34,13 @@ class Router(nn.Module):
         """Mean and std of ``softmax(g(z)/T)`` over ``samples`` dropout passes, each (B, N).
 
         The mean is the router's ``p``; the spread is the sample's epistemic uncertainty.
-        One pass without MC (``samples == 1`` in eval) is the deterministic router.
+        One pass without MC (``samples == 1`` in eval) is the deterministic router. The
+        first layer comes before the dropout, so it is computed once for all passes.
         """
         mc = samples > 1
-        z_rep = z.unsqueeze(0).expand(samples, *z.shape).reshape(samples * z.shape[0], -1)
-        logits = self.forward(z_rep, mc=mc).view(samples, z.shape[0], -1)  # (M, B, N)
+        h = F.relu(self.fc1(z))  # (B, 128), the same in every pass
+        h_rep = h.unsqueeze(0).expand(samples, *h.shape).reshape(samples * h.shape[0], -1)
+        logits = self._head(h_rep, mc).view(samples, z.shape[0], -1)  # (M, B, N)
         probs = torch.softmax(logits / temperature, dim=-1)
         std = probs.std(dim=0, unbiased=False) if samples > 1 else torch.zeros_like(probs[0])
         return probs.mean(dim=0), std

@@ -1,0 +1,80 @@
+"""How numbers read in the report: metric names and units, mean ± std, p-values, percentages."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A results-table column as the report shows it."""
+
+    column: str
+    header: str
+    spec: str  # format spec of one value
+
+
+METRICS: dict[str, Metric] = {m.column: m for m in (
+    Metric("f1_macro", "F1 macro", ".3f"),
+    Metric("f1_weighted", "F1 weighted", ".3f"),
+    Metric("accuracy", "accuracy", ".3f"),
+    Metric("latency_p50_us", "latency p50 (µs)", ".1f"),
+    Metric("latency_mean_us", "latency mean (µs)", ".1f"),
+    Metric("latency_p99_us", "latency p99 (µs)", ".1f"),
+    Metric("throughput_bs256", "throughput @256 (/s)", ",.0f"),
+    Metric("energy_per_inference_mj", "energy/inference (mJ)", ".3g"),
+    Metric("co2_per_inference_ug", "CO2/inference (µg)", ".3g"),
+    Metric("train_energy_wh", "train energy (Wh)", ".3g"),
+    Metric("peak_rss_mb", "peak RSS (MB)", ".0f"),
+    Metric("size_kb", "size (KB)", ",.1f"),
+    Metric("compression", "compression (x)", ".2f"),
+    Metric("params", "params", ",.0f"),
+)}
+
+
+def finite(x) -> bool:
+    """True for a real, finite number."""
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def num(x, spec: str = ".4g") -> str:
+    """One value, ``-`` when missing."""
+    return format(float(x), spec) if finite(x) else "-"
+
+
+def value(metric: str, x) -> str:
+    """One value of a metric in its own format."""
+    return num(x, METRICS[metric].spec if metric in METRICS else ".4g")
+
+
+def mean_std(metric: str, mean, std, n: int | None = None) -> str:
+    """``0.819 ± 0.020``; a single value reads ``0.819 (n=1)``; nothing reads ``-``."""
+    if not finite(mean):
+        return "-"
+    if not finite(std):
+        return f"{value(metric, mean)} (n={n})" if n is not None else value(metric, mean)
+    return f"{value(metric, mean)} ± {value(metric, std)}"
+
+
+def pvalue(p) -> str:
+    """``<0.001``, ``0.0123``, ``0.87``; ``-`` when the test could not run."""
+    if not finite(p):
+        return "-"
+    p = float(p)
+    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def percent(x, digits: int = 1, signed: bool = False) -> str:
+    """A fraction as a percentage: 0.853 -> ``85.3%``."""
+    if not finite(x):
+        return "-"
+    return f"{100 * float(x):{'+' if signed else ''}.{digits}f}%"
+
+
+def folds(values) -> str:
+    """``1, 2, 5``."""
+    return ", ".join(str(int(v)) for v in sorted(values))

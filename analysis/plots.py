@@ -1,0 +1,132 @@
+"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.document import Plot  # noqa: E402
+
+DPI = 90
+
+
+def slug(*parts: object) -> str:
+    """A file-name-safe key from parts: ``("bits", "clean")`` -> ``bits-clean``."""
+    text = "-".join(str(p) for p in parts if str(p))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "plot"
+
+
+def _png(fig, key: str, title: str) -> Plot:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return Plot(key=key, title=title, png=buf.getvalue())
+
+
+def f1_vs_bits(data: pd.DataFrame, protocol: str) -> Plot:
+    """Mean F1 per bit-width with ±1 std error bars, one line per dataset.
+
+    ``data`` columns: dataset, bits, f1_mean, f1_std.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for dataset, g in data.groupby("dataset"):
+        g = g.sort_values("bits")
+        ax.errorbar(g["bits"].astype(float), g["f1_mean"], yerr=g["f1_std"].fillna(0), marker="o",
+                    capsize=4, label=str(dataset))
+    ax.set_xscale("log", base=2)
+    ticks = sorted(data["bits"].dropna().astype(int).unique())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel("bits per weight (BitLinear q{k})")
+    ax.set_ylabel("F1 macro (mean ± std over folds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    title = f"F1 vs bit-width ({protocol})"
+    ax.set_title(title)
+    return _png(fig, slug("f1-vs-bits", protocol), title)
+
+
+def alpha_variance(data: pd.DataFrame, model: str, protocol: str) -> Plot:
+    """Left: F1 std over folds against alpha per dataset. Right: routing shares per alpha.
+
+    ``data`` columns: dataset, alpha, f1_std, and ``share:<expert>`` columns (mean shares).
+    """
+    datasets = sorted(data["dataset"].unique())
+    share_cols = [c for c in data.columns if c.startswith("share:") and data[c].notna().any()]
+    fig, axes = plt.subplots(1, 1 + len(datasets), figsize=(3.6 * (1 + len(datasets)), 3.6), squeeze=False)
+    ax = axes[0][0]
+    for dataset, g in data.groupby("dataset"):
+        g = g.sort_values("alpha")
+        ax.plot(g["alpha"], g["f1_std"], marker="o", label=str(dataset))
+    ax.set_xlabel("curiosity α")
+    ax.set_ylabel("F1 std over folds")
+    ax.set_ylim(bottom=0)
+    ax.set_title("fold variance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    for ax, dataset in zip(axes[0][1:], datasets):
+        g = data[data["dataset"] == dataset].sort_values("alpha")
+        x = np.arange(len(g))
+        bottom = np.zeros(len(g))
+        for col in share_cols:
+            share = g[col].fillna(0).to_numpy(dtype=float)
+            ax.bar(x, share, bottom=bottom, label=col.split(":", 1)[1])
+            bottom += share
+        ax.set_xticks(x, [f"{a:g}" for a in g["alpha"]])
+        ax.set_xlabel("curiosity α")
+        ax.set_ylabel("routing share")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"shares: {dataset}")
+    if share_cols and datasets:
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    title = f"α vs F1 std and routing shares: {model} ({protocol})"
+    fig.suptitle(title, fontsize=10)
+    return _png(fig, slug("alpha", model.replace(",", "+"), protocol), title)
+
+
+def confidence_by_expert(samples: pd.DataFrame, label: str, dataset: str, protocol: str) -> Plot:
+    """Distribution (box plot) of router confidence of the samples each expert received."""
+    experts = sorted(samples["expert"].astype(str).unique())
+    values = [samples.loc[samples["expert"] == e, "confidence"].to_numpy(dtype=float) for e in experts]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.boxplot(values, showmeans=True)
+    ax.set_xticks(range(1, len(experts) + 1), [f"{e}\n(n={len(v)})" for e, v in zip(experts, values)])
+    ax.set_ylabel("router confidence of the chosen expert")
+    ax.grid(alpha=0.3, axis="y")
+    title = f"Confidence per expert: {label}, {dataset} ({protocol})"
+    ax.set_title(title, fontsize=9)
+    return _png(fig, slug("confidence", label, dataset, protocol), title)
+
+
+def latency_by_model(ok: pd.DataFrame, order: list[str], protocol: str) -> Plot:
+    """Per model: box plot over folds (and datasets) of the batch-1 latency p50, p99 as dots."""
+    labels, p50s, p99s = [], [], []
+    for config in order:
+        rows = ok[ok["config"] == config]
+        p50 = pd.to_numeric(rows["latency_p50_us"], errors="coerce").dropna().to_numpy(dtype=float)
+        if len(p50) == 0:
+            continue
+        labels.append(str(rows["label"].iloc[0]))
+        p50s.append(p50)
+        p99s.append(pd.to_numeric(rows["latency_p99_us"], errors="coerce").dropna().to_numpy(dtype=float))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.4))
+    ax.boxplot(p50s, orientation="horizontal", showmeans=True)
+    for i, p99 in enumerate(p99s, start=1):
+        ax.scatter(p99, np.full(len(p99), i), marker="x", color="tab:red", s=14,
+                   label="p99" if i == 1 else None)
+    ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set_xlabel("batch-1 latency (µs): box = p50 over trials, x = p99")
+    ax.grid(alpha=0.3, axis="x")
+    if any(len(p) for p in p99s):
+        ax.legend(fontsize=8)
+    title = f"Latency per model ({protocol})"
+    ax.set_title(title)
+    return _png(fig, slug("latency", protocol), title)

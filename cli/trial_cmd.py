@@ -1,0 +1,45 @@
+"""``qmoe trial``: run one trial (no Ray) and print its record."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli import options as opt
+from cli.main import app
+from cli.render import record_table, stderr, stdout
+from qmoe.data.datasets import resolve_table
+from qmoe.errors import ConfigError
+from qmoe.spec import TrialSpec
+from qmoe.trial import check_spec, run_trial
+
+
+@app.command()
+def trial(
+    model: Annotated[str, typer.Option("--model", help="A quantizer (q4) or a mixture (bitnet,q4,q8).")] = "q4",
+    fold: Annotated[int, typer.Option("--fold", help="The test fold.")] = 1,
+    alpha: Annotated[float, typer.Option("--alpha", help="Curiosity strength (mixtures); 0 = plain routing.")] = 0.0,
+    dataset: opt.Dataset = "synth",
+    data: opt.Data = None,
+    protocol: opt.Protocol = "clean",
+    seed: opt.Seed = 0,
+    energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Measure energy with CodeCarbon.")] = True,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.", min=1)] = 1,
+    as_json: opt.Json = False,
+) -> None:
+    """Train and measure one model or mixture on one fold; print the results-table row."""
+    experts = tuple(m.strip() for m in model.split(","))
+    if any(not m for m in experts):
+        raise ConfigError(f"--model {model!r} has an empty name: write e.g. q4 or bitnet,q4,q8")
+    table = resolve_table(dataset if data is None else None, data)
+    spec = TrialSpec(dataset=table.meta.get("dataset", dataset) if data is None else data.stem,
+                     fold=fold, experts=experts, alpha=alpha, protocol=protocol, seed=seed,
+                     measure_energy=energy)
+    check_spec(spec, table)  # refuse bad input before any progress output
+    stderr.print(f"training {spec.model} on {table.source}, fold {fold} ...")
+    result = run_trial(spec, table, threads=threads)
+    if as_json:
+        print(result.record.to_json())
+    else:
+        stdout.print(record_table(result.record.to_row(), title=f"trial {spec.trial_key}"))

@@ -1,0 +1,90 @@
+"""Data: embedding tables, splits, the built-in synth dataset, features and the registry.
+
+Typical use::
+
+    from qmoe.data import resolve_table, train_val_test_indices
+    table = resolve_table("synth", None)        # or resolve_table(None, "table.parquet")
+    split = train_val_test_indices(table, fold=1, protocol="clean", seed=0)
+
+Names are imported lazily (PEP 562), so ``import qmoe.data.table`` alone does not pay
+for torch/torchaudio (~2 s): only the feature code needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    # table
+    "EmbeddingTable": "table",
+    "load_table": "table",
+    "save_table": "table",
+    "table_from_arrays": "table",
+    "validate_frame": "validate",
+    # splits
+    "Split": "splits",
+    "SplitProtocol": "splits",
+    "parse_protocol": "splits",
+    "stratified_group_folds": "splits",
+    "train_val_test_indices": "splits",
+    # synth
+    "CLASS_NAMES": "synth",
+    "SynthConfig": "synth",
+    "generate_clips": "synth",
+    # features
+    "BACKBONES": "features",
+    "Clip": "features",
+    "LogMelConfig": "features",
+    "embed_clips": "features",
+    "log_mel": "features",
+    # datasets
+    "DATASETS": "datasets",
+    "DATA_CODE_VERSION": "datasets",
+    "DatasetSpec": "datasets",
+    "build_synth_table": "datasets",
+    "default_cache_dir": "datasets",
+    "prepared_table_path": "datasets",
+    "resolve_table": "datasets",
+    "synth_table_path": "datasets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'qmoe.data' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"qmoe.data.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
+    from qmoe.data.datasets import (
+        DATA_CODE_VERSION,
+        DATASETS,
+        DatasetSpec,
+        build_synth_table,
+        default_cache_dir,
+        prepared_table_path,
+        resolve_table,
+        synth_table_path,
+    )
+    from qmoe.data.features import BACKBONES, Clip, LogMelConfig, embed_clips, log_mel
+    from qmoe.data.splits import (
+        Split,
+        SplitProtocol,
+        parse_protocol,
+        stratified_group_folds,
+        train_val_test_indices,
+    )
+    from qmoe.data.synth import CLASS_NAMES, SynthConfig, generate_clips
+    from qmoe.data.table import EmbeddingTable, load_table, save_table, table_from_arrays
+    from qmoe.data.validate import validate_frame

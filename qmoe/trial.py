@@ -1,0 +1,157 @@
+"""One trial, end to end, with no Ray inside: train, deploy, measure, record (DESIGN §5-§7)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+from qmoe.data.splits import train_val_test_indices
+from qmoe.data.table import EmbeddingTable
+from qmoe.errors import ConfigError, UnknownNameError
+from qmoe.measure import (KG_TO_G, KG_TO_UG, KWH_TO_MJ, KWH_TO_WH, EnergyMeter, measure_latency,
+                          measure_throughput, peak_rss_mb, reset_peak_rss, torch_threads)
+from qmoe.models import Expert, MixtureOfExperts, MoEOutput
+from qmoe.quant import deploy, deploy_form, get_quantizer, size_report
+from qmoe.record import TrialRecord
+from qmoe.routing import routing_samples, routing_summary
+from qmoe.spec import TrialSpec
+from qmoe.train import fit
+
+log = logging.getLogger(__name__)
+ENERGY_INFERENCES = 500  # batch-1 inferences in the fixed loop measured for energy
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The record (one results-table row) and, for mixtures, the per-sample routing."""
+
+    record: TrialRecord
+    samples: pd.DataFrame | None  # clip_id, expert, confidence, uncertainty, kl, correct, ...
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_spec(spec: TrialSpec, table: EmbeddingTable) -> None:
+    """Raise a QmoeError naming the flag when the spec cannot run on ``table``."""
+    for name in spec.experts:
+        try:
+            get_quantizer(name)
+        except UnknownNameError as err:
+            raise UnknownNameError(f"--model: {err}") from None
+    table.check_fold(spec.fold)
+    if len(table.fold_ids) < 2:
+        raise ConfigError(f"{table.source} has one fold only: a trial needs other folds to train on")
+
+
+def build_model(spec: TrialSpec, in_dim: int, n_classes: int) -> nn.Module:
+    """The expert (single model) or the mixture the spec describes."""
+    cfg = spec.train
+    assert cfg is not None
+    if not spec.is_mixture:
+        return Expert(in_dim, n_classes, cfg.hidden, spec.experts[0], cfg.dropout)
+    return MixtureOfExperts(in_dim, n_classes, spec.experts, hidden=cfg.hidden, dropout=cfg.dropout,
+                            router_dropout=cfg.router_dropout, alpha=spec.alpha, top_k=cfg.top_k,
+                            mc_samples=cfg.mc_samples, temperature=cfg.temperature)
+
+
+def standardise(table: EmbeddingTable, train_idx: np.ndarray) -> torch.Tensor:
+    """All rows standardised with the training rows' mean and std, as a float32 tensor."""
+    mean = table.X[train_idx].mean(axis=0, dtype=np.float64)
+    std = table.X[train_idx].std(axis=0, dtype=np.float64)
+    std[std < 1e-8] = 1.0
+    return torch.from_numpy(((table.X - mean) / std).astype(np.float32))
+
+
+def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1) -> TrialResult:
+    """Train and measure one trial; identical inputs give identical quality metrics.
+
+    Args:
+        spec: what to train (model, fold, alpha, protocol, seed, hyper-parameters).
+        table: the embedding table.
+        threads: torch intra-op threads for training (latency is always timed on one).
+
+    Raises:
+        QmoeError: bad spec for this table (unknown quantizer, missing fold, ...).
+        TrainingError: the loss diverged.
+    """
+    check_spec(spec, table)
+    cfg = spec.train
+    assert cfg is not None
+    started = now_iso()
+    seed = spec.trial_seed
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    split = train_val_test_indices(table, spec.fold, protocol=spec.protocol, seed=seed)
+    x_all = standardise(table, split.train)
+    x_train, x_val, x_test = x_all[split.train], x_all[split.val], x_all[split.test]
+    y_train, y_val, y_test = table.y[split.train], table.y[split.val], table.y[split.test]
+    model = build_model(spec, table.dim, table.n_classes)
+
+    reset_peak_rss()
+    meter = EnergyMeter() if spec.measure_energy else None
+    with torch_threads(threads):
+        if meter is not None:
+            with meter.measure("train") as train_energy:
+                result = fit(model, x_train, y_train, x_val, y_val, cfg,
+                             n_classes=table.n_classes, seed=seed)
+        else:
+            train_energy = []
+            result = fit(model, x_train, y_train, x_val, y_val, cfg,
+                         n_classes=table.n_classes, seed=seed)
+
+    deployed = deploy(model)
+    with torch.no_grad(), torch_threads(threads):
+        out = deployed(x_test)
+    logits = out.logits if isinstance(out, MoEOutput) else out
+    y_pred = logits.argmax(dim=1).numpy()
+
+    def infer(x: torch.Tensor) -> object:
+        return deployed(x)
+
+    lat = measure_latency(infer, x_test, runs=spec.latency_runs)
+    throughput = measure_throughput(infer, x_test)
+    energy: dict[str, object] = {"energy_method": "off"}
+    if meter is not None:
+        with torch.no_grad(), torch_threads(1), meter.measure("inference") as inf_energy:
+            for i in range(ENERGY_INFERENCES):
+                deployed(x_test[i % len(x_test)].unsqueeze(0))
+        e_train, e_inf = train_energy[0], inf_energy[0]
+        energy = {"train_energy_wh": e_train.kwh * KWH_TO_WH, "train_co2_g": e_train.co2_kg * KG_TO_G,
+                  "energy_per_inference_mj": e_inf.kwh * KWH_TO_MJ / ENERGY_INFERENCES,
+                  "co2_per_inference_ug": e_inf.co2_kg * KG_TO_UG / ENERGY_INFERENCES,
+                  "energy_method": e_inf.method}
+    size = size_report(model)
+
+    routing: dict[str, object] = {}
+    samples = None
+    if isinstance(out, MoEOutput):
+        names = list(model.names)
+        samples = routing_samples(out, names, table.clip_ids[split.test], y_test, y_pred)
+        summary, entropy = routing_summary(samples, names)
+        routing = {"routing": json.dumps(summary, sort_keys=True), "routing_entropy": entropy}
+
+    record = TrialRecord(
+        **TrialRecord.identity(spec),
+        n_classes=table.n_classes, embedding_dim=table.dim, n_train=len(split.train),
+        n_val=len(split.val), n_test=len(split.test),
+        f1_macro=float(f1_score(y_test, y_pred, average="macro", zero_division=0)),
+        f1_weighted=float(f1_score(y_test, y_pred, average="weighted", zero_division=0)),
+        accuracy=float(accuracy_score(y_test, y_pred)), val_f1_macro=result.best_val_f1,
+        deploy_form=deploy_form(deployed), latency_mean_us=lat.mean_us, latency_std_us=lat.std_us,
+        latency_p50_us=lat.p50_us, latency_p99_us=lat.p99_us, latency_runs=lat.runs,
+        throughput_bs256=throughput, peak_rss_mb=peak_rss_mb(), params=size.n_params,
+        size_kb=size.size_kb, compression=size.compression, train_seconds=result.seconds,
+        epochs=result.epochs, best_epoch=result.best_epoch, **energy, **routing,
+        status="ok", node=platform.node(), started_at=started, finished_at=now_iso())
+    return TrialResult(record=record, samples=samples)
