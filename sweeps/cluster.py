@@ -1,0 +1,138 @@
+"""Connecting to Ray: an embedded local Ray, the cluster this machine is part of, or a remote one.
+
+``--address`` takes:
+
+- nothing: start an embedded Ray on this machine for the command's lifetime;
+- ``auto``: join the Ray cluster already running on this machine (``ray start --head`` or
+  ``ray start --address=HEAD:6379`` was run here); the driver runs here;
+- ``HOST:PORT``: the same, with the head node's GCS address given explicitly;
+- ``ray://HOST:10001``: Ray Client, for a driver outside the cluster (needs ``ray[client]``).
+
+Reachability is checked before anything is written, so a wrong address fails in seconds
+with one line instead of a long Ray timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from qmoe.errors import ConfigError
+
+#: Environment of every worker of our jobs (runtime_env); glibc reads MALLOC_* at process start.
+WORKER_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+}
+#: Variables of the driver passed on to the workers (settings such as QMOE_CACHE).
+FORWARD_PREFIXES = ("QMOE_",)
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the sweep learns of the Ray it runs on."""
+
+    address: str  # as given ("" for the embedded Ray)
+    cpus: float  # CPUs in the cluster
+    nodes: int  # alive nodes
+    embedded: bool  # True when this command started (and will stop) Ray
+    client: bool  # True for ray:// (the Tune loop then runs on the head node)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d{1,5})", address)
+    if not match:
+        raise ConfigError(f"--address {address!r} is not valid: use auto, HOST:PORT or ray://HOST:PORT")
+    return match.group(1), int(match.group(2))
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """ConfigError unless a TCP connection to the address's host and port opens in ``timeout``."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--address {address}: cannot reach a Ray head there ({err.strerror or err}); "
+                          "start one with 'ray start --head' or fix the address") from None
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """Env vars for the workers: malloc tuning, BLAS/OpenMP threads, forwarded QMOE_* settings."""
+    env = dict(WORKER_ENV)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    env.update({k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES)})
+    return env
+
+
+def validate_address(address: str | None) -> str | None:
+    """Normalise ``--address`` ('' and None mean embedded); ConfigError on a malformed one."""
+    if address is None or address.strip() == "":
+        return None
+    address = address.strip()
+    if address != "auto":
+        _host_port(address)
+    return address
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, *, env: Mapping[str, str], num_cpus: int | None = None,
+                verbose: bool = False) -> Iterator[ClusterInfo]:
+    """Connect to (or start) Ray for the duration of the block.
+
+    When Ray is already initialised in this process (tests, notebooks), that session is used
+    as it is and left running.
+
+    Raises:
+        ConfigError: a malformed or unreachable address, or ``ray://`` without Ray Client.
+    """
+    import ray
+
+    address = validate_address(address)
+    if address not in (None, "auto"):
+        check_reachable(address)
+    if ray.is_initialized():
+        yield _info(address or "", embedded=False)
+        return
+    if address and address.startswith("ray://"):
+        if importlib.util.find_spec("grpc") is None:  # Ray Client's transport
+            raise ConfigError(f"--address {address} needs Ray Client: pip install 'ray[client]'")
+    kwargs = dict(runtime_env={"env_vars": dict(env)}, log_to_driver=verbose,
+                  logging_level=logging.INFO if verbose else logging.ERROR)
+    try:
+        if address is None:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except ConnectionError as err:
+        if "Authentication" in type(err.__cause__).__name__ or "InvalidAuthToken" in str(err.__cause__):
+            # Ray sends its token to an explicitly named address only when told to.
+            raise ConfigError(
+                f"--address {address}: the cluster wants its authentication token: set RAY_AUTH_MODE=token "
+                "and make the token available (~/.ray/auth_token or RAY_AUTH_TOKEN), as on its nodes") from None
+        raise ConfigError(f"--address {address}: no Ray cluster there ({one_line(err)}); start one with "
+                          "'ray start --head', or leave out --address for an embedded Ray") from None
+    try:
+        yield _info(address or "", embedded=address is None)
+    finally:
+        ray.shutdown()
+
+
+def _info(address: str, *, embedded: bool) -> ClusterInfo:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    return ClusterInfo(address=address, cpus=cpus, nodes=len(nodes), embedded=embedded,
+                       client=address.startswith("ray://"))
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]

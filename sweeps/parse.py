@@ -1,0 +1,119 @@
+"""Parsing of the small textual values a sweep takes: folds, value lists, names.
+
+Every parser raises :class:`qmoe.errors.ConfigError` naming the flag, the bad piece and a
+valid example, so that the CLI can print it as one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+
+from qmoe.errors import ConfigError
+
+#: A sweep name is one path component: it names the folder ``STORAGE/NAME``.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def parse_folds(text: str, *, flag: str = "--folds") -> tuple[int, ...]:
+    """``"1,3-5"`` -> ``(1, 3, 4, 5)``: sorted, unique, positive.
+
+    Raises:
+        ConfigError: empty text, a piece that is not a number or a range ``a-b`` with a <= b.
+    """
+    pieces = [p.strip() for p in str(text).split(",")]
+    if not any(pieces):
+        raise ConfigError(f"{flag} is empty: give fold numbers or ranges, e.g. 1,3-5")
+    folds: set[int] = set()
+    for piece in pieces:
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", piece)
+        if not match:
+            raise ConfigError(f"{flag}: {piece!r} is not a fold number or a range like 3-5")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) else lo
+        if lo < 1 or hi < lo:
+            raise ConfigError(f"{flag}: {piece!r} is not a valid range: folds start at 1, a-b needs a <= b")
+        folds.update(range(lo, hi + 1))
+    return tuple(sorted(folds))
+
+
+def _split(text: str, flag: str, example: str) -> list[str]:
+    pieces = [p.strip() for p in str(text).split(",")]
+    if not any(pieces):
+        raise ConfigError(f"{flag} is empty: give comma-separated values, e.g. {example}")
+    if not all(pieces):
+        raise ConfigError(f"{flag}: {text!r} has an empty item; write e.g. {example}")
+    return pieces
+
+
+def parse_floats(text: str, *, flag: str = "--values", example: str = "0.02,0.2,0.3",
+                 minimum: float | None = None, what: str = "value") -> tuple[float, ...]:
+    """``"0.02,0.2"`` -> ``(0.02, 0.2)``, order kept, duplicates dropped.
+
+    Raises:
+        ConfigError: empty, not a number, not finite, or below ``minimum``.
+    """
+    out: list[float] = []
+    for piece in _split(text, flag, example):
+        try:
+            value = float(piece)
+        except ValueError:
+            raise ConfigError(f"{flag}: {piece!r} is not a number; write e.g. {example}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag}: {piece!r} is not a finite number")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{flag}: {what} {piece} is below {minimum:g}; use values >= {minimum:g}")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+def parse_ints(text: str, *, flag: str = "--values", example: str = "1,2,4,8,16") -> tuple[int, ...]:
+    """``"1,2,4"`` -> ``(1, 2, 4)``, order kept, duplicates dropped.
+
+    Raises:
+        ConfigError: empty or not a whole number.
+    """
+    out: list[int] = []
+    for piece in _split(text, flag, example):
+        if not re.fullmatch(r"[+-]?\d+", piece):
+            raise ConfigError(f"{flag}: {piece!r} is not a whole number; write e.g. {example}")
+        if int(piece) not in out:
+            out.append(int(piece))
+    return tuple(out)
+
+
+def parse_names(text: str, *, flag: str, example: str) -> tuple[str, ...]:
+    """``"bitnet,q4,q8"`` -> ``("bitnet", "q4", "q8")`` (order kept).
+
+    Raises:
+        ConfigError: empty, an empty item, or a name given twice.
+    """
+    names = _split(text, flag, example)
+    seen = [n for i, n in enumerate(names) if n in names[:i]]
+    if seen:
+        raise ConfigError(f"{flag}: {seen[0]!r} is given twice")
+    return tuple(names)
+
+
+def check_sweep_name(name: str) -> str:
+    """Return ``name`` if it can name a folder under the storage, else raise.
+
+    A name is one path component of letters, digits, ``.``, ``_`` and ``-`` (not starting with
+    ``.`` or ``-``), so that ``../x`` or ``/abs`` can never escape the storage folder.
+
+    Raises:
+        ConfigError: with the rule and an example.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r} is not a valid sweep name: use letters, digits, '.', '_' and '-' "
+            "(at most 100, starting with a letter or digit), e.g. alpha-esc50")
+    return name
+
+
+def default_name(kind: str, now: datetime | None = None) -> str:
+    """``alpha-20250131-142501``: the kind and the local start time, to the second."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return check_sweep_name(f"{kind}-{stamp}")

@@ -1,0 +1,164 @@
+"""A sweep spec made concrete: its embedding tables and the list of trials (the grid expansion).
+
+``plan_sweep(spec)`` resolves every dataset of the spec to an embedding table, checks the
+folds, and expands ``datasets x groups x models x alphas x folds`` into :class:`TrialSpec`\\ s,
+one per ``trial_key``. Nothing here touches Ray or the disk beyond reading the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qmoe.errors import ConfigError, DataError
+from qmoe.spec import TrainConfig, TrialSpec
+
+from sweeps.spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+#: ``(dataset, data) -> EmbeddingTable``; :func:`qmoe.data.datasets.resolve_table` by default.
+Resolver = Callable[[str | None, Path | None], Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableRef:
+    """How to load one of the sweep's tables again (on resume) and what it must hash to."""
+
+    name: str  # the trials' ``dataset`` field
+    dataset: str | None  # a registered dataset name, or None for a file given with --data
+    data: str | None  # the table file, or None
+    content_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPlan:
+    """The trials of a sweep and the tables they train on."""
+
+    spec: SweepSpec
+    trials: tuple[TrialSpec, ...]
+    tables: Mapping[str, Any]  # table name -> EmbeddingTable
+    refs: tuple[TableRef, ...]
+    skipped: Mapping[str, str]  # dataset -> why it was left out (not prepared)
+
+
+def default_resolver() -> Resolver:
+    from qmoe.data.datasets import resolve_table
+
+    return resolve_table
+
+
+def load_tables(spec: SweepSpec, resolve: Resolver | None = None
+                ) -> tuple[dict[str, Any], list[TableRef], dict[str, str]]:
+    """Resolve the spec's datasets (or its ``data`` file) to tables.
+
+    Returns:
+        tables by name, their refs, and the datasets left out (``skip_unprepared``) with why.
+
+    Raises:
+        QmoeError: an unknown dataset, an unreadable table, or every dataset unprepared.
+    """
+    resolve = resolve or default_resolver()
+    tables: dict[str, Any] = {}
+    refs: list[TableRef] = []
+    skipped: dict[str, str] = {}
+    if spec.data is not None:
+        path = Path(spec.data).expanduser().resolve()
+        table = resolve(None, path)
+        tables[path.stem] = table
+        refs.append(TableRef(name=path.stem, dataset=None, data=str(path), content_hash=table.content_hash()))
+        return tables, refs, skipped
+    for name in spec.datasets:
+        try:
+            table = resolve(name, None)
+        except DataError as err:
+            if not spec.skip_unprepared:
+                raise
+            skipped[name] = " ".join(str(err).split())
+            log.warning("leaving out %s: %s", name, skipped[name])
+            continue
+        tables[name] = table
+        refs.append(TableRef(name=name, dataset=name, data=None, content_hash=table.content_hash()))
+    if not tables:
+        raise DataError(f"none of the datasets {', '.join(spec.datasets)} is prepared: "
+                        "prepare one with 'qmoe data prepare DATASET --root DIR', or pick --dataset synth")
+    return tables, refs, skipped
+
+
+def expand(spec: SweepSpec, tables: Mapping[str, Any]) -> tuple[TrialSpec, ...]:
+    """Every trial of the grid on these tables, in a stable order, unique by ``trial_key``.
+
+    Raises:
+        DataError: a fold of the spec that a table lacks.
+    """
+    trials: dict[str, TrialSpec] = {}
+    train = {False: spec.train_config(False), True: spec.train_config(True)}
+    for name, table in tables.items():
+        if spec.folds is None:
+            folds = tuple(int(f) for f in table.fold_ids)
+        else:
+            for fold in spec.folds:
+                table.check_fold(fold)
+            folds = spec.folds
+        for group in spec.grid:
+            for experts in group.models:
+                mixture = len(experts) > 1
+                for alpha in group.alphas:
+                    for fold in folds:
+                        trial = TrialSpec(dataset=name, fold=fold, experts=experts, alpha=alpha,
+                                          protocol=spec.protocol, seed=spec.seed, train=train[mixture],
+                                          hparams_source=spec.hparams_source,
+                                          latency_runs=spec.latency_runs,
+                                          measure_energy=spec.measure_energy)
+                        trials.setdefault(trial.trial_key, trial)
+    return tuple(trials.values())
+
+
+def plan_sweep(spec: SweepSpec, *, resolve: Resolver | None = None) -> SweepPlan:
+    """Resolve the spec's tables and expand its grid (see :func:`load_tables`, :func:`expand`)."""
+    tables, refs, skipped = load_tables(spec, resolve)
+    trials = expand(spec, tables)
+    if not trials:
+        raise ConfigError(f"{spec.source}: the grid expands to no trials")
+    return SweepPlan(spec=spec, trials=trials, tables=tables, refs=tuple(refs), skipped=skipped)
+
+
+def reload_tables(refs: list[TableRef], resolve: Resolver | None = None) -> dict[str, Any]:
+    """Load the tables a sweep started with again, checking that they did not change.
+
+    Raises:
+        DataError: a table is gone or its content differs from when the sweep started.
+    """
+    resolve = resolve or default_resolver()
+    tables: dict[str, Any] = {}
+    for ref in refs:
+        table = resolve(ref.dataset, Path(ref.data) if ref.data else None)
+        if table.content_hash() != ref.content_hash:
+            raise DataError(
+                f"table {ref.name!r} changed since the sweep started (content hash {table.content_hash()} "
+                f"!= {ref.content_hash}): its results would mix two tables; start a new sweep instead")
+        tables[ref.name] = table
+    return tables
+
+
+def trial_to_dict(trial: TrialSpec) -> dict[str, Any]:
+    """A trial spec as plain JSON-able data (inverse of :func:`trial_from_dict`)."""
+    assert trial.train is not None
+    out = {f.name: getattr(trial, f.name) for f in dataclasses.fields(trial)}
+    out["experts"] = list(trial.experts)
+    out["train"] = trial.train.to_dict()
+    return out
+
+
+def trial_from_dict(raw: Mapping[str, Any]) -> TrialSpec:
+    """Rebuild a :class:`TrialSpec` written by :func:`trial_to_dict`."""
+    raw = dict(raw)
+    train = TrainConfig(**raw.pop("train"))
+    return TrialSpec(**{**raw, "experts": tuple(raw["experts"]), "train": train})

@@ -1,0 +1,102 @@
+"""The driver-side Tune callback that writes each trial's row the moment it finishes.
+
+Rows go to the results store as trials complete (not at the end), each write atomic, so a
+driver killed mid-sweep loses nothing already finished. A trial that keeps failing after
+Ray's retries (``FailureConfig``) gets an error row with the error text, its node and times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ray.cloudpickle as cloudpickle
+from ray import tune
+from ray.exceptions import RayActorError
+
+from qmoe.record import TrialRecord
+from qmoe.spec import TrialSpec
+
+from sweeps.progress import NullProgress
+from sweeps.store import SweepStore, now_iso
+from sweeps.trainable import ROW, SAMPLES, TrialCrashed, one_line
+
+log = logging.getLogger(__name__)
+
+
+def describe_failure(trial: Any) -> tuple[str, str, str]:
+    """``(error, node, started_at)`` of a Tune trial that errored ('' when unknown)."""
+    exc: BaseException | None = None
+    if trial.pickled_error_file:
+        with contextlib.suppress(Exception), open(trial.pickled_error_file, "rb") as fh:
+            exc = cloudpickle.load(fh)
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, TrialCrashed):
+        return cause.error, cause.node, cause.started_at
+    if isinstance(exc, RayActorError) or isinstance(cause, RayActorError):
+        return f"worker process died: {one_line(exc)}", "", ""
+    text = str(exc) if exc is not None else str(trial.get_error() or "unknown error")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1][:500] if lines else "unknown error"), "", ""
+
+
+class Recorder(tune.Callback):
+    """Writes rows and routing files, and drives the progress line.
+
+    Args:
+        store: the sweep's results store.
+        trials: the trials of this run by ``trial_key``.
+        progress: the progress display (:class:`NullProgress` for none).
+    """
+
+    def __init__(self, store: SweepStore, trials: Mapping[str, TrialSpec],
+                 progress: NullProgress | None = None) -> None:
+        self.store = store
+        self.trials = dict(trials)
+        self.progress = progress or NullProgress()
+        self.started_at: dict[str, str] = {}
+        self.first_start: float | None = None  # time.time() when the first trial began
+        self.recorded: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into tuner.pkl; a live display (locks, a terminal) does not
+        # pickle and has no meaning in a restored copy.
+        return {**self.__dict__, "progress": NullProgress()}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = trial.config["trial_key"]
+        self.started_at[key] = now_iso()
+        self.first_start = self.first_start or time.time()
+        self.progress.started(key)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.retried(trial.config["trial_key"])
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        # Tune lets callbacks edit the result in place: the row and the samples are popped so
+        # that Ray's own experiment state stays small (our table is the record).
+        row, samples = result.pop(ROW, None), result.pop(SAMPLES, None)
+        if row is None:
+            return
+        key = row["trial_key"]
+        if samples is not None and len(samples):
+            self.store.write_samples(key, samples)
+        self.store.upsert([row])
+        self.recorded.add(key)
+        self.progress.finished(key, ok=row["status"] == "ok")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = trial.config["trial_key"]
+        if key in self.recorded:  # already has its row (an error after reporting: keep it)
+            return
+        error, node, started = describe_failure(trial)
+        log.warning("trial %s failed after %d attempt(s): %s", key, trial.num_failures, error)
+        record = TrialRecord.failed(self.trials[key], error, node=node or "unknown",
+                                    started_at=started or self.started_at.get(key, ""),
+                                    finished_at=now_iso())
+        self.store.upsert([record.to_row()])
+        self.recorded.add(key)
+        self.progress.finished(key, ok=False)

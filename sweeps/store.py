@@ -1,0 +1,275 @@
+"""The results store of one sweep: ``STORAGE/NAME/`` (DESIGN §7).
+
+Layout::
+
+    STORAGE/NAME/sweep.json              the manifest: spec, tables, every trial of the grid
+    STORAGE/NAME/results.parquet         one row per trial_key (TrialRecord columns)
+    STORAGE/NAME/routing/<key>.parquet   per-sample routing of mixture trials
+    STORAGE/NAME/.lock                   held (flock) by the one command working on the sweep
+    STORAGE/NAME/ray/                    Ray Tune's own experiment folders
+
+Every file is written to a temporary name and moved into place (``os.replace``), so a killed
+process leaves the previous complete version, never half a file. Rows are merged by
+``trial_key``: a trial appears once; an error row never replaces an ok row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qmoe.errors import ConfigError
+from qmoe.record import TrialRecord
+
+from sweeps.parse import check_sweep_name
+
+MANIFEST = "sweep.json"
+RESULTS = "results.parquet"
+ROUTING = "routing"
+LOCK = ".lock"
+MANIFEST_VERSION = 1
+
+
+def _dtype(annotation: str) -> str:
+    # TrialRecord's annotations are strings ("float | None"); a fixed dtype per column keeps
+    # the Parquet schema the same whether a column holds values or only errors' nulls.
+    if "float" in annotation:
+        return "float64"
+    if "int" in annotation:
+        return "Int64"
+    return "object"
+
+
+SCHEMA: dict[str, str] = {f.name: _dtype(str(f.type)) for f in dataclasses.fields(TrialRecord)}
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+#: mkstemp makes 0600 files; results on shared storage must be readable like any other file.
+FILE_MODE = _file_mode()
+
+
+def now_iso() -> str:
+    """UTC time to the millisecond, the format of ``started_at`` / ``finished_at``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """``df.to_parquet`` to a temporary file in the same folder, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
+        df.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def as_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows -> a DataFrame with the results schema (record columns first, fixed dtypes)."""
+    df = pd.DataFrame(list(rows))
+    for column, dtype in SCHEMA.items():
+        if column not in df:
+            df[column] = None
+        if dtype != "object":
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype(dtype)
+        else:
+            df[column] = df[column].astype(object).where(df[column].notna(), None)
+    extra = [c for c in df.columns if c not in SCHEMA]
+    return df[list(SCHEMA) + extra]
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``trial_key``: new rows win, except that an error never replaces an ok row."""
+    if old.empty:
+        merged = new
+    elif new.empty:
+        merged = old
+    else:
+        keep_ok = old[(old["status"] == "ok") & old["trial_key"].isin(new["trial_key"])]
+        blocked = set(keep_ok["trial_key"]) & set(new.loc[new["status"] != "ok", "trial_key"])
+        new = new[~new["trial_key"].isin(blocked)]
+        merged = pd.concat([old[~old["trial_key"].isin(new["trial_key"])], new], ignore_index=True)
+    merged = merged.drop_duplicates("trial_key", keep="last")
+    return as_frame(merged.to_dict("records"))
+
+
+class SweepStore:
+    """The folder of one sweep and the small API over its files.
+
+    Args:
+        storage: the folder holding every sweep (``--storage``).
+        name: the sweep's name (one path component; see :func:`check_sweep_name`).
+    """
+
+    def __init__(self, storage: str | Path, name: str) -> None:
+        self.name = check_sweep_name(name)
+        self.storage = Path(storage).expanduser().resolve()
+        self.path = self.storage / self.name
+        self.manifest_path = self.path / MANIFEST
+        self.results_path = self.path / RESULTS
+        self.routing_dir = self.path / ROUTING
+        self.lock_path = self.path / LOCK
+        self.ray_dir = self.path / "ray"
+
+    # -- creation and manifest ------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def check_new(self) -> None:
+        """Refuse a name in use, and a storage folder that cannot be written."""
+        if self.exists():
+            raise ConfigError(f"sweep {self.name!r} already exists in {self.storage}: finish it with "
+                              f"'qmoe resume {self.name}' or choose another --name")
+        check_writable(self.storage)
+
+    def create(self, manifest: Mapping[str, Any]) -> None:
+        """Make the sweep's folder (atomically: a concurrent start with the name fails) and manifest."""
+        self.check_new()
+        self.storage.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"sweep {self.name!r} was just created by another command: "
+                              f"use 'qmoe resume {self.name}' or another --name") from None
+        self.routing_dir.mkdir()
+        self.write_manifest(manifest)
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        data = {"version": MANIFEST_VERSION, **manifest}
+        atomic_write_bytes(self.manifest_path, json.dumps(data, indent=1).encode())
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest; ConfigError naming the known sweeps when there is none."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            known = list_sweeps(self.storage)
+            hint = f"; sweeps there: {', '.join(known)}" if known else "; there are none (check --storage)"
+            raise ConfigError(f"no sweep {self.name!r} in {self.storage}{hint}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{self.manifest_path}: damaged manifest ({err})") from None
+        if manifest.get("version") != MANIFEST_VERSION:
+            raise ConfigError(f"{self.manifest_path}: manifest version {manifest.get('version')!r} "
+                              f"is not {MANIFEST_VERSION}; it was written by another qmoe version")
+        return manifest
+
+    # -- lock ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the sweep's lock, or raise ConfigError saying who holds it.
+
+        An ``flock`` is released by the kernel when its process dies (even by SIGKILL), so a
+        killed command never leaves a stale lock behind.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+                raise ConfigError(f"sweep {self.name!r} is in use by {holder}: wait for it to finish "
+                                  "(or stop it) before running another command on it") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def is_locked(self) -> bool:
+        """True when a command holds the sweep's lock right now."""
+        if not self.lock_path.exists():
+            return False
+        fd = os.open(self.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # -- rows ---------------------------------------------------------------------------
+    def read_results(self) -> pd.DataFrame:
+        """The results table (empty, with the columns, before the first row)."""
+        if not self.results_path.exists():
+            return as_frame([])
+        return as_frame(pd.read_parquet(self.results_path).to_dict("records"))
+
+    def upsert(self, rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+        """Merge rows into the table (see :func:`merge_rows`) and write it atomically."""
+        merged = merge_rows(self.read_results(), as_frame(rows))
+        atomic_write_parquet(merged, self.results_path)
+        return merged
+
+    def ok_keys(self) -> set[str]:
+        df = self.read_results()
+        return set(df.loc[df["status"] == "ok", "trial_key"])
+
+    def write_samples(self, trial_key: str, samples: pd.DataFrame) -> Path:
+        """Write one trial's per-sample routing to ``routing/<trial_key>.parquet``."""
+        path = self.routing_dir / f"{trial_key}.parquet"
+        self.routing_dir.mkdir(exist_ok=True)
+        atomic_write_parquet(samples, path)
+        return path
+
+
+def check_writable(folder: Path) -> None:
+    """ConfigError unless ``folder`` exists as a writable folder or could be created."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"--storage {folder}: {probe} is not a folder")
+    try:  # os.access says yes to root even on read-only file systems: try for real
+        with tempfile.TemporaryFile(dir=probe, prefix=".qmoe-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--storage {folder}: cannot write in {probe} ({err.strerror}); "
+                          "pick a folder you can write to") from None
+
+
+def list_sweeps(storage: str | Path) -> list[str]:
+    """Names of the sweeps under ``storage`` (folders with a manifest), sorted."""
+    root = Path(storage).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())

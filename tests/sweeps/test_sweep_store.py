@@ -1,0 +1,151 @@
+"""The results store: atomic writes, one row per trial_key, the lock, names, storage checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qmoe.errors import ConfigError
+from qmoe.record import TrialRecord
+from qmoe.spec import TrialSpec
+from sweeps.store import SCHEMA, SweepStore, list_sweeps, merge_rows
+
+
+def row(fold: int, status: str = "ok", f1: float | None = 0.8, **extra) -> dict:
+    spec = TrialSpec(dataset="synth", fold=fold, experts=("q4",))
+    if status == "error":
+        return TrialRecord.failed(spec, "boom", **extra).to_row()
+    return TrialRecord(**TrialRecord.identity(spec), f1_macro=f1, **extra).to_row()
+
+
+@pytest.fixture
+def store(tmp_path) -> SweepStore:
+    s = SweepStore(tmp_path / "runs", "s1")
+    s.create({"name": "s1", "trials": []})
+    return s
+
+
+def test_create_refuses_existing_name(store) -> None:
+    with pytest.raises(ConfigError, match="already exists.*qmoe resume s1"):
+        SweepStore(store.storage, "s1").create({})
+    assert list_sweeps(store.storage) == ["s1"]
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", ".."])
+def test_names_cannot_escape(tmp_path, name) -> None:
+    with pytest.raises(ConfigError, match="--name"):
+        SweepStore(tmp_path, name)
+    assert not any(tmp_path.iterdir())
+
+
+def test_upsert_dedups_and_never_downgrades_ok(store) -> None:
+    store.upsert([row(1), row(2, "error")])
+    store.upsert([row(1, f1=0.9), row(2, "error")])  # ok re-written, error re-written
+    df = store.read_results()
+    assert len(df) == 2 and df["trial_key"].is_unique
+    assert df.set_index("fold").loc[1, "f1_macro"] == 0.9
+    store.upsert([row(1, "error"), row(2)])  # an error never replaces ok; ok replaces an error
+    df = store.read_results().set_index("fold")
+    assert list(df["status"].sort_index()) == ["ok", "ok"] and df.loc[1, "f1_macro"] == 0.9
+    assert store.ok_keys() == set(df["trial_key"])
+
+
+def test_merge_rows_is_pure() -> None:
+    old = pd.DataFrame([row(1), row(2)])
+    new = pd.DataFrame([row(2, f1=0.1), row(3)])
+    merged = merge_rows(old, new)
+    assert sorted(merged["fold"]) == [1, 2, 3]
+    assert merged.set_index("fold").loc[2, "f1_macro"] == 0.1
+
+
+def test_schema_is_stable_for_error_only_tables(store) -> None:
+    store.upsert([row(1, "error")])
+    df = pd.read_parquet(store.results_path)
+    assert list(df.columns)[: len(SCHEMA)] == list(SCHEMA)
+    assert str(df["f1_macro"].dtype) == "float64" and str(df["n_test"].dtype) == "Int64"
+
+
+def test_atomic_write_keeps_previous_file_on_failure(store, monkeypatch) -> None:
+    store.upsert([row(1)])
+    before = store.results_path.read_bytes()
+
+    def crash(self, path, **kw):  # dies half-way through writing the temporary file
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.upsert([row(2)])
+    monkeypatch.undo()
+    assert store.results_path.read_bytes() == before
+    assert [p.name for p in store.path.iterdir() if p.name.endswith(".tmp")] == []
+    assert len(store.read_results()) == 1
+
+
+def test_files_are_readable_by_others(store) -> None:
+    store.upsert([row(1)])
+    assert store.results_path.stat().st_mode & 0o044  # not 0600 like a bare mkstemp file
+
+
+def test_lock_refuses_a_second_command(store) -> None:
+    with store.lock():
+        assert store.is_locked()
+        with pytest.raises(ConfigError, match=f"in use by pid {os.getpid()}"):
+            with SweepStore(store.storage, "s1").lock():
+                pass
+    assert not store.is_locked()
+    with store.lock():  # released: can be taken again
+        pass
+
+
+def test_lock_dies_with_a_killed_process(store) -> None:
+    code = ("import sys, time; from sweeps.store import SweepStore; "
+            f"s = SweepStore({str(store.storage)!r}, 's1'); cm = s.lock(); cm.__enter__(); "
+            "print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert store.is_locked()
+        with pytest.raises(ConfigError, match="in use by pid"):
+            with store.lock():
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.1)
+    with store.lock():  # the kernel released the dead process's lock: no stale lock
+        pass
+
+
+def test_unwritable_storage_is_refused(tmp_path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        SweepStore(a_file / "runs", "s").check_new()
+    with pytest.raises(ConfigError, match="--storage"):
+        SweepStore("/proc/qmoe-runs", "s").check_new()
+
+
+def test_manifest_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no sweep 'nope'.*none"):
+        SweepStore(tmp_path, "nope").read_manifest()
+    s = SweepStore(tmp_path, "s")
+    s.create({})
+    s.manifest_path.write_text("{not json")
+    with pytest.raises(ConfigError, match="damaged"):
+        s.read_manifest()
+    with pytest.raises(ConfigError, match="sweeps there: s"):
+        SweepStore(tmp_path, "other").read_manifest()
+
+
+def test_samples_file(store) -> None:
+    path = store.write_samples("abc", pd.DataFrame({"clip_id": ["c1"], "expert": ["q4"]}))
+    assert path == store.routing_dir / "abc.parquet"
+    assert pd.read_parquet(path)["expert"].tolist() == ["q4"]
