@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the curiosity alpha sweep on the built-in dataset (embedded local Ray), then
+# the report. Run again, it resumes the same sweep (finished trials are never re-run).
+DEMO ?= demo
 demo: $(STAMP)
-	$(VENV)/bin/qmoe data synth
-	$(VENV)/bin/qmoe trial --model q4 --fold 1
-	$(VENV)/bin/qmoe trial --model bitnet,q4,q8 --alpha 0.2 --fold 1
+	@if $(VENV)/bin/qmoe status $(DEMO) >/dev/null 2>&1; then \
+		$(VENV)/bin/qmoe resume $(DEMO); \
+	else \
+		$(VENV)/bin/qmoe sweep alpha --values 0.02,0.2,0.3 --name $(DEMO); \
+	fi; status=$$?; $(VENV)/bin/qmoe report $(DEMO) && exit $$status
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" -q
