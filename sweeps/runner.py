@@ -165,8 +165,14 @@ def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[
         finally:
             progress.stop()
         wall = time.time() - t0
-    return _outcome(store, all_trials, since=since, wall=wall, slots=slots, nodes=cluster.nodes,
-                    first_start=recorder.first_start)
+    outcome = _outcome(store, all_trials, since=since, wall=wall, slots=slots, nodes=cluster.nodes,
+                       first_start=recorder.first_start)
+    store.log_run({"started_at": since, "ran": outcome.ran, "ok": outcome.ok, "errors": outcome.errors,
+                   "wall_seconds": wall, "command_seconds": outcome.command_seconds,
+                   "first_trial_seconds": outcome.first_trial_seconds,
+                   "trial_seconds": outcome.trial_seconds, "slots": slots, "nodes": cluster.nodes,
+                   "efficiency": outcome.efficiency})
+    return outcome
 
 
 def _outcome(store: SweepStore, all_trials: Sequence[TrialSpec], *, since: str | None, wall: float,

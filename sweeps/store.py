@@ -37,6 +37,7 @@ from sweeps.parse import check_sweep_name
 MANIFEST = "sweep.json"
 RESULTS = "results.parquet"
 ROUTING = "routing"
+RUNS = "runs.jsonl"  # one line of figures per run or resume
 LOCK = ".lock"
 MANIFEST_VERSION = 1
 
@@ -241,6 +242,18 @@ class SweepStore:
     def ok_keys(self) -> set[str]:
         df = self.read_results()
         return set(df.loc[df["status"] == "ok", "trial_key"])
+
+    def log_run(self, figures: Mapping[str, Any]) -> None:
+        """Append one run's figures (timings, efficiency) to ``runs.jsonl`` in the sweep folder."""
+        with open(self.path / RUNS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(figures), sort_keys=True) + "\n")
+
+    def read_runs(self) -> list[dict[str, Any]]:
+        """The figures of every run and resume of this sweep, oldest first."""
+        path = self.path / RUNS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def write_samples(self, trial_key: str, samples: pd.DataFrame) -> Path:
         """Write one trial's per-sample routing to ``routing/<trial_key>.parquet``."""

@@ -43,6 +43,9 @@ def test_quick_sweep_writes_one_row_per_trial(ray_cluster, tmp_path, resolver) -
     assert all(n == 1 for (key, ev), n in events(log).items() if ev == "start")
     assert "20/20 done" in stream.getvalue() and "0 failed" in stream.getvalue()
     assert out.first_trial_seconds is not None and out.efficiency is not None
+    (run,) = SweepStore(tmp_path / "runs", "quick").read_runs()  # the figures `qmoe bench` reads
+    assert run["ran"] == 20 and run["efficiency"] == pytest.approx(out.efficiency)
+    assert run["first_trial_seconds"] == pytest.approx(out.first_trial_seconds)
     # the name is now taken
     with pytest.raises(ConfigError, match="already exists.*qmoe resume quick"):
         run_sweep(plan, name="quick", options=RunOptions(storage=tmp_path / "runs", trial_fn=fn))
