@@ -25,7 +25,7 @@ import torch
 
 from qmoe.data.extract import BatchResult, Embedder, ExtractSettings, WorkItem, batches, default_batch_size
 from qmoe.data.image_backbones import needs_weights
-from qmoe.errors import QmoeError
+from qmoe.errors import DataError, QmoeError
 
 from sweeps.cluster import one_line, ray_session, worker_env
 
@@ -48,9 +48,6 @@ class _EmbedActor:
 
     def embed(self, items: list[WorkItem], data: list[bytes]) -> BatchResult:
         return self._embed(items, data)
-
-    def ready(self) -> bool:
-        return True
 
 
 def _unwrap(err: Exception) -> Exception:
@@ -76,7 +73,10 @@ def _run_actors(items: Sequence[WorkItem], settings: ExtractSettings,
         batch = next(queue, None)
         if batch is None:
             return False
-        data = [Path(item.path).read_bytes() for item in batch]
+        try:
+            data = [Path(item.path).read_bytes() for item in batch]
+        except OSError as err:
+            raise DataError(f"{err.filename}: cannot read the file ({err.strerror or err})") from None
         pending[actors[actor].embed.remote(batch, data)] = actor
         return True
 
@@ -187,7 +187,7 @@ def extraction_throughput(backbones: Sequence[str] = ("melstats", "efficientnet_
             items = all_items[: counts[backbone]]
             start = time.perf_counter()
             first, done, first_n = None, 0, 0
-            workers = max(1, min(int(cluster.cpus), cpus if address is None else int(cluster.cpus)))
+            workers = max(1, int(cluster.cpus) if address else min(cpus, int(cluster.cpus)))
             for result in _run_actors(items, settings, None, default_batch_size(backbone), "<random init>",
                                       cluster.cpus, workers):
                 done += result.n_items

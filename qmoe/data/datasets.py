@@ -4,8 +4,9 @@
 under ``$QMOE_CACHE`` (default ``~/.cache/qmoe``) in a file named by a hash of those
 settings, so every later call just loads it. The real datasets (``esc50``,
 ``urbansound8k``, ``quinn``) are known by name; their audio must first be turned into a
-table by ``qmoe data prepare NAME --root DIR``, which writes it to
-:func:`prepared_table_path`.
+table by ``qmoe data prepare NAME --root DIR`` (:mod:`qmoe.data.prepare`), which writes it
+to :func:`prepared_table_path` (``<cache>/tables/NAME-BACKBONE.parquet``); from then on
+``resolve_table(NAME)`` and ``--dataset NAME`` find it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,55 @@ def prepared_table_path(
     """Where ``qmoe data prepare NAME`` puts the table of a real dataset."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "tables" / f"{name}-{backbone}.parquet"
+
+
+def prepared_backbones(name: str, cache_dir: str | Path | None = None) -> list[str]:
+    """Backbones for which a table of dataset ``name`` has been prepared, sorted."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    prefix = f"{name}-"
+    return sorted(p.stem[len(prefix):] for p in (root / "tables").glob(f"{prefix}*.parquet")
+                  if p.stem[len(prefix):] and "-" not in p.stem[len(prefix):])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedInfo:
+    """A prepared table, as ``qmoe data list`` shows it (read without loading the embeddings)."""
+
+    path: Path
+    dataset: str
+    backbone: str
+    rows: int
+    classes: int
+    folds: list[int]
+    dim: int
+    random_init: bool
+    created_at: str
+
+
+def list_prepared(cache_dir: str | Path | None = None) -> list[PreparedInfo]:
+    """Every table under ``<cache>/tables``, sorted by file name; unreadable files are skipped."""
+    import pyarrow.parquet as pq
+
+    from qmoe.data.table import META_KEY
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    found = []
+    for path in sorted((root / "tables").glob("*.parquet")):
+        try:
+            schema = pq.read_schema(path)
+            meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
+            cols = pq.read_table(path, columns=["label", "fold"])
+        except Exception as err:  # a listing must not die on one bad file
+            log.warning("skipping %s in the listing: %s", path, err)
+            continue
+        labels, folds = cols.column("label").to_numpy(), cols.column("fold").to_numpy()
+        found.append(PreparedInfo(
+            path=path, dataset=str(meta.get("dataset", path.stem)), backbone=str(meta.get("backbone", "?")),
+            rows=len(labels), classes=len(set(labels.tolist())), folds=sorted(set(folds.tolist())),
+            dim=sum(1 for n in schema.names if n[:1] == "e" and n[1:].isdigit()),
+            random_init=bool(meta.get("random_init", False)), created_at=str(meta.get("created_at", "")),
+        ))
+    return found
 
 
 def _synth_settings(cfg: SynthConfig, mel: LogMelConfig, backbone: str) -> dict[str, Any]:
@@ -172,7 +222,7 @@ def resolve_table(
     data: str | Path | None = None,
     *,
     cache_dir: str | Path | None = None,
-    backbone: str = DEFAULT_BACKBONE,
+    backbone: str | None = None,
 ) -> EmbeddingTable:
     """The embedding table a command should run on.
 
@@ -180,7 +230,8 @@ def resolve_table(
         dataset: a registered dataset name (``--dataset``); default ``synth``.
         data: a Parquet table (``--data``); wins over ``dataset``.
         cache_dir: cache root; default :func:`default_cache_dir`.
-        backbone: which prepared table of the dataset to use.
+        backbone: which prepared table of the dataset to use. None: ``melstats`` if that one
+            is prepared, else the only one prepared (several -> DataError naming them).
 
     Returns:
         The validated table.
@@ -194,7 +245,14 @@ def resolve_table(
     name = dataset or DEFAULT_DATASET
     spec = DATASETS.get(name)
     if spec.name == "synth":
-        return load_table(synth_table_path(cache_dir, backbone=backbone))
+        return load_table(synth_table_path(cache_dir, backbone=backbone or DEFAULT_BACKBONE))
+    if backbone is None:
+        ready = prepared_backbones(name, cache_dir)
+        if len(ready) > 1 and DEFAULT_BACKBONE not in ready:
+            paths = ", ".join(str(prepared_table_path(name, b, cache_dir)) for b in ready)
+            raise DataError(f"dataset {name!r} is prepared with several backbones ({', '.join(ready)}); "
+                            f"pick one table with --data ({paths})")
+        backbone = DEFAULT_BACKBONE if DEFAULT_BACKBONE in ready or not ready else ready[0]
     path = prepared_table_path(name, backbone, cache_dir)
     if not path.is_file():
         raise DataError(

@@ -3,8 +3,10 @@
 ``log_mel`` turns a waveform into a log-Mel spectrogram (torchaudio; STFT window 2048,
 hop 512, 128 bands by default), resampling first when the clip's rate differs from the
 configured one. A *backbone* pools a batch of log-Mels into fixed-size vectors; backbones
-live in the ``BACKBONES`` registry as factories ``(**options) -> Backbone``. Only the
-weight-free ``melstats`` is built in; timm image backbones register themselves later.
+live in the ``BACKBONES`` registry as factories ``(**options) -> Backbone``: the weight-free
+``melstats`` here, the timm image backbones in :mod:`qmoe.data.image_backbones` (imported at
+the end of this module, so that the registry is complete; timm itself loads only when one
+of them is built).
 """
 
 from __future__ import annotations
@@ -234,3 +236,7 @@ def embed_clips(
         out[idx] = emb
     log.debug("embedded %d clips with %s -> %d-d", n, backbone, dim)
     return out
+
+
+# The timm backbones add themselves to BACKBONES (cheap: timm is imported when one is built).
+import qmoe.data.image_backbones  # noqa: E402,F401

@@ -71,8 +71,9 @@ def train_val_test_indices(
         fold: the test fold (must exist in the table).
         protocol: ``"clean"``: validation is a stratified, group-aware ``val_fraction`` of
             the training folds (sklearn ``StratifiedGroupKFold`` with
-            ``n_splits = round(1 / val_fraction)``, first split's held-out part), so no
-            group straddles train and validation and the test fold is never touched.
+            ``n_splits = round(1 / val_fraction)``, fewer on tables too small for that,
+            first split's held-out part), so no group straddles train and validation and
+            the test fold is never touched.
             ``"paper"``: validation is the test fold itself, train is every other fold.
         seed: shuffling seed of the clean split.
         val_fraction: share of the training rows held out for validation (clean only).
@@ -94,11 +95,15 @@ def train_val_test_indices(
     if not 0 < val_fraction <= 0.5:
         raise ConfigError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
     n_groups = len(np.unique(table.groups[rest]))
-    n_splits = min(max(2, round(1 / val_fraction)), n_groups)
+    largest_class = int(np.bincount(table.y[rest]).max())
+    # sklearn refuses more splits than groups, or than the largest class has rows (tiny
+    # tables): take fewer, larger splits then (validation share 1/n_splits > val_fraction).
+    n_splits = min(max(2, round(1 / val_fraction)), n_groups, largest_class)
     if n_splits < 2:
         raise DataError(
-            f"{table.source}: with fold {fold} held out only {n_groups} group remains; a "
-            "validation split needs at least two groups in the training folds"
+            f"{table.source}: with fold {fold} held out only {n_groups} group(s) and at most "
+            f"{largest_class} row(s) per class remain; a validation split needs at least two "
+            "groups and two rows of some class in the training folds"
         )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -132,6 +137,10 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed:
     n_groups = len(np.unique(groups))
     if n_groups < k:
         raise DataError(f"cannot make {k} group-aware folds from {n_groups} groups; use k <= {n_groups}")
+    largest_class = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
+    if largest_class < k:  # sklearn's own check, as a DataError
+        raise DataError(f"cannot make {k} stratified folds: the largest class has {largest_class} rows; "
+                        f"use k <= {largest_class}")
     folds = np.zeros(len(labels), dtype=np.int64)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():

@@ -87,3 +87,17 @@ def test_stratified_group_folds_needs_enough_groups() -> None:
         stratified_group_folds(np.array([0, 1, 0]), np.array(["a", "b", "c"]), k=5, seed=0)
     with pytest.raises(ConfigError, match="k must be >= 2"):
         stratified_group_folds(np.array([0, 1]), np.array(["a", "b"]), k=1, seed=0)
+
+
+def test_tiny_tables_get_fewer_validation_splits_instead_of_a_crash(make_frame) -> None:
+    from qmoe.data import validate_frame
+
+    # 3 classes x 5 folds x 1 group x 2 clips: 8 rows per class outside the test fold (< 10 splits)
+    table = validate_frame(make_frame(n_classes=3, n_folds=5, groups_per=1, clips_per=2), "tiny")
+    split = train_val_test_indices(table, fold=1, seed=0)
+    assert len(split.val) > 0 and not set(table.groups[split.val]) & set(table.groups[split.train])
+
+
+def test_stratified_group_folds_needs_enough_rows_per_class() -> None:
+    with pytest.raises(DataError, match="largest class has 3 rows; use k <= 3"):
+        stratified_group_folds(np.array([0, 0, 0, 1, 1, 1]), np.array(list("abcdef")), k=5, seed=0)
