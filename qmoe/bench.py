@@ -1,25 +1,63 @@
-"""Side-by-side benchmarks of the science core (``qmoe bench``; DESIGN §12 sizes).
+"""Side-by-side benchmarks of the science core (``qmoe bench``; DESIGN §12 sizes, issue 8).
 
-Every figure of one report is measured in the same run, and ratios are taken against the
-torch fp32 eager expert measured in that run (at the start and again at the end, so drift on
-a shared machine shows).
+Every figure of one report is measured in the same run, on one thread: the memory bandwidth
+(for the floors), torch fp32 eager (at the start and again at the end, so drift on a shared
+machine shows; ratios use the faster of the two, which makes them conservative), every
+deployed form of the 1536-640-320-50 MLP, torch's own dynamic int8 for comparison, one
+deployed mixture, and the training epochs.
+
+The *floor* of a form is the time to read its weights, scales and biases once
+(:func:`~qmoe.quant.size.bytes_read`) at the measured bandwidth: from the smallest cache level
+that holds them (where they sit when inferences follow each other, as here) and from DRAM
+(a cold start).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from qmoe.measure import measure_latency, measure_throughput, torch_threads
-from qmoe.models import Expert
-from qmoe.quant import deploy, deploy_form, list_quantizers, size_report
+from qmoe.models import Expert, MixtureOfExperts
+from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
 from qmoe.spec import TrainConfig
 from qmoe.train import fit
 
 PAPER_DIMS = (1536, (640, 320), 50)  # EfficientNet-B3 embedding -> [640, 320] -> ESC-50
+MIXTURE = ("bitnet", "q4", "q8")  # BitNet-Q4/8-QMoE, experts [256, 128, 64], M = 10 router passes
+FP32_START, FP32_END = "fp32 eager (start)", "fp32 eager (end)"
+TORCH_INT8 = "ptq8 (torch dynamic int8)"
+
+#: Issue 8's batch-1 speed-up targets over torch fp32 eager: (label, quantizers, minimum).
+SPEEDUP_TARGETS = (("1-bit >= 8x", ("binary", "q1"), 8.0), ("ternary >= 5x", ("bitnet",), 5.0),
+                   ("2-bit >= 5x", ("q2",), 5.0), ("int8 >= 2x", ("q8", "ptq8", "q4"), 2.0))
+FLOOR_TARGET = ("1-bit within 3x of its floor", ("binary", "q1"), 3.0)
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """Read bandwidth of one core in GB/s (1e9 bytes/s) by where the data sits."""
+
+    l2_gbs: float
+    l3_gbs: float
+    dram_gbs: float
+    l2_bytes: int  # cache sizes the levels were probed with (per core L2, shared L3)
+    l3_bytes: int
+
+    def level(self, n_bytes: int) -> tuple[str, float]:
+        """The smallest level holding ``n_bytes`` and its bandwidth."""
+        if n_bytes <= self.l2_bytes:
+            return "L2", self.l2_gbs
+        if n_bytes <= self.l3_bytes:
+            return "L3", self.l3_gbs
+        return "DRAM", self.dram_gbs
 
 
 @dataclass(frozen=True)
@@ -32,8 +70,23 @@ class LatencyRow:
     p99_us: float
     speedup: float  # fp32 eager p50 / this p50
     throughput: float  # samples/s at batch 256
+    throughput_ratio: float  # / fp32 eager samples/s
     size_kb: float
     compression: float
+    read_kb: float  # weights + scales + biases one inference reads (what the kernel reads)
+    floor_level: str  # where those bytes sit in a warm loop: L2, L3 or DRAM
+    floor_us: float  # read_kb at that level's bandwidth
+    floor_dram_us: float  # read_kb at DRAM bandwidth (cold weights)
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One of issue 8's targets for one quantizer: measured value against the goal."""
+
+    target: str
+    quantizer: str
+    measured: str
+    met: bool
 
 
 @dataclass(frozen=True)
@@ -45,42 +98,137 @@ class EpochRow:
     ratio: float  # / the fp32 epoch
 
 
+def cache_sizes() -> tuple[int, int]:
+    """(per-core L2, L3) in bytes from sysfs; 1 MB and 32 MB where it cannot be read."""
+    sizes = {2: 1 << 20, 3: 32 << 20}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        if level in sizes and text.rstrip("KMG").isdigit():
+            sizes[level] = int(text.rstrip("KMG")) * mult
+    return sizes[2], sizes[3]
+
+
+def measure_bandwidth(min_seconds: float = 0.15) -> Bandwidth:
+    """Read bandwidth of one core, by summing uint64 buffers of half of L2, half of L3 and
+    four times L3 (at least 64 MB): the best of repeated passes over each."""
+    from qmoe.quant.packed import load_kernels
+
+    read_sum = load_kernels().read_sum
+    l2, l3 = cache_sizes()
+    rates = []
+    for n_bytes in (l2 // 2, l3 // 2, max(4 * l3, 64 << 20)):
+        buf = np.ones(n_bytes // 8, np.uint64)
+        read_sum(buf)  # compile/load, and fault the pages in
+        best, start = math.inf, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            t0 = time.perf_counter()
+            read_sum(buf)
+            best = min(best, time.perf_counter() - t0)
+        rates.append(buf.nbytes / best / 1e9)
+        del buf
+    return Bandwidth(l2_gbs=rates[0], l3_gbs=rates[1], dram_gbs=rates[2], l2_bytes=l2, l3_bytes=l3)
+
+
 def _expert(q: str, seed: int = 0) -> Expert:
     torch.manual_seed(seed)
     dim, hidden, classes = PAPER_DIMS
     return Expert(dim, classes, hidden, q, dropout=0.0).eval()
 
 
-def bench_latency(quantizers: list[str] | None = None, runs: int = 300) -> list[LatencyRow]:
-    """Batch-1 p50/p99 latency and batch-256 throughput of every deployed form."""
+def torch_dynamic_int8(model: nn.Module) -> nn.Module:
+    """``model`` with every ptq8 QuantLinear as PyTorch's dynamic int8 Linear (comparison)."""
+    out = copy.deepcopy(model).eval()
+    for module in list(out.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, QuantLinear):
+                setattr(module, name, child.config.torch_dynamic_linear(child))
+    return out.requires_grad_(False)
+
+
+def bench_latency(quantizers: list[str] | None = None, runs: int = 300,
+                  bandwidth: Bandwidth | None = None) -> list[LatencyRow]:
+    """Batch-1 p50/p99 latency and batch-256 throughput of every deployed form, with floors."""
     names = quantizers or list_quantizers()
+    bw = bandwidth or measure_bandwidth()
     x = torch.randn(256, PAPER_DIMS[0])
     fp32 = _expert("fp32")
+    fp32_model = deploy(fp32)  # the deployed fp32 form is torch eager itself
 
-    def eager(inp: torch.Tensor) -> torch.Tensor:
-        return fp32(inp)
-
-    first = measure_latency(eager, x, runs=runs)
-    rows = []
-    measured: list[tuple[str, str, object, float, float]] = []
+    measured: list[tuple[str, nn.Module, nn.Module]] = [(FP32_START, fp32, fp32_model)]
     for q in names:
         model = _expert(q)
-        deployed = deploy(model)
+        measured.append((q, model, deploy(model)))
+        if q == "ptq8":
+            measured.append((TORCH_INT8, model, torch_dynamic_int8(model)))
+    measured.append((FP32_END, fp32, fp32_model))
+
+    stats = []
+    for label, model, deployed in measured:
         lat = measure_latency(deployed, x, runs=runs)
         thr = measure_throughput(deployed, x)
+        stats.append((label, model, deployed, lat, thr))
+    base_p50 = min(stats[0][3].p50_us, stats[-1][3].p50_us)
+    base_thr = max(stats[0][4], stats[-1][4])
+    rows = []
+    for label, model, deployed, lat, thr in stats:
         size = size_report(model)
-        measured.append((q, deploy_form(deployed), lat, thr, size))
-    last = measure_latency(eager, x, runs=runs)
-    base = min(first.p50_us, last.p50_us)
-    rows.append(LatencyRow("fp32 eager (start)", "torch-fp32", first.p50_us, first.p99_us,
-                           base / first.p50_us, measure_throughput(eager, x),
-                           size_report(fp32).size_kb, 1.0))
-    for q, form, lat, thr, size in measured:
-        rows.append(LatencyRow(q, form, lat.p50_us, lat.p99_us, base / lat.p50_us, thr,
-                               size.size_kb, size.compression))
-    rows.append(LatencyRow("fp32 eager (end)", "torch-fp32", last.p50_us, last.p99_us,
-                           base / last.p50_us, float("nan"), size_report(fp32).size_kb, 1.0))
+        n_read = bytes_read(deployed)
+        level, gbs = bw.level(n_read)
+        rows.append(LatencyRow(
+            quantizer=label, form=deploy_form(deployed), p50_us=lat.p50_us, p99_us=lat.p99_us,
+            speedup=base_p50 / lat.p50_us, throughput=thr, throughput_ratio=thr / base_thr,
+            size_kb=size.size_kb, compression=size.compression, read_kb=n_read / 1000,
+            floor_level=level, floor_us=n_read / gbs / 1e3, floor_dram_us=n_read / bw.dram_gbs / 1e3))
     return rows
+
+
+def bench_mixture(runs: int = 300) -> list[LatencyRow]:
+    """Batch-1 latency of the BitNet-Q4/8 mixture: every expert runs (curiosity needs all of
+    their outputs) plus the M = 10 Monte-Carlo router passes; deployed vs all-torch."""
+    cfg = TrainConfig.mixture()
+    x = torch.randn(256, PAPER_DIMS[0])
+    rows = []
+    torch.manual_seed(0)
+    moe = MixtureOfExperts(PAPER_DIMS[0], PAPER_DIMS[2], MIXTURE, hidden=cfg.hidden, dropout=cfg.dropout,
+                           mc_samples=cfg.mc_samples, alpha=0.2).eval()
+    reference = deploy(moe, reference=True)  # the same mixture with float fake-quant experts
+    for label, model in (("moe " + ",".join(MIXTURE) + " (torch)", reference),
+                         ("moe " + ",".join(MIXTURE), deploy(moe))):
+        lat = measure_latency(model, x, runs=runs)
+        thr = measure_throughput(model, x)
+        size = size_report(moe)
+        rows.append(LatencyRow(
+            quantizer=label, form=deploy_form(model), p50_us=lat.p50_us, p99_us=lat.p99_us,
+            speedup=rows[0].p50_us / lat.p50_us if rows else 1.0, throughput=thr,
+            throughput_ratio=thr / rows[0].throughput if rows else 1.0, size_kb=size.size_kb,
+            compression=size.compression, read_kb=bytes_read(model) / 1000, floor_level="-",
+            floor_us=float("nan"), floor_dram_us=float("nan")))
+    return rows
+
+
+def check_targets(rows: list[LatencyRow]) -> list[TargetRow]:
+    """Issue 8's batch-1 targets, per quantizer, from one run's rows."""
+    by_name = {r.quantizer: r for r in rows}
+    out = []
+    for label, names, goal in SPEEDUP_TARGETS:
+        for q in names:
+            if q in by_name:
+                r = by_name[q]
+                out.append(TargetRow(label, q, f"{r.speedup:.1f}x", r.speedup >= goal))
+    label, names, goal = FLOOR_TARGET
+    for q in names:
+        if q in by_name:
+            r = by_name[q]
+            for where, floor in ((r.floor_level, r.floor_us), ("DRAM", r.floor_dram_us)):
+                ratio = r.p50_us / floor
+                out.append(TargetRow(f"{label} ({where})", q,
+                                     f"{ratio:.1f}x ({r.p50_us:.1f} vs {floor:.1f} µs)", ratio <= goal))
+    return out
 
 
 def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, epochs: int = 2
@@ -94,6 +242,10 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, epochs: int
     cfg = TrainConfig.single().replace(max_epochs=epochs, patience=epochs)
     per_epoch: dict[str, float] = {}
     with torch_threads(1):
+        # one untimed fp32 epoch first: the process's first training pays for warm-up
+        # (allocator, kernels), which would flatter every ratio to fp32
+        fit(_expert("fp32"), x, y, x[:200], y[:200], cfg.replace(max_epochs=1, patience=1),
+            n_classes=classes, seed=0)
         for q in ["fp32"] + [q for q in names if q != "fp32"]:
             model = _expert(q)
             start = time.perf_counter()

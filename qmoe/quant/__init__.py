@@ -4,11 +4,12 @@ One verb per stage, many configs (torchao style)::
 
     cfg = get_quantizer("q4")                  # or BitLinearConfig(bits=4)
     layer = QuantLinear(1536, 640, cfg)        # trains with fake quant + STE
-    deployed = deploy(model)                   # the function actually deployed
+    deployed = deploy(model)                   # packed / integer numba kernels, MLPs fused
     size_report(model).compression             # stored bytes vs float32
 
 Importing this package registers ``fp32, q1, q2, q4, q8, q16, bitnet, ptq8, binary``
-(explicit imports of each method's module below); it does no work beyond that.
+(explicit imports of each method's module below); it does no work beyond that (numba is
+imported on the first deployment of a packed form).
 """
 
 from qmoe.quant.config import QUANTIZERS, FP32Config, QuantConfig, get_quantizer, list_quantizers
@@ -18,7 +19,8 @@ from qmoe.quant.ternary import TernaryConfig  # registers bitnet
 from qmoe.quant.ptq8 import Int8PTQConfig  # registers ptq8
 from qmoe.quant.binary import BinaryConfig, BinaryPackedLinear, binary_float_reference  # registers binary
 from qmoe.quant.deploy import deploy, deploy_form
-from qmoe.quant.size import SizeReport, model_size_bytes, size_report
+from qmoe.quant.packed import PackedLinear, PackedMLP
+from qmoe.quant.size import SizeReport, bytes_read, model_size_bytes, size_report
 
 __all__ = [
     "QUANTIZERS",
@@ -28,11 +30,14 @@ __all__ = [
     "FP32Config",
     "FakeQuantLinear",
     "Int8PTQConfig",
+    "PackedLinear",
+    "PackedMLP",
     "QuantConfig",
     "QuantLinear",
     "SizeReport",
     "TernaryConfig",
     "binary_float_reference",
+    "bytes_read",
     "deploy",
     "deploy_form",
     "get_quantizer",

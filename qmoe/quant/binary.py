@@ -6,13 +6,14 @@ The layer trains in float. At deployment (DESIGN §3, popcount):
   *inputs*, which are standardised features (first layer) or ReLU outputs (later layers);
 - weights: ``w_b = +1 where W >= 0 else -1`` — binarised by *sign*, not by ``tau``: trained
   weights have magnitude ~0.02, so an absolute 0.05 threshold would make nearly all of them -1;
-- ``dot = d - 2 * popcount(x_b XOR w_b)`` on uint64 words (``np.bitwise_count``);
+- ``dot = d - 2 * popcount(x_b XOR w_b)`` on packed uint64 words (numba kernel,
+  :class:`~qmoe.quant.packed.BinaryPackedLinear`);
 - ``y = dot * (alpha_j * beta) + b_j`` with ``alpha_j = mean|W_j|`` per output channel and
-  ``beta = mean|x|`` per sample (float32).
+  ``beta = mean|x|`` per sample (float32, summed left to right).
 
 :func:`binary_float_reference` computes the same from float ±1 matrices with a torch matmul;
-:class:`BinaryPackedLinear` equals it exactly: the integer dot is exact in both, and the
-input thresholding and the float32 rescaling are shared functions.
+the packed layer equals it exactly: the integer dot is exact in both, the thresholding is
+the same float32 comparison and ``beta`` comes from the same function (the kernels' own).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from torch import Tensor, nn
 from qmoe.errors import ConfigError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import QuantLinear
-from qmoe.quant.primitives import pack_bits, popcount_dot, sign_pm1
-
-FORM = "numpy-packed-popcount"
+from qmoe.quant.packed import BinaryPackedLinear, load_kernels
+from qmoe.quant.primitives import sign_pm1
 
 
 def binary_alpha(weight: Tensor) -> Tensor:
@@ -47,7 +47,8 @@ def binary_input_bits(x: np.ndarray, tau: float) -> np.ndarray:
 def binary_rescale(dot: np.ndarray, x: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """``y = dot * (alpha_j * beta) + b_j`` with ``beta = mean|x|`` per sample, in float32.
 
-    Shared by the packed layer and the float reference so both round identically.
+    The float reference's rescale; the packed kernel does the same float32 operations in the
+    same order (and the same ``beta``), so both round identically.
 
     Args:
         dot: (B, N) integer-valued ±1 dot products (exact in any dtype below 2^24).
@@ -58,7 +59,7 @@ def binary_rescale(dot: np.ndarray, x: np.ndarray, alpha: np.ndarray, bias: np.n
     Returns:
         (B, N) float32.
     """
-    beta = np.add.reduce(np.abs(x), axis=-1, keepdims=True) / np.float32(x.shape[-1])  # (B, 1)
+    beta = load_kernels().mean_abs_rows(np.ascontiguousarray(x, dtype=np.float32))  # (B, 1)
     y = dot.astype(np.float32)  # (B, N)
     y *= beta * alpha
     if bias is not None:
@@ -93,43 +94,21 @@ def binary_float_reference(layer_weight: Tensor, bias: Tensor | None, x: Tensor,
     return torch.from_numpy(y).reshape(*x.shape[:-1], n)
 
 
-class BinaryPackedLinear(nn.Module):
-    """Deployed ``binary`` layer: packed uint64 weight bits, XOR + popcount in numpy (CPU).
+class BinaryFloatLinear(nn.Module):
+    """The float reference of a ``binary`` layer as a module (:func:`binary_float_reference`)."""
 
-    ``tau`` thresholds the inputs (``x > tau``, standardised features or ReLU outputs); the
-    weights are binarised by sign, ``W >= 0`` (see the module doc for why).
+    form = "torch-float-binary"
 
-    Buffers:
-        w_packed_t: (ceil(D/64), N) int64: the uint64 words of the weight rows, word-major.
-        alpha: (N,) float32 per-channel scale.
-        bias: (N,) float32, or None.
-    """
-
-    form = FORM
-
-    def __init__(self, weight: Tensor, bias: Tensor | None, tau: float, config: QuantConfig | None = None) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, tau: float, config: QuantConfig) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.tau = float(tau)
-        self.config = config if config is not None else BinaryConfig(tau=tau)
-        w_words = pack_bits((weight.detach() >= 0).cpu().numpy())  # (N, W) uint64
-        w_words_t = np.ascontiguousarray(w_words.T).view(np.int64)  # (W, N), int64 for torch
-        self.register_buffer("w_packed_t", torch.from_numpy(w_words_t))
-        self.register_buffer("alpha", binary_alpha(weight).cpu())
-        self.register_buffer("bias", None if bias is None else bias.detach().float().cpu())
+        self.config = config
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        d = self.in_features
-        x2 = _as_rows(x, d)  # (B, D) float32
-        x_words = pack_bits(binary_input_bits(x2, self.tau))  # (B, W) uint64
-        w_words_t = self.w_packed_t.numpy().view(np.uint64)  # (W, N)
-        dot = popcount_dot(x_words, w_words_t, d)  # (B, N) int32, exact
-        bias = None if self.bias is None else self.bias.numpy()
-        y = binary_rescale(dot, x2, self.alpha.numpy(), bias)
-        return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, tau={self.tau}, form={self.form}"
+        return binary_float_reference(self.weight, self.bias, x, self.tau)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +144,11 @@ class BinaryConfig(QuantConfig):
         return sign_pm1(weight) * binary_alpha(weight)[:, None].to(weight.dtype)
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
-        return BinaryPackedLinear(layer.weight, layer.bias, self.tau, config=self)
+        bias = None if layer.bias is None else layer.bias.detach()
+        return BinaryPackedLinear(layer.weight.detach(), bias, self.tau, config=self)
+
+    def reference_linear(self, layer: QuantLinear) -> nn.Module:
+        return BinaryFloatLinear(layer.weight, layer.bias, self.tau, self)
 
     def n_scales(self, in_features: int, out_features: int) -> int:
         return out_features  # alpha

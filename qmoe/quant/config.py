@@ -69,8 +69,14 @@ class QuantConfig:
         return self.fake_quant_weight(weight, params).detach()
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
-        """A frozen module computing what the deployment of ``layer`` computes."""
+        """The frozen deployed module of ``layer``: packed / integer kernels where the bits allow."""
         raise NotImplementedError
+
+    def reference_linear(self, layer: QuantLinear) -> nn.Module:
+        """A float torch module computing the same quantized values as :meth:`deploy_linear`
+        (the trained model's quantized forward pass; for the post-training methods the float
+        reference of the same quantized values). Used to check the deployed forms."""
+        return self.deploy_linear(layer)
 
     def n_scales(self, in_features: int, out_features: int) -> int:
         """Number of float32 scales a deployment of one layer stores besides weights and bias."""

@@ -93,12 +93,19 @@ class FakeQuantLinear(nn.Linear):
 
     Its output equals the eval-mode output of the :class:`QuantLinear` it came from exactly.
 
+    Args:
+        weight, bias: the frozen (quantized) weight and the float bias.
+        config: the quantizer config.
+        activation_bits: width of the per-sample activation fake-quant; defaults to the
+            config's (ptq8's float reference passes 8: its deployment quantizes activations).
+
     Attributes:
         form: ``"torch-fakequant-<name>"``.
         activation_bits: width of the activation fake-quant, or None.
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, config: QuantConfig) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, config: QuantConfig,
+                 activation_bits: int | None = None) -> None:
         out_features, in_features = weight.shape
         super().__init__(in_features, out_features, bias=bias is not None,
                          device=weight.device, dtype=weight.dtype)
@@ -107,7 +114,7 @@ class FakeQuantLinear(nn.Linear):
             if bias is not None:
                 self.bias.copy_(bias)
         self.config = config
-        self.activation_bits = config.activation_bits
+        self.activation_bits = activation_bits if activation_bits is not None else config.activation_bits
         self.form = f"torch-fakequant-{config.name}"
         self.requires_grad_(False)
 

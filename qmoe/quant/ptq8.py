@@ -1,10 +1,14 @@
-"""``ptq8``: train in float, then post-training int8 with PyTorch dynamic quantization.
+"""``ptq8``: train in float, then post-training int8.
 
-The deployed layer is ``torch.ao.nn.quantized.dynamic.Linear``: weights int8 per tensor
-(symmetric, one scale and zero point), activations quantized on the fly per batch, real
-int8 GEMM kernels (fbgemm/x86). ``torch.ao.quantization`` is deprecated in recent torch
-but still works; its warnings are silenced only around the conversion, and it is imported
-lazily so ``import qmoe.quant`` stays cheap.
+The weights are rounded to int8 by PyTorch's dynamic quantization (per tensor, symmetric:
+one scale, zero point 0). The deployed layer is the int8 kernel of
+:class:`~qmoe.quant.packed.Int8Linear`: activations quantized to int8 per *sample* (absmax,
+as the QAT forms), int32 accumulation. (PyTorch's own dynamic int8 Linear quantizes the
+activations per *batch*, so a sample's output depends on its batch mates, and it is no faster
+than float at batch 1; :func:`dynamic_int8_linear` keeps it for comparison in ``qmoe bench``.)
+``torch.ao.quantization`` is deprecated in recent torch but still works; its warnings are
+silenced only around the conversion, and it is imported lazily so ``import qmoe.quant``
+stays cheap.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from qmoe.errors import QmoeError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
-from qmoe.quant.layers import QuantLinear
+from qmoe.quant.layers import FakeQuantLinear, QuantLinear
+from qmoe.quant.packed import Int8Linear
 
-FORM = "torch-dynamic-int8"
+#: ``form`` of PyTorch's dynamic int8 Linear (the comparison row of ``qmoe bench``).
+TORCH_DYNAMIC_FORM = "torch-dynamic-int8"
 
 
 def dynamic_int8_linear(weight: Tensor, bias: Tensor | None) -> nn.Module:
@@ -66,9 +73,21 @@ class Int8PTQConfig(QuantConfig):
         return dynamic_int8_linear(weight, None).weight().dequantize()
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
+        q, scales = layer.int_weight()
+        if int(scales["zero_point"]) != 0:  # symmetric per-tensor quantization gives 0
+            raise QmoeError(f"ptq8: weight zero point {int(scales['zero_point'])} != 0 is not supported")
+        bias = None if layer.bias is None else layer.bias.detach()
+        return Int8Linear(q, scales["scale"].expand(layer.out_features), bias, self)
+
+    def reference_linear(self, layer: QuantLinear) -> nn.Module:
+        bias = None if layer.bias is None else layer.bias.detach()
+        return FakeQuantLinear(layer.deployed_weight(), bias, self, activation_bits=8)
+
+    def torch_dynamic_linear(self, layer: QuantLinear) -> nn.Module:
+        """PyTorch's dynamic int8 Linear of ``layer`` (per-batch activations), for comparison."""
         bias = None if layer.bias is None else layer.bias.detach()
         out = dynamic_int8_linear(layer.weight.detach(), bias)
-        out.form = FORM
+        out.form = TORCH_DYNAMIC_FORM
         out.config = self
         return out
 

@@ -93,3 +93,24 @@ def size_report(model: nn.Module) -> SizeReport:
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes a deployment of ``model`` stores (see :func:`size_report`)."""
     return size_report(model).size_bytes
+
+
+def bytes_read(model: nn.Module) -> int:
+    """Bytes of weights, scales and biases one inference of a *deployed* model reads.
+
+    What the kernels really read, which is not always the stored size: packed layers count
+    their arrays (q4 is read as int8), float layers 4 bytes per weight and bias, torch's
+    dynamic int8 Linear 1 byte per weight. The basis of ``qmoe bench``'s memory floors.
+    """
+    from qmoe.quant.packed import PackedLinear
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            total += module.nbytes_read
+        elif isinstance(module, nn.Linear):
+            total += sum(t.nbytes for t in (module.weight, module.bias) if t is not None)
+        elif callable(getattr(module, "weight", None)) and hasattr(module, "in_features"):
+            weight, bias = module.weight(), module.bias()  # torch.ao dynamic int8 Linear
+            total += weight.numel() * weight.element_size() + (bias.nbytes if bias is not None else 0)
+    return total

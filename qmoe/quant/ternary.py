@@ -2,8 +2,8 @@
 
 Per output row j (DESIGN §3): ``gamma_j = mean|W_j|``,
 ``Wq_j = clip(round(W_j / gamma_j), -1, 1) * alpha_j``, where ``alpha`` is a parameter of
-the layer initialised to the initial weights' ``gamma``. Deployed as 2 bits per weight
-(packed ternary) plus ``alpha`` in float32.
+the layer initialised to the initial weights' ``gamma``. Deployed as two bit-planes per weight
+(plus and minus masks, 2 bits) plus ``alpha`` in float32, with 8-bit activations.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
+from qmoe.quant.packed import BitSerialLinear
 from qmoe.quant.primitives import EPS, clip_round_ste
 
 
@@ -61,6 +62,12 @@ class TernaryConfig(QuantConfig):
         return q.to(torch.int8), {"alpha": params["alpha"]}
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
+        """Plus and minus bit-planes against 8-bit activations (bit-serial popcount)."""
+        q, scales = layer.int_weight()
+        bias = None if layer.bias is None else layer.bias.detach()
+        return BitSerialLinear.from_int(q, "ternary", scales["alpha"], bias, self)
+
+    def reference_linear(self, layer: QuantLinear) -> nn.Module:
         return FakeQuantLinear.from_quant_linear(layer)
 
     def n_scales(self, in_features: int, out_features: int) -> int:

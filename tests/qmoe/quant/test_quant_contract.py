@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from qmoe.quant import (
-    BinaryPackedLinear,
     FakeQuantLinear,
     QuantLinear,
     deploy,
     get_quantizer,
     list_quantizers,
 )
+from qmoe.quant.packed import PackedLinear, PackedMLP
 from qmoe.quant.primitives import absmax_quantize
 
 ALL = list_quantizers()
@@ -41,13 +41,10 @@ def _mlp(name: str, dims: tuple[int, ...] = (70, 40, 30, 5), seed: int = 0) -> n
 
 def _effective_weight(module: nn.Module) -> torch.Tensor:
     """The float weight a deployed layer actually multiplies by, read back from the module."""
-    if isinstance(module, BinaryPackedLinear):
-        words = np.ascontiguousarray(module.w_packed_t.numpy().T).view(np.uint8)
-        bits = np.unpackbits(words, axis=-1, bitorder="little")[:, : module.in_features]
-        return torch.from_numpy(np.where(bits, 1.0, -1.0)).float() * module.alpha[:, None]
-    if isinstance(module, nn.Linear):
-        return module.weight.detach()
-    return module.weight().dequantize()  # torch.ao dynamic int8 Linear
+    if isinstance(module, PackedLinear):
+        return module.dequantized_weight()  # unpacked from the stored bits / int8
+    assert isinstance(module, nn.Linear)
+    return module.weight.detach()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -138,14 +135,25 @@ def test_activations_are_8_bit_per_sample(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", QAT)
-def test_deployed_equals_qat_eval_forward(name: str) -> None:
+def test_reference_form_equals_qat_eval_forward(name: str) -> None:
     model = _mlp(name).eval()
     x = torch.randn(16, 70)
     expected = model(x)
-    deployed = deploy(model)
-    assert all(isinstance(m, (FakeQuantLinear, nn.Linear)) for m in deployed if not isinstance(m, (nn.ReLU, nn.Dropout)))
-    assert torch.equal(deployed(x), expected)
-    assert torch.equal(deployed(x[:1]), model(x[:1]))  # batch 1 too
+    reference = deploy(model, reference=True)
+    assert all(isinstance(m, (FakeQuantLinear, nn.Linear)) for m in reference if not isinstance(m, (nn.ReLU, nn.Dropout)))
+    assert torch.equal(reference(x), expected)
+    assert torch.equal(reference(x[:1]), model(x[:1]))  # batch 1 too
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_packed_int_weight_is_the_configs_integer_grid(name: str) -> None:
+    layer = _layer(name)
+    deployed = deploy(layer)
+    if not isinstance(deployed, PackedLinear):
+        assert name in ("fp32", "q16")
+        return
+    q, _ = layer.int_weight()
+    assert np.array_equal(deployed.int_weight(), q.numpy().astype(np.int64))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -156,7 +164,8 @@ def test_deploy_freezes_a_copy(name: str) -> None:
     assert not any(p.requires_grad for p in deployed.parameters())
     assert isinstance(model[0], QuantLinear) and model.training  # original untouched
     assert not any(isinstance(m, QuantLinear) for m in deployed.modules())
-    assert all(hasattr(m, "form") for m in deployed if not isinstance(m, (nn.ReLU, nn.Dropout)))
+    layers = deployed.layers if isinstance(deployed, PackedMLP) else deployed
+    assert all(hasattr(m, "form") for m in layers if not isinstance(m, (nn.ReLU, nn.Dropout)))
     out = deployed(torch.randn(3, 70))
     assert out.shape == (3, 5) and torch.isfinite(out).all()
 

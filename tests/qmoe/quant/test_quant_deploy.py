@@ -1,4 +1,4 @@
-"""Deployed forms: ptq8 dynamic int8, binary packed popcount, bitnet alpha, deploy_form."""
+"""Deployed forms: ptq8 int8, binary packed popcount, bitnet alpha, deploy_form, fusion."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from qmoe.quant import (
     deploy_form,
     get_quantizer,
 )
+from qmoe.quant.packed import BitSerialLinear, Int8Linear, PackedMLP
 from qmoe.quant.ternary import ternary_gamma
 
 
@@ -30,9 +31,7 @@ def _mlp(name: str, dims: tuple[int, ...], seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers).eval()
 
 
-def test_ptq8_uses_dynamic_int8_and_stays_close_to_float() -> None:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
+def test_ptq8_uses_int8_kernels_and_stays_close_to_float() -> None:
     model = _mlp("ptq8", (200, 100, 10))
     x = torch.randn(64, 200)
     with torch.no_grad():
@@ -40,12 +39,25 @@ def test_ptq8_uses_dynamic_int8_and_stays_close_to_float() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the conversion's own warnings are silenced locally
         deployed = deploy(model)
-    assert all(isinstance(m, DynamicQuantizedLinear) for m in (deployed[0], deployed[2]))
-    assert deploy_form(deployed) == "torch-dynamic-int8"
+    assert isinstance(deployed, PackedMLP)
+    assert all(isinstance(m, Int8Linear) for m in deployed.layers)
+    assert deploy_form(deployed) == "numba-int8-dot"
     got = deployed(x)
     rel = (got - expected).norm() / expected.norm()
     assert rel < 0.05
     assert not torch.equal(got, expected)  # really int8, not a float passthrough
+
+
+def test_ptq8_keeps_torch_dynamic_int8_for_comparison() -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    layer = QuantLinear(200, 10, "ptq8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch_form = layer.config.torch_dynamic_linear(layer)
+    assert isinstance(torch_form, DynamicQuantizedLinear)
+    assert torch_form.form == "torch-dynamic-int8"
+    assert torch.equal(torch_form.weight().int_repr(), layer.int_weight()[0])  # the same int8 weights
 
 
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 70, 200, 1536])
@@ -76,8 +88,9 @@ def test_binary_deploy_of_a_trained_layer() -> None:
     model = _mlp("binary", (100, 64, 7))
     x = torch.randn(9, 100)
     deployed = deploy(model)
-    assert isinstance(deployed[0], BinaryPackedLinear) and isinstance(deployed[2], BinaryPackedLinear)
-    assert deploy_form(deployed) == "numpy-packed-popcount"
+    assert isinstance(deployed, PackedMLP)
+    assert all(isinstance(m, BinaryPackedLinear) for m in deployed.layers)
+    assert deploy_form(deployed) == "numba-xnor-popcount"
     h = binary_float_reference(model[0].weight, model[0].bias, x, 0.05)
     expected = binary_float_reference(model[2].weight, model[2].bias, torch.relu(h), 0.05)
     assert torch.equal(deployed(x), expected)
@@ -129,6 +142,21 @@ def test_deploy_form_summarises_mixed_models() -> None:
     })
     assert deploy_form(model) == "torch-fp32,qat-bitnet,qat-q4"
     deployed = deploy(model)
-    assert deploy_form(deployed) == "torch-fp32,torch-fakequant-bitnet,torch-fakequant-q4"
+    assert deploy_form(deployed) == "torch-fp32,numba-bitserial-popcount,numba-int8-dot"
+    assert deploy_form(deploy(model, reference=True)) == "torch-fp32,torch-fakequant-bitnet,torch-fakequant-q4"
     assert deploy_form(deploy(QuantLinear(8, 3, "fp32"))) == "torch-fp32"
     assert deploy_form(deploy(QuantLinear(8, 3, "q16"))) == "torch-fakequant-q16"
+
+
+def test_fusion_takes_whole_mlps_of_one_kind_only() -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(QuantLinear(70, 40, "q1"), nn.ReLU(), nn.Dropout(0.3), QuantLinear(40, 5, "q1"))
+    fused = deploy(mlp)
+    assert isinstance(fused, PackedMLP) and fused.relu == (True, False)
+    assert all(isinstance(m, BitSerialLinear) for m in fused.layers)
+    mixed = nn.Sequential(QuantLinear(70, 40, "q1"), nn.ReLU(), QuantLinear(40, 5, "q8"))
+    assert isinstance(deploy(mixed), nn.Sequential)  # two kinds of kernel: left layer by layer
+    other = nn.Sequential(QuantLinear(70, 40, "q8"), nn.Tanh(), QuantLinear(40, 5, "q8"))
+    assert isinstance(deploy(other), nn.Sequential)  # a non-ReLU activation is not fused
+    x = torch.randn(6, 70)
+    assert torch.equal(deploy(mixed)(x), deploy(mixed[2])(torch.relu(deploy(mixed[0])(x))))

@@ -1,0 +1,87 @@
+"""``qmoe bench`` pieces: bandwidth probe, floors, target checks, bytes read (quick), the
+whole command (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qmoe.bench import (Bandwidth, LatencyRow, bench_latency, cache_sizes, check_targets,
+                        measure_bandwidth)
+from qmoe.models import Expert
+from qmoe.quant import bytes_read, deploy
+
+
+def test_cache_sizes_are_plausible() -> None:
+    l2, l3 = cache_sizes()
+    assert 64 << 10 <= l2 <= 64 << 20 and l2 <= l3 <= 4 << 30
+
+
+def test_bandwidth_probe_is_positive_and_levels_are_ordered() -> None:
+    bw = measure_bandwidth(min_seconds=0.02)
+    assert 0 < bw.dram_gbs and 0 < bw.l3_gbs and 0 < bw.l2_gbs
+    assert bw.level(1000) == ("L2", bw.l2_gbs)
+    assert bw.level(bw.l2_bytes + 1) == ("L3", bw.l3_gbs)
+    assert bw.level(bw.l3_bytes + 1) == ("DRAM", bw.dram_gbs)
+
+
+def test_bytes_read_counts_what_the_kernels_read() -> None:
+    torch.manual_seed(0)
+    n_weights = 1536 * 640 + 640 * 320 + 320 * 50
+    n_out = 640 + 320 + 50
+    scales = 4 * (2 * n_out + 3)  # float32 rscale + bias per output, one extra per layer
+    fp32 = deploy(Expert(1536, 50, (640, 320), "fp32", 0.0))
+    assert bytes_read(fp32) == 4 * (n_weights + n_out)
+    binary = deploy(Expert(1536, 50, (640, 320), "binary", 0.0))
+    words = 24 * 640 + 10 * 320 + 5 * 50  # 64-bit words of the packed sign bits
+    assert bytes_read(binary) == 8 * words + scales
+    q4 = deploy(Expert(1536, 50, (640, 320), "q4", 0.0))
+    assert bytes_read(q4) == n_weights + scales  # 4-bit values read as int8
+
+
+def _row(name: str, p50: float, floor: float = 1.0) -> LatencyRow:
+    return LatencyRow(quantizer=name, form="f", p50_us=p50, p99_us=p50, speedup=120.0 / p50,
+                      throughput=1.0, throughput_ratio=1.0, size_kb=1.0, compression=1.0,
+                      read_kb=1.0, floor_level="L2", floor_us=floor, floor_dram_us=4 * floor)
+
+
+def test_targets_are_judged_against_the_goals() -> None:
+    rows = [_row("binary", 10.0, floor=2.0), _row("q1", 20.0, floor=2.0), _row("bitnet", 24.0),
+            _row("q8", 59.0), _row("ptq8", 61.0)]
+    got = {(t.target, t.quantizer): t.met for t in check_targets(rows)}
+    assert got[("1-bit >= 8x", "binary")] and not got[("1-bit >= 8x", "q1")]
+    assert got[("ternary >= 5x", "bitnet")]
+    assert got[("int8 >= 2x", "q8")] and not got[("int8 >= 2x", "ptq8")]
+    assert not got[("1-bit within 3x of its floor (L2)", "binary")]  # 10 vs 2 µs: 5x
+    assert got[("1-bit within 3x of its floor (DRAM)", "binary")]  # 10 vs 8 µs
+    assert ("2-bit >= 5x", "q2") not in got  # quantizers not benchmarked are not judged
+
+
+def test_bench_latency_rows_side_by_side() -> None:
+    bw = Bandwidth(l2_gbs=100.0, l3_gbs=50.0, dram_gbs=20.0, l2_bytes=1 << 20, l3_bytes=32 << 20)
+    rows = bench_latency(["binary", "ptq8"], runs=200, bandwidth=bw)
+    names = [r.quantizer for r in rows]
+    assert names == ["fp32 eager (start)", "binary", "ptq8", "ptq8 (torch dynamic int8)",
+                     "fp32 eager (end)"]
+    by = {r.quantizer: r for r in rows}
+    assert by["binary"].form == "numba-xnor-popcount" and by["binary"].floor_level == "L2"
+    assert by["ptq8"].form == "numba-int8-dot"
+    assert by["ptq8 (torch dynamic int8)"].form == "torch-dynamic-int8"
+    assert by["fp32 eager (start)"].floor_level == "L3"  # 4.8 MB of float32 weights
+    assert by["binary"].floor_us == pytest.approx(by["binary"].read_kb * 1000 / 100e9 * 1e6)
+    for r in rows:
+        assert r.p50_us > 0 and r.throughput > 0 and math.isfinite(r.speedup)
+    assert max(rows[0].speedup, rows[-1].speedup) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_qmoe_bench_prints_every_table(capsys) -> None:
+    from cli.main import main
+
+    assert main(["bench", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out.replace("\n", "").replace("│", "").replace(" ", "")
+    for needle in ("Readbandwidth", "numba-xnor-popcount", "numba-bitserial-popcount",
+                   "numba-int8-dot", "torch-dynamic-int8", "Issue8targets", "secondsperepoch"):
+        assert needle in out
