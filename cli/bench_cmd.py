@@ -21,6 +21,8 @@ WIDE = 172
 def bench(
     runs: Annotated[int, typer.Option("--runs", min=200, help="Timed batch-1 runs per form.")] = 300,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Timed training epochs per quantizer.")] = 2,
+    sweep: Annotated[bool, typer.Option("--sweep/--no-sweep", help="Also time an 8-trial sweep on Ray.")] = True,
+    extraction: Annotated[bool, typer.Option("--extraction/--no-extraction", help="Also time feature extraction on Ray.")] = True,
 ) -> None:
     """Latency of every deployed form vs torch fp32 with memory floors, and QAT epoch time vs fp32."""
     stderr.print("measuring memory bandwidth (one core) ...")
@@ -62,3 +64,14 @@ def bench(
     for r in bench_epochs(epochs=epochs):
         ep.add_row(r.quantizer, fmt(r.seconds_per_epoch), f"{r.ratio:.2f}x")
     stdout.print(ep)
+
+    if sweep:
+        from cli.bench_sweep import sweep_bench
+
+        stderr.print("running an 8-trial sweep in a fresh process ...")
+        stdout.print(sweep_bench())
+    if extraction:
+        from cli.bench_sweep import extraction_bench
+
+        stderr.print("timing feature extraction on Ray ...")
+        stdout.print(extraction_bench())
