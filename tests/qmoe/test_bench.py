@@ -86,14 +86,3 @@ def test_qmoe_bench_prints_every_table(capsys) -> None:
                    "numba-int8-dot", "torch-dynamic-int8", "Issue8targets", "secondsperepoch"):
         assert needle in out
 
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_sweep_bench_runs_the_real_command_and_reads_its_figures() -> None:
-    from cli.bench_sweep import sweep_bench
-
-    table = sweep_bench()
-    cells = [c._cells for c in table.columns]  # noqa: SLF001 - rich keeps cells per column
-    assert cells[0] == ["8"]
-    efficiency, first = float(cells[4][0]), float(cells[5][0])
-    assert 0 < efficiency <= 1.05 and first > 0
