@@ -37,6 +37,11 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -q
 
+# The fault-injection suite of issue 7 (kills, torn writes, damaged state, locks), slow tests included.
+.PHONY: test-faults
+test-faults: $(STAMP)
+	$(VENV)/bin/pytest tests/faults -q
+
 bench: $(STAMP)
 	$(VENV)/bin/qmoe bench
 

@@ -130,3 +130,27 @@ def latency_by_model(ok: pd.DataFrame, order: list[str], protocol: str) -> Plot:
     title = f"Latency per model ({protocol})"
     ax.set_title(title)
     return _png(fig, slug("latency", protocol), title)
+
+
+def tuning_progress(data: pd.DataFrame, default: float | None, name: str) -> Plot:
+    """Objective per trial (dots by status) and the best so far (a step line) vs trial number.
+
+    ``data`` columns: trial, status, objective, best_so_far.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    markers = {"complete": ("o", "tab:blue"), "stopped": ("v", "tab:gray"), "error": ("x", "tab:red")}
+    for status, (marker, color) in markers.items():
+        g = data[(data["status"] == status) & data["objective"].notna()]
+        if len(g):
+            label = {"stopped": "stopped early (ASHA)"}.get(status, status)
+            ax.scatter(g["trial"], g["objective"], marker=marker, color=color, s=22, label=label)
+    ax.step(data["trial"], data["best_so_far"], where="post", color="tab:green", label="best so far")
+    if default is not None:
+        ax.axhline(default, color="tab:orange", linestyle="--", linewidth=1, label="default settings")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("mean validation macro-F1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    title = f"Tuning progress: {name}"
+    ax.set_title(title)
+    return _png(fig, slug("tuning", name), title)

@@ -15,6 +15,7 @@ from analysis.routing import specialisation_section
 from analysis.significance import significance_section
 from analysis.stats import Correction
 from analysis.tables import mixtures_section, sizes_section, summary_section, trials_section
+from analysis.tuning import tuning_folder, tuning_report
 
 BUILDERS = (summary_section, bits_section, mixtures_section, curiosity_section, significance_section,
             specialisation_section, sizes_section)
@@ -26,7 +27,9 @@ def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
     """Read a sweep's results table and compute every section of the report.
 
     Args:
-        source: a sweep NAME (looked up under ``storage``), a sweep folder, or a results.parquet.
+        source: a sweep NAME (looked up under ``storage``), a sweep folder, or a results.parquet;
+            or a tuning run (NAME, folder or tuning.parquet), whose report is
+            :func:`analysis.tuning.tuning_report`.
         storage: the folder holding the sweeps.
         references: ``--reference`` values: a single model (default fp32) and/or a mixture
             whose plain routing every mixture is compared against (default: each its own).
@@ -43,6 +46,9 @@ def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
         ConfigError: an unknown reference or correction.
     """
     corr = Correction.parse(correction)
+    tuning = tuning_folder(source, storage)
+    if tuning is not None:  # a qmoe tune run: its own report
+        return tuning_report(tuning, plots=plots)
     path = resolve_source(source, storage)
     results = load_results(path)
     single, mixture = resolve_references(results, references)

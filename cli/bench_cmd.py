@@ -70,6 +70,10 @@ def bench(
 
         stderr.print("running an 8-trial sweep in a fresh process ...")
         stdout.print(sweep_bench())
+        from cli.bench_sweep import memory_bench
+
+        stderr.print("profiling the driver's memory over a 40-trial sweep ...")
+        stdout.print(memory_bench())
     if extraction:
         from cli.bench_sweep import extraction_bench
 

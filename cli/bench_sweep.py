@@ -59,3 +59,16 @@ def extraction_bench() -> Table:
         table.add_row(r.backbone, str(r.clips), str(r.workers), fmt(r.seconds), fmt(r.clips_per_s),
                       fmt(r.startup_s), fmt(r.steady_clips_per_s))
     return table
+
+
+def memory_bench(n_trials: int = 40) -> Table:
+    """Driver RSS of a long sweep (fast stand-in trials): after 5 trials vs at the end."""
+    from sweeps.bench_memory import driver_memory_profile
+
+    prof = driver_memory_profile(n_trials)
+    table = Table(title=f"Driver memory over a {prof['trials']}-trial sweep (fast stand-in trials)")
+    for col in ("RSS after 5 trials MB", "RSS at the end MB", "growth", "seconds"):
+        table.add_column(col)
+    table.add_row(fmt(prof["rss_after_5_mb"]), fmt(prof["rss_end_mb"]), f"{prof['growth']:+.1%}",
+                  fmt(prof["seconds"]))
+    return table

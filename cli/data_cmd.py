@@ -46,7 +46,7 @@ def _folds(ids: list[int]) -> str:
 
 
 def _progress(quiet: bool):
-    if quiet:
+    if quiet or not stderr.is_terminal:  # a transient bar shows nothing in a file or pipe but a blank line
         return nullcontext(None)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=stderr, transient=True)
@@ -89,10 +89,13 @@ def prepare(
     )
     runner = None
     if not in_process:
-        from sweeps.cluster import validate_address
+        from sweeps.cluster import check_reachable, validate_address
         from sweeps.extract import ray_runner
 
-        runner = ray_runner(validate_address(address))
+        address = validate_address(address)
+        if address not in (None, "auto"):
+            check_reachable(address)  # before the cache is written to
+        runner = ray_runner(address)
     with _progress(quiet) as bar:
         tasks: dict[str, int] = {}
 

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     _state["debug"] = "--debug" in args
     _register_commands()
     try:
-        app(args=args, prog_name="qmoe", standalone_mode=False)
+        # Without standalone mode, click returns a command's `raise typer.Exit(n)` as n.
+        code = app(args=args, prog_name="qmoe", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except typer.Exit as err:
         return int(getattr(err, "exit_code", 0) or 0)
     except typer.Abort:

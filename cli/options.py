@@ -28,3 +28,11 @@ SweepSeed = Annotated[Optional[int], typer.Option("--seed", help="Sweep seed (ea
 SweepProtocol = Annotated[Optional[str], typer.Option("--protocol", help="clean (validation from training folds) or paper (test fold as validation); default: the sweep's.")]
 Hparams = Annotated[Optional[Path], typer.Option("--hparams", help="TOML of training hyper-parameters (TrainConfig fields), e.g. from qmoe tune.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the trials and their count; run nothing.")]
+
+# -- tuning (qmoe tune) -------------------------------------------------------------------------
+Model = Annotated[Optional[str], typer.Option("--model", help="The model to tune: a quantizer (q4) or a mixture (bitnet,q4,q8).")]
+OneDataset = Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (synth, esc50, urbansound8k, quinn); default synth.")]
+Trials = Annotated[Optional[int], typer.Option("--trials", help="Trials to finish (the budget); default 40. With --resume: a new budget (default: the run's).")]
+Space = Annotated[Optional[str], typer.Option("--space", help="Search space: default, or a SPACE.toml with params, fixed and scheduler tables.")]
+TuneSeed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the sampler and of every fold's split and training; default 0.")]
+Resume = Annotated[Optional[str], typer.Option("--resume", metavar="NAME", help="Continue tuning run NAME up to its budget (never beyond).")]

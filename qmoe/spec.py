@@ -45,6 +45,7 @@ class TrainConfig:
     router_dropout: float = 0.2  # dropout inside the router (mixtures)
     temperature: float = 1.0  # routing softmax temperature T (mixtures)
     top_k: int = 1  # experts combined per sample (mixtures)
+    router_lr: float | None = None  # AdamW learning rate of the router (mixtures); None = lr
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -63,6 +64,8 @@ class TrainConfig:
             ("router_dropout", 0 <= self.router_dropout < 1, "in [0, 1)"),
             ("temperature", self.temperature > 0, "a positive number"),
             ("top_k", self.top_k >= 1, "at least 1"),
+            ("router_lr", self.router_lr is None or (self.router_lr > 0 and math.isfinite(self.router_lr)),
+             "a positive number, e.g. 1e-3 (or leave it out: the router then uses lr)"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -94,8 +97,12 @@ class TrainConfig:
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``router_lr`` only when set, so that settings without it keep the
+        trial keys they had before the field existed (``to_dict`` feeds ``trial_key``)."""
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        if d["router_lr"] is None:
+            del d["router_lr"]
         return d
 
 

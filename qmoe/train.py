@@ -66,6 +66,98 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the router of a mixture gets its own group when ``cfg.router_lr`` is set."""
+    router = getattr(model, "router", None) if isinstance(model, MixtureOfExperts) else None
+    if cfg.router_lr is None or router is None:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    routed = {id(p) for p in router.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in routed]
+    return torch.optim.AdamW([{"params": rest}, {"params": list(router.parameters()), "lr": cfg.router_lr}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Training:
+    """One model's training, an epoch at a time: :func:`fit` runs it to the end; tuning
+    advances several folds' trainings in lockstep and reports after every epoch.
+
+    Each training keeps its own torch RNG stream (dropout, MC router passes), taken from the
+    global generator when it is created: interleaved trainings then give exactly what each
+    would give alone, and run alone the stream is the global one, as before.
+    """
+
+    def __init__(self, model: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor,
+                 y_val: np.ndarray, cfg: TrainConfig, *, n_classes: int, seed: int) -> None:
+        self.model, self.cfg = model, cfg
+        self.x_train, self.x_val, self.y_val = x_train, x_val, y_val
+        self.y_t = torch.as_tensor(y_train, dtype=torch.long)
+        self.weight = class_weights(y_train, n_classes)
+        self.is_mixture = isinstance(model, MixtureOfExperts)
+        self.opt = _optimizer(model, cfg)
+        self.gen = torch.Generator().manual_seed(seed)  # batch order
+        self.rng = torch.get_rng_state()  # dropout and MC passes
+        self.best_f1, self.best_epoch, self.stale = -math.inf, 0, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.history: list[float] = []
+        self.seconds = 0.0
+        self.stopped = False  # early-stopped: patience ran out
+
+    @property
+    def epoch(self) -> int:
+        """Epochs run so far."""
+        return len(self.history)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.epoch >= self.cfg.max_epochs
+
+    def step(self) -> float:
+        """Train one epoch, evaluate, update early stopping; returns the validation macro-F1.
+
+        Raises:
+            TrainingError: when the loss becomes NaN or infinite.
+        """
+        cfg, model = self.cfg, self.model
+        start = time.perf_counter()
+        torch.set_rng_state(self.rng)
+        epoch = self.epoch + 1
+        model.train()
+        order = torch.randperm(len(self.x_train), generator=self.gen)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            logits, aux = logits_and_aux(model, self.x_train[idx])
+            loss = F.cross_entropy(logits, self.y_t[idx], weight=self.weight,
+                                   label_smoothing=cfg.label_smoothing)
+            if self.is_mixture:
+                loss = loss + cfg.lb_weight * aux
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged: the loss became {loss.item()} at epoch {epoch} "
+                    f"(lr={cfg.lr}); lower the learning rate or check the table for extreme values")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.opt.step()
+        val_f1 = macro_f1(self.y_val, predict(model, self.x_val))
+        self.rng = torch.get_rng_state()
+        self.history.append(val_f1)
+        if val_f1 > self.best_f1:
+            self.best_f1, self.best_epoch, self.stale = val_f1, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.stale += 1
+            self.stopped = self.stale >= cfg.patience
+        self.seconds += time.perf_counter() - start
+        return val_f1
+
+    def finish(self) -> FitResult:
+        """Restore the best-validation weights into the model and describe the run."""
+        self.model.load_state_dict(self.best_state)
+        log.info("trained %d epochs, best %d (val macro-F1 %.4f)", self.epoch, self.best_epoch, self.best_f1)
+        return FitResult(best_epoch=self.best_epoch, epochs=self.epoch, best_val_f1=float(self.best_f1),
+                         seconds=self.seconds, history=list(self.history))
+
+
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor,
         y_val: np.ndarray, cfg: TrainConfig, *, n_classes: int, seed: int,
         on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
@@ -74,45 +166,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_val: tor
     Raises:
         TrainingError: when the loss becomes NaN or infinite.
     """
-    gen = torch.Generator().manual_seed(seed)
-    is_mixture = isinstance(model, MixtureOfExperts)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    weight = class_weights(y_train, n_classes)
-    y_t = torch.as_tensor(y_train, dtype=torch.long)
-    best_f1, best_epoch, best_state, stale = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
-    history: list[float] = []
-    start = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=gen)
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            logits, aux = logits_and_aux(model, x_train[idx])
-            loss = F.cross_entropy(logits, y_t[idx], weight=weight,
-                                   label_smoothing=cfg.label_smoothing)
-            if is_mixture:
-                loss = loss + cfg.lb_weight * aux
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"training diverged: the loss became {loss.item()} at epoch {epoch} "
-                    f"(lr={cfg.lr}); lower the learning rate or check the table for extreme values")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-        val_f1 = macro_f1(y_val, predict(model, x_val))
-        history.append(val_f1)
+    training = Training(model, x_train, y_train, x_val, y_val, cfg, n_classes=n_classes, seed=seed)
+    while not training.done:
+        val_f1 = training.step()
         if on_epoch is not None:
-            on_epoch(epoch, val_f1)
-        if val_f1 > best_f1:
-            best_f1, best_epoch, stale = val_f1, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    log.info("trained %d epochs, best %d (val macro-F1 %.4f)", epoch, best_epoch, best_f1)
-    return FitResult(best_epoch=best_epoch, epochs=epoch, best_val_f1=float(best_f1),
-                     seconds=time.perf_counter() - start, history=history)
+            on_epoch(training.epoch, val_f1)
+    return training.finish()

@@ -65,12 +65,19 @@ def build_model(spec: TrialSpec, in_dim: int, n_classes: int) -> nn.Module:
                             mc_samples=cfg.mc_samples, temperature=cfg.temperature)
 
 
-def standardise(table: EmbeddingTable, train_idx: np.ndarray) -> torch.Tensor:
-    """All rows standardised with the training rows' mean and std, as a float32 tensor."""
+def standardise(table: EmbeddingTable, train_idx: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+    """Rows standardised with the training rows' mean and std, as a float32 tensor.
+
+    Args:
+        table: the embedding table.
+        train_idx: the rows whose statistics are used.
+        rows: the rows to return (in this order); None = every row of the table.
+    """
     mean = table.X[train_idx].mean(axis=0, dtype=np.float64)
     std = table.X[train_idx].std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0
-    return torch.from_numpy(((table.X - mean) / std).astype(np.float32))
+    x = table.X if rows is None else table.X[rows]
+    return torch.from_numpy(((x - mean) / std).astype(np.float32))
 
 
 def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1) -> TrialResult:

@@ -25,7 +25,7 @@ import qmoe
 from qmoe.errors import ConfigError
 from qmoe.spec import TrialSpec
 
-from sweeps.cluster import ClusterInfo, ray_session, validate_address, worker_env
+from sweeps.cluster import ClusterInfo, check_reachable, ray_session, validate_address, worker_env
 from sweeps.parse import default_name
 from sweeps.plan import Resolver, SweepPlan, TableRef, reload_tables, trial_from_dict, trial_to_dict
 from sweeps.progress import LineProgress, NullProgress
@@ -107,7 +107,7 @@ def _trial_name(trial: Any) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_tune(verbose: bool) -> Iterator[None]:
+def quiet_tune(verbose: bool) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in _TUNE_ENV}
     os.environ.update(_TUNE_ENV)
     loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train", "ray.air")]
@@ -144,11 +144,11 @@ def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[
     progress = NullProgress() if options.quiet else LineProgress(store.name, options.progress_stream)
     recorder = Recorder(store, {t.trial_key: t for t in todo}, progress)
     store.ray_dir.mkdir(exist_ok=True)
-    run_name = f"run-{sum(1 for p in store.ray_dir.iterdir() if p.name.startswith('run-')) + 1}"
+    run_name = _next_run_name(store.ray_dir)
     slots = max(1, math.floor(cluster.cpus / options.cpus_per_trial))
     if options.max_concurrent:
         slots = min(slots, options.max_concurrent)
-    with _quiet_tune(options.verbose):
+    with quiet_tune(options.verbose):
         tuner = tune.Tuner(
             trainable,
             param_space={"trial_key": tune.grid_search([t.trial_key for t in todo])},
@@ -175,6 +175,13 @@ def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[
     return outcome
 
 
+def _next_run_name(ray_dir: Path) -> str:
+    """``run-N`` after the highest existing one: a fresh Tune experiment folder every time,
+    never one holding the (possibly damaged) state of an earlier run."""
+    numbers = [int(p.name[4:]) for p in ray_dir.iterdir() if p.name[:4] == "run-" and p.name[4:].isdigit()]
+    return f"run-{max(numbers, default=0) + 1}"
+
+
 def _outcome(store: SweepStore, all_trials: Sequence[TrialSpec], *, since: str | None, wall: float,
              slots: int, nodes: int, first_start: float | None) -> SweepOutcome:
     """Counts and timings of a run, read back from the results table (the rows written ``since``)."""
@@ -184,7 +191,10 @@ def _outcome(store: SweepStore, all_trials: Sequence[TrialSpec], *, since: str |
     ok = sum(1 for k in keys if status.get(k) == "ok")
     errors = sum(1 for k in keys if status.get(k) == "error")
     this_run = results[results["finished_at"] >= since] if since else results.iloc[:0]
-    seconds = (pd.to_datetime(this_run["finished_at"]) - pd.to_datetime(this_run["started_at"], errors="coerce"))
+    # utc=True: a run whose every row lacks a start time (workers that died before starting)
+    # would otherwise parse as tz-naive NaT, which cannot be subtracted from tz-aware times.
+    seconds = (pd.to_datetime(this_run["finished_at"], errors="coerce", utc=True)
+               - pd.to_datetime(this_run["started_at"], errors="coerce", utc=True))
     started = _process_start()
     return SweepOutcome(name=store.name, path=store.path, total=len(keys), ran=len(this_run), ok=ok,
                         errors=errors, pending=len(keys) - ok - errors, wall_seconds=wall,
@@ -230,6 +240,11 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
     """
     store = SweepStore(options.storage, name)
     manifest = store.read_manifest()
+    # Fail on a damaged table or an unreachable address before the lock file is touched.
+    store.read_results()
+    address = validate_address(options.address)
+    if address not in (None, "auto"):
+        check_reachable(address)
     with store.lock():
         trials = [trial_from_dict(d) for d in manifest["trials"]]
         ok = store.ok_keys()

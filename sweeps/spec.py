@@ -191,7 +191,9 @@ def apply_overrides(spec: SweepSpec, *, datasets: tuple[str, ...] | None = None,
     if data is not None:
         changes.update(data=data, skip_unprepared=False)
     if hparams_file is not None:
-        changes.update(hparams={**spec.hparams, **load_hparams(hparams_file)}, hparams_source=str(hparams_file))
+        # The resolved path: a row must say where its settings came from whatever the cwd was.
+        changes.update(hparams={**spec.hparams, **load_hparams(hparams_file)},
+                       hparams_source=str(Path(hparams_file).expanduser().resolve()))
     return spec.replace(**changes)
 
 
@@ -297,9 +299,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise ConfigError(f"{path}: no such file; check the path of the TOML file") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a TOML file") from None
+        raise ConfigError(f"{path}: is a folder, not a TOML file; give the file's path") from None
+    except UnicodeDecodeError as err:  # tomllib decodes UTF-8 itself
+        raise ConfigError(f"{path}: not a text TOML file ({err.reason} at byte {err.start}); "
+                          "give a UTF-8 TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check its permissions") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 

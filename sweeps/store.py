@@ -9,8 +9,9 @@ Layout::
     STORAGE/NAME/ray/                    Ray Tune's own experiment folders
 
 Every file is written to a temporary name and moved into place (``os.replace``), so a killed
-process leaves the previous complete version, never half a file. Rows are merged by
-``trial_key``: a trial appears once; an error row never replaces an ok row.
+process leaves the previous complete version, never half a file; the folder itself appears
+with its manifest in one rename. Rows are merged by ``trial_key``: a trial appears once; an
+error row never replaces an ok row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -55,19 +57,25 @@ def _dtype(annotation: str) -> str:
 SCHEMA: dict[str, str] = {f.name: _dtype(str(f.type)) for f in dataclasses.fields(TrialRecord)}
 
 
-def _file_mode() -> int:
-    umask = os.umask(0)
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import, before any thread
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-#: mkstemp makes 0600 files; results on shared storage must be readable like any other file.
-FILE_MODE = _file_mode()
+#: mkstemp/mkdtemp make 0600 files and 0700 folders; results on shared storage must be
+#: readable like any other file.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
 
 
 def now_iso() -> str:
     """UTC time to the millisecond, the format of ``started_at`` / ``finished_at``."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=1).encode()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -161,31 +169,45 @@ class SweepStore:
         check_writable(self.storage)
 
     def create(self, manifest: Mapping[str, Any]) -> None:
-        """Make the sweep's folder (atomically: a concurrent start with the name fails) and manifest."""
+        """Make the sweep's folder with its manifest, atomically.
+
+        The folder is built under a hidden temporary name and renamed into place, so a command
+        killed half-way never leaves a folder without a manifest (which neither ``sweep`` nor
+        ``resume`` could use), and a concurrent start with the same name fails.
+        """
         self.check_new()
         self.storage.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.storage, prefix=f".{self.name}.", suffix=".new"))
         try:
-            self.path.mkdir()
-        except FileExistsError:
-            raise ConfigError(f"sweep {self.name!r} was just created by another command: "
-                              f"use 'qmoe resume {self.name}' or another --name") from None
-        self.routing_dir.mkdir()
-        self.write_manifest(manifest)
+            os.chmod(staging, DIR_MODE)
+            (staging / ROUTING).mkdir()
+            atomic_write_bytes(staging / MANIFEST, _manifest_bytes(manifest))
+            try:  # rename(2) replaces only an empty folder, and a sweep folder holds its manifest
+                os.rename(staging, self.path)
+            except OSError:
+                raise ConfigError(f"sweep {self.name!r} was just created by another command: "
+                                  f"use 'qmoe resume {self.name}' or another --name") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        data = {"version": MANIFEST_VERSION, **manifest}
-        atomic_write_bytes(self.manifest_path, json.dumps(data, indent=1).encode())
+        atomic_write_bytes(self.manifest_path, _manifest_bytes(manifest))
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest; ConfigError naming the known sweeps when there is none."""
         try:
             manifest = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
+            if (self.path / "tune.json").is_file():
+                raise ConfigError(f"{self.name!r} is a tuning run, not a sweep: continue it with "
+                                  f"'qmoe tune --resume {self.name}'") from None
             known = list_sweeps(self.storage)
             hint = f"; sweeps there: {', '.join(known)}" if known else "; there are none (check --storage)"
             raise ConfigError(f"no sweep {self.name!r} in {self.storage}{hint}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{self.manifest_path}: damaged manifest ({err})") from None
+            raise ConfigError(f"{self.manifest_path}: damaged manifest ({err}); the sweep cannot be read: "
+                              "restore the file from a backup, or start the sweep again under another --name") from None
         if manifest.get("version") != MANIFEST_VERSION:
             raise ConfigError(f"{self.manifest_path}: manifest version {manifest.get('version')!r} "
                               f"is not {MANIFEST_VERSION}; it was written by another qmoe version")
@@ -194,44 +216,35 @@ class SweepStore:
     # -- lock ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the sweep's lock, or raise ConfigError saying who holds it.
-
-        An ``flock`` is released by the kernel when its process dies (even by SIGKILL), so a
-        killed command never leaves a stale lock behind.
-        """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-                raise ConfigError(f"sweep {self.name!r} is in use by {holder}: wait for it to finish "
-                                  "(or stop it) before running another command on it") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}".encode(), 0)
+        """Hold the sweep's lock, or raise ConfigError saying who holds it (see :func:`hold_lock`)."""
+        with hold_lock(self.lock_path, f"sweep {self.name!r}"):
+            self._remove_stale_temporaries()
             yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+
+    def _remove_stale_temporaries(self) -> None:
+        # Temporary files of a writer killed mid-write: only the lock holder writes, so any
+        # found now are orphans.
+        for folder in (self.path, self.routing_dir):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def is_locked(self) -> bool:
         """True when a command holds the sweep's lock right now."""
-        if not self.lock_path.exists():
-            return False
-        fd = os.open(self.lock_path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return is_locked(self.lock_path)
 
     # -- rows ---------------------------------------------------------------------------
     def read_results(self) -> pd.DataFrame:
         """The results table (empty, with the columns, before the first row)."""
         if not self.results_path.exists():
             return as_frame([])
-        return as_frame(pd.read_parquet(self.results_path).to_dict("records"))
+        try:
+            table = pd.read_parquet(self.results_path)
+        except Exception as err:  # pyarrow raises several unrelated types for a damaged file
+            first = " ".join(str(err).split())[:200]
+            raise ConfigError(f"{self.results_path}: damaged results table ({first}); restore it from a "
+                              f"backup, or delete it and 'qmoe resume {self.name}' runs every trial again") from None
+        return as_frame(table.to_dict("records"))
 
     def upsert(self, rows: list[Mapping[str, Any]]) -> pd.DataFrame:
         """Merge rows into the table (see :func:`merge_rows`) and write it atomically."""
@@ -253,7 +266,11 @@ class SweepStore:
         path = self.path / RUNS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        runs = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a killed command
+                runs.append(json.loads(line))
+        return runs
 
     def write_samples(self, trial_key: str, samples: pd.DataFrame) -> Path:
         """Write one trial's per-sample routing to ``routing/<trial_key>.parquet``."""
@@ -261,6 +278,43 @@ class SweepStore:
         self.routing_dir.mkdir(exist_ok=True)
         atomic_write_parquet(samples, path)
         return path
+
+
+@contextlib.contextmanager
+def hold_lock(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` for the block, or raise ConfigError naming
+    the holder (``what`` names the locked thing in the message).
+
+    The kernel releases an ``flock`` when its process dies (even by SIGKILL), so a killed
+    command never leaves a stale lock behind.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(f"{what} is in use by {holder}: wait for it to finish "
+                              "(or stop it) before running another command on it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_locked(lock_path: Path) -> bool:
+    """True when some process holds the ``flock`` on ``lock_path`` right now."""
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def check_writable(folder: Path) -> None:
@@ -271,7 +325,7 @@ def check_writable(folder: Path) -> None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"--storage {folder}: {probe} is not a folder")
+        raise ConfigError(f"--storage {folder}: {probe} is not a folder; pick a folder you can write to")
     try:  # os.access says yes to root even on read-only file systems: try for real
         with tempfile.TemporaryFile(dir=probe, prefix=".qmoe-probe-"):
             pass
@@ -285,4 +339,4 @@ def list_sweeps(storage: str | Path) -> list[str]:
     root = Path(storage).expanduser()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())

@@ -1,7 +1,8 @@
-"""Session-wide test settings: offline, no telemetry, a private cache for built tables."""
+"""Session-wide test settings: offline, no telemetry, a private cache for built tables, one local Ray."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -21,3 +22,20 @@ def synth_table():
     from qmoe.data.datasets import resolve_table
 
     return resolve_table("synth", None)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray (2 CPUs, small object store) shared by every test that needs Ray.
+
+    Yields its GCS address, so that a subprocess driver can join it with ``--address``
+    instead of starting a second Ray on the same 2 cores.
+    """
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.ERROR)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import io
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -95,24 +94,6 @@ def test_qmoe_error_is_recorded_without_retry(ray_cluster, tmp_path, resolver) -
     row = out.results.iloc[0]
     assert row["error"] == "loss diverged to NaN at epoch 3" and row["node"]
     assert out.wall_seconds < 20  # no 3 retries in fresh workers
-
-
-def test_resume_finishes_from_our_table_when_ray_state_is_gone(ray_cluster, tmp_path, resolver) -> None:
-    storage, log = tmp_path / "runs", tmp_path / "log"
-    plan = plan_sweep(apply_overrides(alpha_spec((0.3,)), folds=(1, 2)), resolve=resolver)
-    fn = functools.partial(fakes.fast_trial, seconds=0.05, log=str(log))
-    out = run_sweep(plan, name="lost", options=RunOptions(storage=storage, trial_fn=fn, quiet=True))
-    store = SweepStore(storage, "lost")
-    df = store.read_results()
-    kept = df.iloc[:1]
-    kept.to_parquet(store.results_path, index=False)  # as if the driver died after one row
-    shutil.rmtree(store.ray_dir)  # and Ray's experiment state is gone
-    log.unlink()
-    again = resume_sweep("lost", options=RunOptions(storage=storage, trial_fn=fn, quiet=True), resolve=resolver)
-    assert (again.ran, again.ok, again.pending) == (3, 4, 0)
-    ran = {k for (k, ev) in events(log) if ev == "start"}
-    assert ran == set(df["trial_key"]) - set(kept["trial_key"])
-    assert out.path == again.path
 
 
 def test_resume_refuses_while_another_command_holds_the_sweep(ray_cluster, tmp_path, resolver) -> None:

@@ -38,10 +38,13 @@ def test_create_refuses_existing_name(store) -> None:
     assert list_sweeps(store.storage) == ["s1"]
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", ".."])
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".", "x/../../y", "~", "~/x", ".hidden", "-rf",
+                                  "$HOME", "x;rm -rf y", "$(touch y)", "a b", "a\\b", "a\x00b", "a\nb", "a" * 101, ""])
 def test_names_cannot_escape(tmp_path, name) -> None:
     with pytest.raises(ConfigError, match="--name"):
         SweepStore(tmp_path, name)
+    with pytest.raises(ConfigError, match="--name"):
+        SweepStore(tmp_path / "runs", name).create({})
     assert not any(tmp_path.iterdir())
 
 
@@ -149,3 +152,46 @@ def test_samples_file(store) -> None:
     path = store.write_samples("abc", pd.DataFrame({"clip_id": ["c1"], "expert": ["q4"]}))
     assert path == store.routing_dir / "abc.parquet"
     assert pd.read_parquet(path)["expert"].tolist() == ["q4"]
+
+
+def test_create_is_all_or_nothing(tmp_path, monkeypatch) -> None:
+    import sweeps.store as store_module
+
+    def killed(path, data):  # dies while writing the manifest
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        SweepStore(tmp_path / "runs", "s1").create({"name": "s1"})
+    monkeypatch.undo()
+    assert list((tmp_path / "runs").iterdir()) == []  # no half-made sweep folder, no staging folder
+    SweepStore(tmp_path / "runs", "s1").create({"name": "s1"})  # the name is still free
+    assert list_sweeps(tmp_path / "runs") == ["s1"]
+
+
+def test_create_loses_a_race_with_one_line(store, monkeypatch) -> None:
+    late = SweepStore(store.storage, "s1")
+    monkeypatch.setattr(late, "check_new", lambda: None)  # as if checked before the other created it
+    with pytest.raises(ConfigError, match="just created by another command"):
+        late.create({"name": "s1", "trials": [1]})
+    assert store.read_manifest()["trials"] == []  # the winner's sweep is untouched
+    assert [p.name for p in store.storage.iterdir()] == ["s1"]
+
+
+def test_staging_folders_are_not_sweeps(tmp_path) -> None:
+    (tmp_path / ".s1.abc.new").mkdir()
+    (tmp_path / ".s1.abc.new" / "sweep.json").write_text("{}")
+    assert list_sweeps(tmp_path) == []
+
+
+def test_runs_log_survives_a_torn_last_line(store) -> None:
+    store.log_run({"ran": 1})
+    with open(store.path / "runs.jsonl", "a") as fh:
+        fh.write('{"ran": 2, "wal')  # the command was killed mid-line
+    assert store.read_runs() == [{"ran": 1}]
+
+
+def test_damaged_results_table_is_one_clear_error(store) -> None:
+    store.results_path.write_bytes(b"PAR1 torn")
+    with pytest.raises(ConfigError, match="damaged results table.*qmoe resume s1"):
+        store.read_results()

@@ -1,0 +1,17 @@
+"""Fixtures of the fault-injection suite (the session's Ray is ``ray_cluster`` in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sweeps.fakes import FakeTable, fake_resolver
+
+
+@pytest.fixture
+def fake_tables() -> dict[str, FakeTable]:
+    return {"synth": FakeTable(n_folds=5, source="synth")}
+
+
+@pytest.fixture
+def resolver(fake_tables):
+    return fake_resolver(fake_tables)
