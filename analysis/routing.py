@@ -19,21 +19,12 @@ from analysis.configs import highest_precision, precision
 from analysis.context import Context
 from analysis.document import Section, Table
 from analysis.stats import adjust, mean_std, stars, welch
+from qmoe.spec import unique_names
 
 log = logging.getLogger(__name__)
 
 TITLE = "Routing specialisation (Figure 2)"
 NEEDED = ("expert", "confidence")
-
-
-def unique_names(experts: list[str]) -> list[str]:
-    """Expert labels as the routing files write them: a repeated quantizer gets ``#2``, ``#3``."""
-    seen: dict[str, int] = {}
-    out = []
-    for e in experts:
-        seen[e] = seen.get(e, 0) + 1
-        out.append(e if seen[e] == 1 else f"{e}#{seen[e]}")
-    return out
 
 
 def read_samples(ctx: Context, rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:

@@ -9,16 +9,7 @@ import pandas as pd
 from scipy.stats import entropy
 
 from qmoe.models.moe import MoEOutput
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """Expert labels, suffixed ``#2``, ``#3`` where a quantizer appears more than once."""
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out
+from qmoe.spec import unique_names
 
 
 def routing_samples(out: MoEOutput, names: list[str], clip_ids: np.ndarray, y_true: np.ndarray,

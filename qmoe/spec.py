@@ -187,3 +187,14 @@ def paper_name(experts: tuple[str, ...], alpha: float) -> str:
     others = [e for e in experts if e != "bitnet" and not (e.startswith("q") and e[1:].isdigit())]
     label = "-".join(parts + [{"ptq8": "Q8PTQ", "fp32": "FP32"}.get(o, o.upper()) for o in others])
     return f"{label}-QMoE" + ("-C" if alpha > 0 else "")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Expert labels, suffixed ``#2``, ``#3`` where a quantizer appears more than once
+    (as the routing statistics and the per-sample routing files name them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out

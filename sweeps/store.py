@@ -24,7 +24,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,31 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return as_frame(merged.to_dict("records"))
 
 
+def create_folder(path: Path, files: Mapping[str, bytes], *, folders: Sequence[str] = (),
+                  taken: str) -> None:
+    """Make ``path`` with its ``files`` (and empty ``folders``) in one rename.
+
+    Built under a hidden name beside it first, so that a command killed half-way never
+    leaves a folder without its manifest, and a concurrent start with the same name fails
+    with ``taken`` (rename(2) replaces only an empty folder).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
+    try:
+        os.chmod(staging, DIR_MODE)
+        for folder in folders:
+            (staging / folder).mkdir()
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+        try:
+            os.rename(staging, path)
+        except OSError:
+            raise ConfigError(taken) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 class SweepStore:
     """The folder of one sweep and the small API over its files.
 
@@ -176,20 +201,9 @@ class SweepStore:
         ``resume`` could use), and a concurrent start with the same name fails.
         """
         self.check_new()
-        self.storage.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.storage, prefix=f".{self.name}.", suffix=".new"))
-        try:
-            os.chmod(staging, DIR_MODE)
-            (staging / ROUTING).mkdir()
-            atomic_write_bytes(staging / MANIFEST, _manifest_bytes(manifest))
-            try:  # rename(2) replaces only an empty folder, and a sweep folder holds its manifest
-                os.rename(staging, self.path)
-            except OSError:
-                raise ConfigError(f"sweep {self.name!r} was just created by another command: "
-                                  f"use 'qmoe resume {self.name}' or another --name") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        create_folder(self.path, {MANIFEST: _manifest_bytes(manifest)}, folders=(ROUTING,),
+                      taken=f"sweep {self.name!r} was just created by another command: "
+                            f"use 'qmoe resume {self.name}' or another --name")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         atomic_write_bytes(self.manifest_path, _manifest_bytes(manifest))

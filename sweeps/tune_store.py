@@ -19,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +30,7 @@ from qmoe.errors import ConfigError
 
 from sweeps.parse import check_sweep_name
 from sweeps.space import SearchSpace
-from sweeps.store import (DIR_MODE, atomic_write_bytes, atomic_write_parquet, check_writable, hold_lock,
+from sweeps.store import (atomic_write_bytes, create_folder, atomic_write_parquet, check_writable, hold_lock,
                           is_locked, now_iso)
 
 MANIFEST = "tune.json"
@@ -136,19 +133,9 @@ class TuneStore:
         """Make the folder with its manifest in one rename (as a sweep's: a killed command never
         leaves a folder without a manifest, and a concurrent start with the name fails)."""
         self.check_new()
-        self.storage.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.storage, prefix=f".{self.name}.", suffix=".new"))
-        try:
-            os.chmod(staging, DIR_MODE)
-            atomic_write_bytes(staging / MANIFEST, _manifest_bytes(manifest))
-            try:
-                os.rename(staging, self.path)
-            except OSError:
-                raise ConfigError(f"{self.name!r} was just created by another command: "
-                                  f"use 'qmoe tune --resume {self.name}' or another --name") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        create_folder(self.path, {MANIFEST: _manifest_bytes(manifest)},
+                      taken=f"{self.name!r} was just created by another command: "
+                            f"use 'qmoe tune --resume {self.name}' or another --name")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         atomic_write_bytes(self.manifest_path, _manifest_bytes(manifest))
