@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 
 from qmoe.data.audio import AUDIO_EXTENSIONS, duration_seconds
+from qmoe.data.csv_layout import (check_files, class_table, int_column, read_csv, renumber,
+                                  require_layout, select_classes, str_column)
 from qmoe.errors import ConfigError, DataError
 from qmoe.registry import Registry
 
@@ -190,99 +192,6 @@ def build_manifest(dataset: str, root: str | Path, options: AdapterOptions = Ada
     return manifest
 
 
-# -- helpers shared by the CSV adapters -------------------------------------------------------
-
-def _require(root: Path, parts: Sequence[str], dataset: str, layout: str) -> None:
-    missing = [p for p in parts if not (root / p).exists()]
-    if missing:
-        nested = [d for d in sorted(root.iterdir()) if d.is_dir() and all((d / p).exists() for p in parts)]
-        hint = f"; did you mean --root {nested[0]}?" if nested else ""
-        raise DataError(
-            f"--root {root} is not a {dataset} folder: {missing[0]} not found (expected {layout})"
-            f"{hint or '; point --root at the folder as unpacked from the download'}"
-        )
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
-        raise DataError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: column {missing[0]!r} is missing; the CSV needs "
-                        f"{', '.join(required)} (as published)")
-    if len(df) == 0:
-        raise DataError(f"{path}: the CSV has no rows")
-    return df
-
-
-def _ints(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    num = pd.to_numeric(df[col].str.strip(), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(num) | (num != np.round(num))
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: line {r + 2}, column {col!r}: {df[col].iloc[r]!r} is not a whole number")
-    return num.astype(np.int64)
-
-
-def _strings(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    values = df[col].str.strip().to_numpy(dtype=object)
-    empty = values == ""
-    if empty.any():
-        r = int(np.flatnonzero(empty)[0])
-        raise DataError(f"{path}: line {r + 2}, column {col!r}: value is empty")
-    return values
-
-
-def _class_table(ids: np.ndarray, names: np.ndarray, path: Path, id_col: str, name_col: str
-                 ) -> dict[int, str]:
-    """Original class id -> name, checking each id has one name and each name one id."""
-    table: dict[int, str] = {}
-    for r, (i, n) in enumerate(zip(ids.tolist(), names.tolist())):
-        if table.setdefault(i, n) != n:
-            raise DataError(f"{path}: line {r + 2}: {id_col} {i} is named {n!r} here but "
-                            f"{table[i]!r} above; each {id_col} needs one {name_col}")
-    by_name: dict[str, int] = {}
-    for i, n in sorted(table.items()):
-        if by_name.setdefault(n, i) != i:
-            raise DataError(f"{path}: {name_col} {n!r} is used by {id_col} {by_name[n]} and {i}")
-    return table
-
-
-def _select_classes(keep_rows: np.ndarray, ids: np.ndarray, table: dict[int, str],
-                    classes: tuple[str, ...] | None, dataset: str) -> np.ndarray:
-    """Rows to keep after the ``classes`` filter (names, case-sensitive)."""
-    if classes is None:
-        return keep_rows
-    wanted = [c.strip() for c in classes if c.strip()]
-    known = set(table.values())
-    unknown = [c for c in wanted if c not in known]
-    if unknown:
-        raise ConfigError(f"--classes: {dataset} has no class {unknown[0]!r}; known: "
-                          f"{', '.join(sorted(known))}")
-    wanted_ids = [i for i, n in table.items() if n in wanted]
-    return keep_rows & np.isin(ids, wanted_ids)
-
-
-def _renumber(ids: np.ndarray, table: dict[int, str]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Labels 0..C-1 in the order of the original ids present; names kept."""
-    present = sorted(set(ids.tolist()))
-    new = {old: i for i, old in enumerate(present)}
-    return np.array([new[i] for i in ids.tolist()], dtype=np.int64), tuple(table[i] for i in present)
-
-
-def _check_files(paths: Sequence[Path], csv: Path, col: str, audio_dir: Path) -> None:
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        first = missing[0].relative_to(audio_dir) if missing[0].is_relative_to(audio_dir) else missing[0]
-        raise DataError(
-            f"{csv}: {len(missing)} of {len(paths)} files named in column {col!r} are missing under "
-            f"{audio_dir} (first: {first}); restore them from the download, or delete their rows"
-        )
-
-
 def _csv_manifest(dataset: str, root: Path, csv: Path, df: pd.DataFrame, keep: np.ndarray,
                   paths: list[Path], audio_dir: Path, ids: np.ndarray, table: dict[int, str],
                   folds: np.ndarray, groups: np.ndarray, clip_seconds: float,
@@ -291,8 +200,8 @@ def _csv_manifest(dataset: str, root: Path, csv: Path, df: pd.DataFrame, keep: n
     if len(rows) == 0:
         raise DataError(f"{csv}: no rows left after the --classes filter")
     kept_paths = [paths[r] for r in rows]
-    _check_files(kept_paths, csv, "filename" if dataset == "esc50" else "slice_file_name", audio_dir)
-    labels, names = _renumber(ids[rows], table)
+    check_files(kept_paths, csv, "filename" if dataset == "esc50" else "slice_file_name", audio_dir)
+    labels, names = renumber(ids[rows], table)
     clips = tuple(
         ClipRef(clip_id=p.relative_to(audio_dir).as_posix(), path=p, label=int(lab),
                 label_name=names[lab], fold=int(folds[r]), group=str(groups[r]))
@@ -307,11 +216,11 @@ def _csv_manifest(dataset: str, root: Path, csv: Path, df: pd.DataFrame, keep: n
 @ADAPTERS.register("esc50")
 def read_esc50(root: Path, options: AdapterOptions = AdapterOptions()) -> Manifest:
     """ESC-50: ``meta/esc50.csv`` + ``audio/``; folds from ``fold``, group = ``src_file``."""
-    _require(root, ["meta/esc50.csv", "audio"], "ESC-50", "meta/esc50.csv and audio/")
+    require_layout(root, ["meta/esc50.csv", "audio"], "ESC-50", "meta/esc50.csv and audio/")
     csv, audio_dir = root / "meta" / "esc50.csv", root / "audio"
-    df = _read_csv(csv, ["filename", "fold", "target", "category", "src_file"])
-    ids = _ints(df, "target", csv)
-    table = _class_table(ids, _strings(df, "category", csv), csv, "target", "category")
+    df = read_csv(csv, ["filename", "fold", "target", "category", "src_file"])
+    ids = int_column(df, "target", csv)
+    table = class_table(ids, str_column(df, "category", csv), csv, "target", "category")
     keep = np.ones(len(df), dtype=bool)
     classes = options.classes
     if classes is not None and [c.strip().lower() for c in classes] == ["esc10"]:
@@ -319,31 +228,31 @@ def read_esc50(root: Path, options: AdapterOptions = AdapterOptions()) -> Manife
             raise DataError(f"{csv}: no column 'esc10', so --classes esc10 cannot pick the ESC-10 rows")
         keep &= df["esc10"].str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
         classes = None
-    keep = _select_classes(keep, ids, table, classes, "esc50")
-    paths = [audio_dir / f for f in _strings(df, "filename", csv)]
+    keep = select_classes(keep, ids, table, classes, "esc50")
+    paths = [audio_dir / f for f in str_column(df, "filename", csv)]
     details = {"csv": "meta/esc50.csv", "group_column": "src_file",
                "classes": None if options.classes is None else list(options.classes)}
     return _csv_manifest("esc50", root, csv, df, keep, paths, audio_dir, ids, table,
-                         _ints(df, "fold", csv), _strings(df, "src_file", csv), 5.0, details)
+                         int_column(df, "fold", csv), str_column(df, "src_file", csv), 5.0, details)
 
 
 @ADAPTERS.register("urbansound8k")
 def read_urbansound8k(root: Path, options: AdapterOptions = AdapterOptions()) -> Manifest:
     """UrbanSound8K: ``metadata/UrbanSound8K.csv`` + ``audio/fold{N}/``; group = ``fsID``."""
-    _require(root, ["metadata/UrbanSound8K.csv", "audio"], "UrbanSound8K",
+    require_layout(root, ["metadata/UrbanSound8K.csv", "audio"], "UrbanSound8K",
              "metadata/UrbanSound8K.csv and audio/fold1..fold10/")
     csv, audio_dir = root / "metadata" / "UrbanSound8K.csv", root / "audio"
-    df = _read_csv(csv, ["slice_file_name", "fsID", "fold", "classID", "class"])
-    ids = _ints(df, "classID", csv)
-    table = _class_table(ids, _strings(df, "class", csv), csv, "classID", "class")
-    keep = _select_classes(np.ones(len(df), dtype=bool), ids, table, options.classes, "urbansound8k")
-    folds = _ints(df, "fold", csv)
-    names = _strings(df, "slice_file_name", csv)
+    df = read_csv(csv, ["slice_file_name", "fsID", "fold", "classID", "class"])
+    ids = int_column(df, "classID", csv)
+    table = class_table(ids, str_column(df, "class", csv), csv, "classID", "class")
+    keep = select_classes(np.ones(len(df), dtype=bool), ids, table, options.classes, "urbansound8k")
+    folds = int_column(df, "fold", csv)
+    names = str_column(df, "slice_file_name", csv)
     paths = [audio_dir / f"fold{f}" / n for f, n in zip(folds.tolist(), names)]
     details = {"csv": "metadata/UrbanSound8K.csv", "group_column": "fsID",
                "classes": None if options.classes is None else list(options.classes)}
     return _csv_manifest("urbansound8k", root, csv, df, keep, paths, audio_dir, ids, table,
-                         folds, _strings(df, "fsID", csv), 4.0, details)
+                         folds, str_column(df, "fsID", csv), 4.0, details)
 
 
 def quinn_group(stem: str, pattern: str | None = None) -> str:
