@@ -3,7 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# glibc malloc page-fault churn costs 30-50% of single-thread training here (DESIGN §12).
+# glibc malloc page-fault churn costs 20-50% of single-thread training here (DESIGN §12;
+# the same values as qmoe/malloc.py).
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 export RAY_USAGE_STATS_ENABLED ?= 0

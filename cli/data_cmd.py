@@ -14,8 +14,6 @@ from rich.table import Table
 from cli import options as opt
 from cli.main import app
 from cli.render import stderr, stdout
-from qmoe.data.datasets import DATASETS, build_synth_table, list_prepared, prepared_backbones, synth_table_path
-from qmoe.data.synth import SynthConfig
 from qmoe.errors import ConfigError
 
 data_app = typer.Typer(help="Datasets and embedding tables.", no_args_is_help=True)
@@ -28,6 +26,9 @@ def synth(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build again even if cached.")] = False,
 ) -> None:
     """Build (or find cached) the built-in synth embedding table and print its path."""
+    from qmoe.data.datasets import build_synth_table, synth_table_path
+    from qmoe.data.synth import SynthConfig
+
     cfg = SynthConfig(seed=seed)
     path = synth_table_path(cfg=cfg)
     if rebuild:
@@ -121,6 +122,8 @@ def prepare(
 @data_app.command("list")
 def list_(json_out: opt.Json = False) -> None:
     """Known datasets, and the embedding tables prepared in the cache."""
+    from qmoe.data.datasets import DATASETS, list_prepared, prepared_backbones
+
     prepared = list_prepared()
     if json_out:
         stdout.print_json(json.dumps({

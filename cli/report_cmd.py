@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
-from analysis.report import build_report
 from cli import options as opt
 from cli.main import app
 from cli.render import stderr
@@ -24,6 +22,9 @@ def report(
     correction: Annotated[str, typer.Option("--correction", help="Multiple-comparison correction: bonferroni | holm.")] = "bonferroni",
 ) -> None:
     """Per-model means ± std over folds, the paper's tables, significance tests, plots and claims."""
+    from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
+    from analysis.report import build_report
+
     formats = parse_formats(fmt, out)
     needs_plots = out is not None or Format.HTML in formats
     result = build_report(source, storage=storage, references=reference, correction=correction, plots=needs_plots)

@@ -2,7 +2,8 @@
 
 Each command parses its own flags, builds a sweep spec with one library call and hands it
 to :func:`_launch`; the options every sweep shares are declared once in ``cli.options`` and
-added to each command by :func:`sweep_options`.
+added to each command by :func:`sweep_options`. The sweep machinery (pandas, Ray) is imported
+by the commands that run, not when the CLI starts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -24,12 +24,9 @@ from rich.table import Table
 from cli import options as opt
 from cli.main import app
 from cli.render import fmt, stderr, stdout
-from sweeps import (RunOptions, SweepSpec, alpha_spec, bits_spec, load_spec, moe_spec, paper_spec,
-                    parse_floats, parse_folds, parse_ints, parse_names, plan_sweep, resume_sweep,
-                    run_sweep, summarize, sweep_status)
-from sweeps.parse import default_name
-from sweeps.spec import apply_overrides
-from sweeps.store import SweepStore
+from sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
+from sweeps.parse import default_name, parse_floats, parse_folds, parse_ints, parse_names
+from sweeps.spec import SweepSpec, apply_overrides, load_spec
 
 sweep_app = typer.Typer(help="Run a grid of trials as a Ray Tune sweep (results in STORAGE/NAME).",
                         no_args_is_help=True)
@@ -74,7 +71,9 @@ def sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _run_options(args: SweepArgs) -> RunOptions:
+def _run_options(args: SweepArgs) -> Any:
+    from sweeps.runner import RunOptions
+
     return RunOptions(storage=args.storage, address=args.address, cpus_per_trial=args.cpus_per_trial,
                       max_concurrent=args.max_concurrent, max_failures=args.max_failures, quiet=args.quiet,
                       verbose=_verbose())
@@ -90,6 +89,10 @@ def _launch(spec: SweepSpec, args: SweepArgs) -> None:
         spec, datasets=parse_names(args.dataset, flag="--dataset", example="synth") if args.dataset else None,
         data=args.data, folds=parse_folds(args.folds) if args.folds is not None else None,
         seed=args.seed, protocol=args.protocol, hparams_file=args.hparams)
+    from sweeps.plan import plan_sweep
+    from sweeps.runner import run_sweep
+    from sweeps.store import SweepStore
+
     name = args.name or default_name(spec.kind)
     options = _run_options(args)
     if not args.dry_run:
@@ -158,6 +161,8 @@ def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")],
            cpus_per_trial: opt.CpusPerTrial = 1, max_concurrent: opt.MaxConcurrent = None,
            max_failures: opt.MaxFailures = 2, quiet: opt.Quiet = False) -> None:
     """Finish a sweep: run its errored and unfinished trials; finished ones are never re-run."""
+    from sweeps.runner import RunOptions, resume_sweep
+
     options = RunOptions(storage=storage, address=address, cpus_per_trial=cpus_per_trial,
                          max_concurrent=max_concurrent, max_failures=max_failures, quiet=quiet,
                          verbose=_verbose())
@@ -172,6 +177,8 @@ def status(name: Annotated[str, typer.Argument(help="The sweep to describe.")],
            storage: opt.Storage = opt.DEFAULT_STORAGE,
            address: Annotated[Optional[str], typer.Option("--address", help="Accepted for symmetry with sweep/resume; status reads the results table only.")] = None) -> None:
     """Counts of a sweep's trials by state, each error, and the per-model summary."""
+    from sweeps.status import sweep_status
+
     del address  # the results table is on the storage: no Ray needed
     st = sweep_status(name, storage)
     counts = Table(title=f"sweep {st.name} ({st.kind}) — {st.path}")
@@ -205,6 +212,10 @@ def _trials_table(trials: Any, title: str) -> Table:
 
 
 def _summary_table(results: Any) -> Table:
+    import pandas as pd
+
+    from sweeps.status import summarize
+
     table = Table(title="summary: macro-F1 mean ± std over the folds that finished",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("dataset", "model", "α", "folds", "macro-F1", "p50 µs", "KB"):

@@ -9,10 +9,7 @@ import typer
 from cli import options as opt
 from cli.main import app
 from cli.render import record_table, stderr, stdout
-from qmoe.data.datasets import resolve_table
 from qmoe.errors import ConfigError
-from qmoe.spec import TrialSpec
-from qmoe.trial import check_spec, run_trial
 
 
 @app.command()
@@ -29,6 +26,10 @@ def trial(
     as_json: opt.Json = False,
 ) -> None:
     """Train and measure one model or mixture on one fold; print the results-table row."""
+    from qmoe.data.datasets import resolve_table
+    from qmoe.spec import TrialSpec
+    from qmoe.trial import check_spec, run_trial
+
     experts = tuple(m.strip() for m in model.split(","))
     if any(not m for m in experts):
         raise ConfigError(f"--model {model!r} has an empty name: write e.g. q4 or bitnet,q4,q8")

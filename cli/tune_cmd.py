@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import typer
 from rich import box
@@ -13,9 +14,7 @@ from cli import options as opt
 from cli.main import app
 from cli.render import fmt, stderr, stdout
 from qmoe.errors import ConfigError
-from sweeps import RunOptions, parse_folds, parse_names
-from sweeps.space import resolve_space
-from sweeps.tune import TuneOutcome, TuneSpec, check_trials, default_tune_name, resume_tune, run_tune
+from sweeps.parse import parse_folds, parse_names
 
 DEFAULT_TRIALS = 40
 SHOWN = 10  # trials listed, best first
@@ -30,6 +29,10 @@ def tune(model: opt.Model = None, dataset: opt.OneDataset = None, data: opt.Data
          quiet: opt.Quiet = False) -> None:
     """Search training hyper-parameters on the mean validation macro-F1 of the folds (test folds
     never seen); the best settings go to STORAGE/NAME/best.toml, for 'qmoe sweep ... --hparams'."""
+    from sweeps.runner import RunOptions
+    from sweeps.space import resolve_space
+    from sweeps.tune import TuneSpec, check_trials, default_tune_name, resume_tune, run_tune
+
     options = RunOptions(storage=storage, address=address, cpus_per_trial=cpus_per_trial,
                          max_concurrent=max_concurrent, max_failures=max_failures, quiet=quiet,
                          verbose=logging.getLogger().getEffectiveLevel() <= logging.INFO)
@@ -68,7 +71,7 @@ def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _report(outcome: TuneOutcome) -> None:
+def _report(outcome: Any) -> None:
     """The best trials and best-vs-default on stdout; counts, timings and paths on stderr."""
     rows = outcome.rows[outcome.rows["objective"].notna()].sort_values(["objective", "trial"],
                                                                        ascending=[False, True])

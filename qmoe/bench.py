@@ -231,24 +231,72 @@ def check_targets(rows: list[LatencyRow]) -> list[TargetRow]:
     return out
 
 
-def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, epochs: int = 2
+def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 3
                  ) -> list[EpochRow]:
-    """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64)."""
+    """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64).
+
+    Round-robin: each round trains one epoch of every quantizer (a fresh model each, fp32
+    included), and a quantizer's figure is its median over the rounds, so a load change on a
+    shared machine hits every quantizer alike. Time is the thread's CPU time (with one torch
+    thread every op runs on this thread), which other processes do not inflate.
+    """
     names = quantizers or list_quantizers()
     dim, hidden, classes = PAPER_DIMS
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, dim, generator=gen)
     y = np.asarray(torch.randint(0, classes, (n,), generator=gen))
-    cfg = TrainConfig.single().replace(max_epochs=epochs, patience=epochs)
-    per_epoch: dict[str, float] = {}
+    cfg = TrainConfig.single().replace(max_epochs=1, patience=1)
+    order = ["fp32"] + [q for q in names if q != "fp32"]
+    times: dict[str, list[float]] = {q: [] for q in order}
     with torch_threads(1):
         # one untimed fp32 epoch first: the process's first training pays for warm-up
         # (allocator, kernels), which would flatter every ratio to fp32
-        fit(_expert("fp32"), x, y, x[:200], y[:200], cfg.replace(max_epochs=1, patience=1),
-            n_classes=classes, seed=0)
-        for q in ["fp32"] + [q for q in names if q != "fp32"]:
-            model = _expert(q)
-            start = time.perf_counter()
-            fit(model, x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
-            per_epoch[q] = (time.perf_counter() - start) / epochs
+        fit(_expert("fp32"), x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
+        for _ in range(rounds):
+            for q in order:
+                model = _expert(q)
+                start = time.thread_time()
+                fit(model, x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
+                times[q].append(time.thread_time() - start)
+    per_epoch = {q: float(np.median(t)) for q, t in times.items()}
     return [EpochRow(q, s, s / per_epoch["fp32"]) for q, s in per_epoch.items()]
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """Resident memory of a fresh Python process after importing ``modules`` (MB, 1 MB = 2^20 B).
+
+    ``anon_mb`` is private memory (heap, and library pages the loader relocated); ``file_mb``
+    is library code and read-only data mapped from disk, shared by every process using it.
+    """
+
+    what: str
+    modules: tuple[str, ...]
+    rss_mb: float
+    anon_mb: float
+    file_mb: float
+
+
+#: What a trial worker imports, in layers: torch alone, then the trial's stack.
+IMPORT_LAYERS = (("python", ()), ("torch", ("torch",)),
+                 ("a trial worker (qmoe.trial, numba kernels, ray)",
+                  ("qmoe.trial", "qmoe.quant.kernels", "ray")))
+_RSS_PROBE = ("import importlib, sys\n"
+              "for m in sys.argv[1:]: importlib.import_module(m)\n"
+              "f = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+              "print(*(int(f[k].split()[0]) for k in ('VmRSS', 'RssAnon', 'RssFile')))\n")
+
+
+def import_memory() -> list[ImportRow]:
+    """RSS of fresh processes importing each layer of :data:`IMPORT_LAYERS` (Linux ``/proc``):
+    the floor under any trial's peak RSS, whatever the trial itself allocates."""
+    import subprocess
+    import sys
+
+    rows = []
+    for what, modules in IMPORT_LAYERS:
+        out = subprocess.run([sys.executable, "-c", _RSS_PROBE, *modules], capture_output=True,
+                             text=True, check=True).stdout.split()
+        rss, anon, file = (int(v) / 1024 for v in out)
+        rows.append(ImportRow(what, modules, rss, anon, file))
+    return rows

@@ -6,19 +6,66 @@ Public API::
 
     from sweeps import (builtin_spec, load_spec, plan_sweep, run_sweep, resume_sweep,
                         sweep_status, summarize, RunOptions)
+
+Names are imported lazily (PEP 562), so ``from sweeps import parse_folds`` does not pay for
+pandas, and a command that needs one part loads only that part.
 """
 
-from sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
-from sweeps.parse import check_sweep_name, parse_floats, parse_folds, parse_ints, parse_names
-from sweeps.plan import SweepPlan, plan_sweep
-from sweeps.runner import RunOptions, SweepOutcome, resume_sweep, run_sweep
-from sweeps.spec import SPECS, GridGroup, SweepSpec, builtin_spec, load_hparams, load_spec
-from sweeps.status import SweepStatus, summarize, sweep_status
-from sweeps.store import SweepStore
+from __future__ import annotations
 
-__all__ = [
-    "SPECS", "GridGroup", "RunOptions", "SweepOutcome", "SweepPlan", "SweepSpec", "SweepStatus",
-    "SweepStore", "alpha_spec", "bits_spec", "builtin_spec", "check_sweep_name", "load_hparams",
-    "load_spec", "moe_spec", "paper_spec", "parse_floats", "parse_folds", "parse_ints", "parse_names",
-    "plan_sweep", "resume_sweep", "run_sweep", "summarize", "sweep_status",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "alpha_spec": "builtin",
+    "bits_spec": "builtin",
+    "moe_spec": "builtin",
+    "paper_spec": "builtin",
+    "check_sweep_name": "parse",
+    "parse_floats": "parse",
+    "parse_folds": "parse",
+    "parse_ints": "parse",
+    "parse_names": "parse",
+    "SweepPlan": "plan",
+    "plan_sweep": "plan",
+    "RunOptions": "runner",
+    "SweepOutcome": "runner",
+    "resume_sweep": "runner",
+    "run_sweep": "runner",
+    "SPECS": "spec",
+    "GridGroup": "spec",
+    "SweepSpec": "spec",
+    "builtin_spec": "spec",
+    "load_hparams": "spec",
+    "load_spec": "spec",
+    "SweepStatus": "status",
+    "summarize": "status",
+    "sweep_status": "status",
+    "SweepStore": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'sweeps' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"sweeps.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
+    from sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
+    from sweeps.parse import check_sweep_name, parse_floats, parse_folds, parse_ints, parse_names
+    from sweeps.plan import SweepPlan, plan_sweep
+    from sweeps.runner import RunOptions, SweepOutcome, resume_sweep, run_sweep
+    from sweeps.spec import SPECS, GridGroup, SweepSpec, builtin_spec, load_hparams, load_spec
+    from sweeps.status import SweepStatus, summarize, sweep_status
+    from sweeps.store import SweepStore

@@ -24,15 +24,20 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from qmoe.errors import ConfigError
+from qmoe.malloc import MALLOC_ENV
 
 #: Environment of every worker of our jobs (runtime_env); glibc reads MALLOC_* at process start.
-WORKER_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-}
+WORKER_ENV = dict(MALLOC_ENV)
 #: Variables of the driver passed on to the workers (settings such as QMOE_CACHE).
 FORWARD_PREFIXES = ("QMOE_",)
 CONNECT_TIMEOUT_S = 5.0
+#: Settings of an embedded Ray (Ray's system config; a cluster keeps its own). The raylet
+#: prestarts one idle worker per CPU (at its start and for the first driver) for tasks without
+#: a runtime_env, but every task and actor of ours has one (the env vars above, and Tune's for
+#: its trainables): those workers would never run anything while they take CPU from the start-up
+#: (2 x ~0.7 s of imports on 2 cores). Nothing reads Ray's metrics (the dashboard is off).
+EMBEDDED_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
+                          "enable_metrics_collection": False}
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ def ray_session(address: str | None, *, env: Mapping[str, str], num_cpus: int | 
                   logging_level=logging.INFO if verbose else logging.ERROR)
     try:
         if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=dict(EMBEDDED_SYSTEM_CONFIG),
+                     **kwargs)
         else:
             ray.init(address=address, **kwargs)
     except ConnectionError as err:

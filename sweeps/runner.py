@@ -8,6 +8,7 @@ last experiment snapshot. This also finishes sweeps whose Ray state is missing o
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -84,7 +85,7 @@ class SweepOutcome:
     pending: int  # trials with no row (not run, or the run was cut short)
     wall_seconds: float  # from the start of the Tune run to its end
     command_seconds: float  # from the process start to the end
-    first_trial_seconds: float | None  # from the process start to the first trial running
+    first_trial_seconds: float | None  # from the process start to the first trial function starting in a worker
     trial_seconds: float  # sum of the trials' durations (started_at to finished_at of its rows)
     slots: int  # trials that could run at once
     nodes: int  # Ray nodes in the cluster
@@ -99,7 +100,41 @@ class SweepOutcome:
 
 
 def _process_start() -> float:
-    return psutil.Process().create_time()
+    """When this process started, on the ``time.time()`` clock (to 10 ms on Linux).
+
+    The kernel counts a process's start in clock ticks since boot (``CLOCK_BOOTTIME``); psutil
+    adds them to the boot time of ``/proc/stat``, which is rounded down to the second, and so
+    reads up to a second early.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # not Linux
+        return psutil.Process().create_time()
+
+
+def _first_start(rows: pd.DataFrame) -> float | None:
+    """The earliest ``started_at`` of these rows (set in the worker as it calls the trial
+    function), as a ``time.time()`` value; None when no row has one."""
+    first = pd.to_datetime(rows["started_at"], errors="coerce", utc=True).min() if len(rows) else pd.NaT
+    return None if pd.isna(first) else first.timestamp()
+
+
+@contextlib.contextmanager
+def _loading_trial_fn(options: RunOptions) -> Iterator[Callable[[], str | Callable[..., Any]]]:
+    """Load the trial function (:meth:`RunOptions.resolved_trial_fn`) in a thread during the block.
+
+    The block starts Ray: ray.init spends its 3-5 s mostly waiting for the processes it starts,
+    and loading the default trial function imports torch, sklearn and the model code (1-3 s on
+    2 cores). Ray's own modules are imported here first, so that the thread imports only
+    modules that Ray's start does not. Yields a call that waits for the reference and raises
+    the ConfigError of one that does not load.
+    """
+    import sweeps.trainable  # noqa: F401  (ray, ray.tune)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qmoe-load") as pool:
+        yield pool.submit(options.resolved_trial_fn).result
 
 
 def _trial_name(trial: Any) -> str:
@@ -196,6 +231,9 @@ def _outcome(store: SweepStore, all_trials: Sequence[TrialSpec], *, since: str |
     seconds = (pd.to_datetime(this_run["finished_at"], errors="coerce", utc=True)
                - pd.to_datetime(this_run["started_at"], errors="coerce", utc=True))
     started = _process_start()
+    # The trial functions' own start in the workers; Tune's on_trial_start (the worker is ready)
+    # only when no row has a start time.
+    first_start = _first_start(this_run) or first_start
     return SweepOutcome(name=store.name, path=store.path, total=len(keys), ran=len(this_run), ok=ok,
                         errors=errors, pending=len(keys) - ok - errors, wall_seconds=wall,
                         command_seconds=time.time() - started,
@@ -222,9 +260,9 @@ def run_sweep(plan: SweepPlan, *, name: str | None = None, options: RunOptions =
     """
     store = SweepStore(options.storage, name or default_name(plan.spec.kind))
     store.check_new()
-    trial_fn = options.resolved_trial_fn()
-    with ray_session(options.address, env=worker_env(options.cpus_per_trial),
-                     verbose=options.verbose) as cluster:
+    with _loading_trial_fn(options) as loaded, \
+            ray_session(options.address, env=worker_env(options.cpus_per_trial), verbose=options.verbose) as cluster:
+        trial_fn = loaded()
         store.create(manifest_for(plan, store.name))
         with store.lock():
             return _execute(store, plan.trials, plan.trials, plan.tables, options, trial_fn, cluster)
@@ -254,7 +292,7 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
         needed = {t.dataset for t in todo}
         refs = [TableRef(**r) for r in manifest["tables"] if r["name"] in needed]
         tables = reload_tables(refs, resolve)
-        trial_fn = options.resolved_trial_fn()
-        with ray_session(options.address, env=worker_env(options.cpus_per_trial),
-                         verbose=options.verbose) as cluster:
-            return _execute(store, trials, todo, tables, options, trial_fn, cluster)
+        env = worker_env(options.cpus_per_trial)
+        with _loading_trial_fn(options) as loaded, \
+                ray_session(options.address, env=env, verbose=options.verbose) as cluster:
+            return _execute(store, trials, todo, tables, options, loaded(), cluster)

@@ -13,7 +13,6 @@ them exactly like the real one.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import importlib
 import os
@@ -26,6 +25,7 @@ import ray
 from ray import tune
 
 from qmoe.errors import ConfigError, QmoeError
+from qmoe.malloc import keep_freed_memory
 from qmoe.record import TrialRecord
 
 from sweeps.plan import trial_from_dict
@@ -37,12 +37,6 @@ TRIAL_FN_ENV = "QMOE_TRIAL_FN"  # testing hook: "module:function" replacing run_
 # Keys of the result dict a trial reports; the driver's recorder pops the bulky ones.
 ROW = "qmoe_row"
 SAMPLES = "qmoe_samples"
-
-# glibc mallopt parameters: page-fault churn of the default thresholds costs 30-50% of
-# single-thread training here (DESIGN §12); the env vars do the same at process start.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MALLOC_BYTES = 1 << 30
-
 
 @dataclass(frozen=True)
 class Payload:
@@ -102,15 +96,8 @@ def node_label() -> str:
 
 
 def tune_worker_process() -> None:
-    """Raise glibc's malloc thresholds in this worker unless the env vars already did."""
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_BYTES)
-        libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_BYTES)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+    """Keep freed memory in this worker's heap (:mod:`qmoe.malloc`) unless its env did."""
+    keep_freed_memory()
 
 
 class SweepTrainable(tune.Trainable):

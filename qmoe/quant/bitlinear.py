@@ -20,10 +20,41 @@ from qmoe.errors import ConfigError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import BitSerialLinear, Int8Linear
-from qmoe.quant.primitives import EPS, clip_round_ste, sign_pm1, ste
+from qmoe.quant.primitives import EPS, quant_ste, sign_pm1_
 
 #: Bit widths BitLinear supports.
 BITLINEAR_BITS = (1, 2, 4, 8, 16)
+
+
+def bitlinear_scale(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """The layer's ``(mu, s)`` (0-dim, detached): ``mu = mean(W)``; ``s = max|W - mu| / qmax``,
+    or ``s = mean|W - mu|`` for k = 1."""
+    w = weight.detach()
+    mu = w.mean()
+    if bits == 1:
+        return mu, (w - mu).abs_().mean()
+    w_min, w_max = torch.aminmax(w)
+    # max|W - mu| without an (out, in) temporary: float subtraction is monotone, so the
+    # largest |fl(w - mu)| is fl(max W - mu) or fl(mu - min W) -- the same float exactly
+    c_max = torch.maximum(w_max - mu, mu - w_min)
+    return mu, c_max.clamp_min(EPS) / (2 ** (bits - 1) - 1)
+
+
+def _grid(weight: Tensor, mu: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """``clip(round((W - mu) / s), -2^(k-1), 2^(k-1) - 1)`` as an integer-valued float tensor.
+
+    The clip never acts: ``|W - mu| <= qmax s`` (to an ulp), so ``|(W - mu) / s|`` stays
+    below ``qmax + 1/2`` and rounds into ``[-qmax, qmax]``; the STE therefore needs no mask.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    return (weight - mu).div_(scale).round_().clamp_(-qmax - 1, qmax)  # (out, in), 4 passes
+
+
+def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
+    mu, scale = bitlinear_scale(weight, bits)
+    if bits == 1:
+        return sign_pm1_(weight - mu).mul_(scale), None
+    return _grid(weight, mu, scale, bits).mul_(scale), None
 
 
 def bitlinear_weight(weight: Tensor, bits: int) -> Tensor:
@@ -35,16 +66,9 @@ def bitlinear_weight(weight: Tensor, bits: int) -> Tensor:
 
     Returns:
         (out, in) tensor with at most 2^k distinct values; gradient identity w.r.t. ``weight``
-        (zeroed where the value was clipped).
+        (the grid is scaled to the weights' range, so no value ever clips).
     """
-    mu = weight.detach().mean()
-    centred = weight - mu  # (out, in)
-    if bits == 1:
-        mean_abs = centred.detach().abs().mean()
-        return ste(centred, sign_pm1(centred.detach()) * mean_abs)
-    qmax = 2 ** (bits - 1) - 1
-    scale = centred.detach().abs().amax().clamp_min(EPS) / qmax
-    return clip_round_ste(centred / scale, -qmax - 1, qmax) * scale
+    return quant_ste(weight, lambda w: _fake_quant(w, bits))
 
 
 def bitlinear_int(weight: Tensor, bits: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -53,15 +77,12 @@ def bitlinear_int(weight: Tensor, bits: int) -> tuple[Tensor, dict[str, Tensor]]
     ``q`` is int8 (k <= 8) or int16 (k = 16), in ``[-2^(k-1), 2^(k-1) - 1]`` (``{-1, +1}`` for
     k = 1, where ``scale = mean|W - mu|``); ``q * scale`` equals ``bitlinear_weight`` exactly.
     """
-    mu = weight.mean()
-    centred = weight - mu
+    weight = weight.detach()
+    mu, scale = bitlinear_scale(weight, bits)
     dtype = torch.int16 if bits > 8 else torch.int8
     if bits == 1:
-        return sign_pm1(centred).to(dtype), {"scale": centred.abs().mean(), "mu": mu}
-    qmax = 2 ** (bits - 1) - 1
-    scale = centred.abs().amax().clamp_min(EPS) / qmax
-    q = torch.round(centred / scale).clamp(-qmax - 1, qmax)
-    return q.to(dtype), {"scale": scale, "mu": mu}
+        return sign_pm1_(weight - mu).to(dtype), {"scale": scale, "mu": mu}
+    return _grid(weight, mu, scale, bits).to(dtype), {"scale": scale, "mu": mu}
 
 
 @dataclass(frozen=True, kw_only=True)

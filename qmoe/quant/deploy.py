@@ -12,7 +12,8 @@ q16                :class:`FakeQuantLinear` (16-bit grid as     ``torch-fakequan
                    float32, 8-bit activation fake-quant)
 q4, q8, ptq8       :class:`Int8Linear` (int8 x int8 -> int32)   ``numba-int8-dot``
 q1, q2, bitnet     :class:`BitSerialLinear` (weight bit-planes  ``numba-bitserial-popcount``
-                   x 8 activation bit-planes, AND + popcount)
+                   x int8 activations: table lookups with
+                   AVX-512 BW, else AND + popcount)
 binary             :class:`BinaryPackedLinear` (XNOR + popcount) ``numba-xnor-popcount``
 =================  ===========================================  ============================
 

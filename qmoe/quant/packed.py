@@ -6,8 +6,9 @@ One layer class per kernel family of :mod:`qmoe.quant.kernels`:
 class                       quantizers              what is stored and computed
 ==========================  ======================  ==============================================
 :class:`Int8Linear`         q4, q8, ptq8            int8 weights; int8 activations; int32 sums
-:class:`BitSerialLinear`    q1 (1 plane),           weight bit-planes; the 8 bit-planes of the
-                            q2, bitnet (2 planes)   int8 activations; AND + popcount
+:class:`BitSerialLinear`    q1 (1 plane),           weight bit-planes; int8 activations; table
+                            q2, bitnet (2 planes)   lookups of 5-input subset sums (AVX-512 BW),
+                                                    else AND + popcount of their 8 bit-planes
 :class:`BinaryPackedLinear` binary                  sign bits of W, bits of ``x > tau``; XNOR +
                                                     popcount, ``alpha_j * beta`` rescale
 ==========================  ======================  ==============================================
@@ -17,7 +18,9 @@ Every layer is an ``nn.Module`` taking and returning float32 torch tensors, with
 weights it really stores, unpacked) and :meth:`PackedLinear.dequantized_weight`.
 :func:`fuse_mlps` replaces each ``nn.Sequential`` of layers of one family (with ReLU and,
 in eval, Dropout between them) by a :class:`PackedMLP`: the whole MLP in one compiled call,
-so batch 1 crosses from Python into machine code once per expert, not once per layer.
+so batch 1 crosses from Python into machine code once per expert, not once per layer. Both
+classes are called without nn.Module's hook dispatch and hand a contiguous float32 input to
+the kernel by address (~2 µs of Python per call in all, :func:`_run`).
 
 q4 weights are 4-bit values kept one per byte: the int8 kernel reads them as int8 (the
 deployed *size* still counts 4 bits, :mod:`qmoe.quant.size`; :func:`bytes_read` counts what
@@ -66,25 +69,27 @@ def _np32(t: Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(t, dtype=np.float32)
 
 
-def _run(driver: Any, meta: np.ndarray, fp: np.ndarray, w: np.ndarray, x: Tensor,
-         d_in: int, n_out: int) -> Tensor:
-    """Call a kernel driver on ``x`` (..., d_in); returns float32 (..., n_out).
+def _run(module: PackedLinear | PackedMLP, x: Tensor) -> Tensor:
+    """Run ``module``'s compiled driver on ``x`` (..., D); returns float32 (..., N).
 
-    A contiguous float32 (B, D) CPU tensor takes the short path: at batch 1 each torch call
-    here costs ~0.5-1 µs, as much as a layer of the 1-bit kernel.
+    A contiguous float32 (B, D) CPU tensor takes the short path: the driver reads it in place
+    through its address and writes a fresh numpy array that torch then wraps. At batch 1 each
+    torch call costs ~0.2-1 µs, as much as a layer of the 1-bit kernel, so this path makes
+    the fewest: ~2 µs in all, where the general one costs ~5 µs.
     """
+    d_in, n_out = module.in_features, module.out_features
+    shape = x.shape
+    if (len(shape) == 2 and shape[1] == d_in and x.dtype is torch.float32 and x.is_cpu
+            and x.is_contiguous()):
+        out = np.empty((shape[0], n_out), np.float32)  # (B, N): new each call, never shared
+        module._driver_at(x.data_ptr(), shape[0], module.meta, module.fp, module.w, out)
+        return torch.from_numpy(out)
     if x.shape[-1] != d_in:
         raise ValueError(f"input has {x.shape[-1]} features, the layer expects {d_in}")
-    if x.requires_grad:
-        x = x.detach()
-    if x.dim() == 2 and x.dtype is torch.float32 and x.is_cpu and x.is_contiguous():
-        out = np.empty((x.shape[0], n_out), np.float32)  # (B, N)
-        driver(x.numpy(), meta, fp, w, out)
-        return torch.from_numpy(out)
     lead = x.shape[:-1]
-    xn = np.ascontiguousarray(x.reshape(-1, d_in).to("cpu", torch.float32).numpy())  # (B, D)
+    xn = np.ascontiguousarray(x.detach().reshape(-1, d_in).to("cpu", torch.float32).numpy())  # (B, D)
     out = np.empty((xn.shape[0], n_out), np.float32)
-    driver(xn, meta, fp, w, out)
+    module._driver(xn, module.meta, module.fp, module.w, out)
     return torch.from_numpy(out).reshape(*lead, n_out)
 
 
@@ -95,7 +100,7 @@ class PackedLinear(nn.Module):
         config: the quantizer config (kept for :mod:`~qmoe.quant.size` and ``deploy_form``).
         in_features, out_features: layer dimensions D and N.
         weights: the layer's flat weight array in the family's layout and dtype.
-        params: the four family parameters of the layer record (:data:`kernels.REC`).
+        params: the five family parameters of the layer record (:data:`kernels.REC`).
         rscale: (N,) float32 multiplier of output j's integer dot (before ``/ s_x``).
         bias: (N,) float bias or None.
         extra: one more float32 the family reads (binary: ``tau``).
@@ -119,6 +124,7 @@ class PackedLinear(nn.Module):
         self.fp = np.concatenate([rs, b, np.array([extra], np.float32)])  # (2N + 1,)
         self.meta = np.array([self.in_features, self.out_features, 0, 0, 0, *self.params], np.int64)
         self._driver = getattr(kernels, self.driver_name)
+        self._driver_at = getattr(kernels, self.driver_name + "_at")
 
     @property
     def rscale(self) -> np.ndarray:
@@ -157,7 +163,12 @@ class PackedLinear(nn.Module):
         return w * torch.from_numpy(self.rscale.copy())[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run(self._driver, self.meta, self.fp, self.w, x, self.in_features, self.out_features)
+        """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
+        return _run(self, x)
+
+    # Called without nn.Module's hook dispatch (~0.8 µs at batch 1): a deployed layer has no
+    # hooks to run, and cannot be traced or compiled by torch anyway.
+    __call__ = forward
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -179,7 +190,7 @@ class Int8Linear(PackedLinear):
         if q.min() < -128 or q.max() > 127:
             raise QmoeError(f"{config.name}: integer weights outside int8 cannot use the int8 kernel")
         n, d = q.shape
-        super().__init__(config, d, n, q.astype(np.int8).reshape(-1), (0, 0, 0, 0), rscale, bias)
+        super().__init__(config, d, n, q.astype(np.int8).reshape(-1), (0, 0, 0, 0, 0), rscale, bias)
 
     def int_weight(self) -> np.ndarray:
         return self.w.reshape(self.out_features, self.in_features).astype(np.int64)
@@ -189,29 +200,41 @@ class Int8Linear(PackedLinear):
 
 
 class BitSerialLinear(PackedLinear):
-    """Weights as 1 or 2 packed bit-planes against the 8 bit-planes of int8 activations.
+    """Weights as 1 or 2 packed bit-planes against 8-bit activations.
 
     The integer weight is ``(B0 << sh0) - (B1 << sh1) + offset``: q1 ``2 B0 - 1`` (one plane),
     q2 ``B0 - 2 B1`` (two's complement of 2 bits), bitnet ``P - M`` (plus and minus masks).
-    Planes are stored word-major, (ceil(D/64), planes, N) uint64, zero-padded past D.
+    Two layouts of the same bits, one per kernel (:mod:`~qmoe.quant.kernels`), both about one
+    bit per weight and plane (zero padding aside):
+
+    - ``lut=True`` (the default where the CPU has AVX-512 BW): groups of 5 input bits, looked
+      up in tables of the activations' subset sums (``lut_acc``); (ceil(N/32), P, ceil(D/15),
+      32) uint16, one holding 3 groups (15 inputs) of one output.
+    - ``lut=False``: word-major planes, (ceil(D/64), P, N) uint64, against the 8 bit-planes of
+      the activations, AND + popcount (``bitserial_acc``).
     """
 
     form = "numba-bitserial-popcount"
     driver_name = "mlp_bitserial"
 
     def __init__(self, planes: Sequence[np.ndarray], shifts: tuple[int, int], offset: int,
-                 rscale: Tensor | np.ndarray, bias: Tensor | None, config: Any) -> None:
+                 rscale: Tensor | np.ndarray, bias: Tensor | None, config: Any,
+                 lut: bool | None = None) -> None:
         n, d = planes[0].shape
-        packed = np.stack([pack_bits(p) for p in planes], axis=0)  # (P, N, W)
-        words = np.ascontiguousarray(packed.transpose(2, 0, 1)).reshape(-1)  # (W * P * N,)
-        super().__init__(config, d, n, words, (len(planes), shifts[0], shifts[1], offset),
+        lut = load_kernels().HAS_VPERMW if lut is None else bool(lut)
+        if lut:
+            words = _pack_fives(planes).view(np.uint64)
+        else:
+            packed = np.stack([pack_bits(p) for p in planes], axis=0)  # (P, N, W)
+            words = np.ascontiguousarray(packed.transpose(2, 0, 1)).reshape(-1)  # (W * P * N,)
+        super().__init__(config, d, n, words, (len(planes), shifts[0], shifts[1], offset, int(lut)),
                          rscale, bias)
 
     @classmethod
     def from_int(cls, q: Tensor, kind: str, rscale: Tensor | np.ndarray, bias: Tensor | None,
-                 config: Any) -> BitSerialLinear:
+                 config: Any, lut: bool | None = None) -> BitSerialLinear:
         """Planes of the integer weights ``q`` (N, D): ``kind`` is ``pm1`` (q1), ``int2`` (q2)
-        or ``ternary`` (bitnet).
+        or ``ternary`` (bitnet); ``lut`` picks the layout (None: the CPU's best).
 
         Raises:
             QmoeError: ``q`` holds a value the kind cannot represent.
@@ -221,16 +244,19 @@ class BitSerialLinear(PackedLinear):
         if not np.isin(qn, allowed).all():
             raise QmoeError(f"{config.name}: weights outside {allowed} cannot be packed as {kind}")
         if kind == "pm1":
-            return cls([qn > 0], (1, 0), -1, rscale, bias, config)
+            return cls([qn > 0], (1, 0), -1, rscale, bias, config, lut)
         if kind == "int2":
-            return cls([(qn & 1) == 1, (qn & 2) == 2], (0, 1), 0, rscale, bias, config)
-        return cls([qn > 0, qn < 0], (0, 0), 0, rscale, bias, config)
+            return cls([(qn & 1) == 1, (qn & 2) == 2], (0, 1), 0, rscale, bias, config, lut)
+        return cls([qn > 0, qn < 0], (0, 0), 0, rscale, bias, config, lut)
 
     def int_weight(self) -> np.ndarray:
-        n_planes, sh0, sh1, offset = self.params
+        n_planes, sh0, sh1, offset, lut = self.params
         n, d = self.out_features, self.in_features
-        words = self.w.reshape(-1, n_planes, n).transpose(1, 2, 0)  # (P, N, W)
-        bits = [_unpack(np.ascontiguousarray(words[p]), d) for p in range(n_planes)]
+        if lut:
+            bits = _unpack_fives(self.w.view(np.uint16), n_planes, n, d)
+        else:
+            words = self.w.reshape(-1, n_planes, n).transpose(1, 2, 0)  # (P, N, W)
+            bits = [_unpack(np.ascontiguousarray(words[p]), d) for p in range(n_planes)]
         q = (bits[0] << sh0) + offset
         if n_planes == 2:
             q = q - (bits[1] << sh1)
@@ -238,6 +264,30 @@ class BitSerialLinear(PackedLinear):
 
     def int_dots(self, x_int: np.ndarray) -> np.ndarray:
         return load_kernels().bitserial_dots(_int8_rows(x_int), self.w, self.out_features, *self.params)
+
+
+def _pack_fives(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Bit-planes (N, D) -> the table kernel's layout, (ceil(N/32), P, ceil(D/15), 32) uint16
+    flat: element (block, plane, step g, output r) holds the bits of inputs 15g..15g+14."""
+    n, d = planes[0].shape
+    nb, nsteps = -(-n // 32), -(-d // 15)
+    out = np.zeros((nb, len(planes), nsteps, 32), np.uint16)
+    for p, bits in enumerate(planes):
+        padded = np.zeros((nb * 32, nsteps * 15), np.uint16)
+        padded[:n, :d] = bits
+        five = padded.reshape(nb * 32, 3 * nsteps, 5) @ np.array([1, 2, 4, 8, 16], np.uint16)
+        u = five[:, 0::3] | (five[:, 1::3] << 5) | (five[:, 2::3] << 10)  # (N', nsteps)
+        out[:, p] = u.reshape(nb, 32, nsteps).transpose(0, 2, 1)
+    return out.reshape(-1)
+
+
+def _unpack_fives(data: np.ndarray, n_planes: int, n: int, d: int) -> list[np.ndarray]:
+    """Inverse of :func:`_pack_fives`: int64 bits (N, D) per plane."""
+    nb, nsteps = -(-n // 32), -(-d // 15)
+    u = data.reshape(nb, n_planes, nsteps, 32).transpose(1, 0, 3, 2).reshape(n_planes, nb * 32, nsteps, 1)
+    bits = (u >> np.arange(15, dtype=np.uint16)) & 1  # (P, N', nsteps, 15)
+    bits = bits.reshape(n_planes, nb * 32, 15 * nsteps)[:, :n, :d].astype(np.int64)
+    return list(bits)
 
 
 class BinaryPackedLinear(PackedLinear):
@@ -257,7 +307,7 @@ class BinaryPackedLinear(PackedLinear):
         bits = pack_bits((weight.detach() >= 0).cpu().numpy())  # (N, W)
         n, d = weight.shape
         super().__init__(config if config is not None else BinaryConfig(tau=tau), d, n,
-                         np.ascontiguousarray(bits.T).reshape(-1), (0, 0, 0, 0),
+                         np.ascontiguousarray(bits.T).reshape(-1), (0, 0, 0, 0, 0),
                          binary_alpha(weight), bias, extra=float(np.float32(tau)))
         self.tau = float(tau)
 
@@ -310,8 +360,10 @@ class PackedMLP(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.relu = tuple(bool(r) for r in relu)
         first = layers[0]
+        if any(type(m) is not type(first) or m.params[4] != first.params[4] for m in layers):
+            raise QmoeError("a PackedMLP takes layers of one class and one weight layout")
         self.form = first.form
-        self.in_dim, self.out_dim = first.in_features, layers[-1].out_features
+        self.in_features, self.out_features = first.in_features, layers[-1].out_features
         meta, fps, ws = [], [], []
         w_off = f_off = 0
         for layer, r in zip(layers, self.relu):
@@ -323,7 +375,7 @@ class PackedMLP(nn.Module):
         self.meta = np.array(meta, np.int64)
         self.fp = np.concatenate(fps)
         self.w = aligned(np.concatenate(ws))
-        self._driver = first._driver
+        self._driver, self._driver_at = first._driver, first._driver_at
 
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> PackedMLP | None:
@@ -333,7 +385,8 @@ class PackedMLP(nn.Module):
         relu: list[bool] = []
         for m in seq:
             if isinstance(m, PackedLinear):
-                if layers and (type(m) is not type(layers[0]) or m.in_features != layers[-1].out_features):
+                if layers and (type(m) is not type(layers[0]) or m.in_features != layers[-1].out_features
+                               or m.params[4] != layers[0].params[4]):  # one weight layout
                     return None
                 layers.append(m)
                 relu.append(False)
@@ -344,7 +397,10 @@ class PackedMLP(nn.Module):
         return cls(layers, relu) if layers else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run(self._driver, self.meta, self.fp, self.w, x, self.in_dim, self.out_dim)
+        """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
+        return _run(self, x)
+
+    __call__ = forward  # no hook dispatch, as :class:`PackedLinear`
 
     def extra_repr(self) -> str:
         return f"form={self.form}, relu={self.relu}"

@@ -11,6 +11,8 @@ the training forward differ from the deployed one by an ulp).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,21 +25,50 @@ EPS = 1e-8
 _POPCOUNT_CHUNK = 1 << 22
 
 
-class _STE(torch.autograd.Function):
-    """Forward returns ``q``; backward hands the gradient to ``x`` (times ``mask``)."""
+#: A quantizer for :func:`quant_ste`: float tensor -> (its quantized value, and the 0/1 float
+#: factor of the gradient -- 0 where the value clipped -- or None when nothing can clip).
+Quantize = Callable[[Tensor], tuple[Tensor, "Tensor | None"]]
+
+
+class _QuantSTE(torch.autograd.Function):
+    """Forward: ``quantize(x)`` evaluated once, without a graph; backward: the incoming
+    gradient itself (no copy), or times the 0/1 mask ``quantize`` returned.
+
+    One node per quantized tensor: the forward costs the quantizer's own passes and the
+    backward none (or one), where a graph of scale, round and rescale nodes cost a dozen.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, q: Tensor, mask: Tensor | None) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mask)
+    def forward(ctx, x: Tensor, quantize: Quantize) -> Tensor:  # type: ignore[override]
+        q, mask = quantize(x)
         ctx.has_mask = mask is not None
-        return q.clone()
+        if ctx.has_mask:
+            ctx.save_for_backward(mask)
+        return q
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         if ctx.has_mask:
+            (mask,) = ctx.saved_tensors
             grad = grad * mask
-        return grad, None, None
+        return grad, None
+
+
+def quant_ste(x: Tensor, quantize: Quantize) -> Tensor:
+    """Straight-through estimator around ``quantize``: its value, the gradient of ``x``.
+
+    Args:
+        x: the float tensor gradients flow to.
+        quantize: computes ``(q, mask)`` from ``x`` (called without autograd, on ``x`` itself:
+            it must not modify it in place); ``mask`` is a 0/1 float tensor broadcastable to
+            ``x`` (0 where the value clipped) or None (nothing clips).
+
+    Returns:
+        ``q``; its gradient w.r.t. ``x`` is the incoming gradient times ``mask`` (identity without).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _QuantSTE.apply(x, quantize)
+    return quantize(x.detach())[0]  # no graph to build (eval, deployed forms)
 
 
 def ste(x: Tensor, q: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -54,25 +85,43 @@ def ste(x: Tensor, q: Tensor, mask: Tensor | None = None) -> Tensor:
     """
     q = q.detach()
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return q  # no graph to build: skip the autograd.Function call (deployed forms)
-    if mask is not None:
-        mask = mask.detach().to(x.dtype)
-    return _STE.apply(x, q, mask)
+        return q
+    mask = None if mask is None else mask.detach().to(x.dtype)
+    return _QuantSTE.apply(x, lambda _: (q.clone(), mask))  # the output must not alias q
 
 
 def round_ste(x: Tensor) -> Tensor:
     """``round(x)`` forward (half to even), identity backward."""
-    return ste(x, torch.round(x.detach()))
+    return quant_ste(x, lambda t: (torch.round(t), None))
 
 
 def sign_pm1(x: Tensor) -> Tensor:
-    """``sign(x)`` with ``sign(0) = +1``, so the result has exactly the two values -1 and +1."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    """``sign(x)`` with ``sign(0) = +1`` (and NaN -> -1), so the result has exactly the two
+    values -1 and +1: ``where(x >= 0, 1, -1)``.
+
+    Computed with float ops only (``sign(sign(x) + 1/2)``): torch's CPU kernels that read or
+    write bool tensors (comparisons, ``where``, ``masked_fill``) are 5-30x slower than a float
+    pass, which made this the costliest op of a q1 training step.
+    """
+    return sign_pm1_(x.detach().clone())  # no gradient, as a comparison has none
+
+
+def sign_pm1_(x: Tensor) -> Tensor:
+    """:func:`sign_pm1` in place on ``x`` (a float tensor the caller owns); returns ``x``."""
+    return x.nan_to_num_(nan=-1.0).sign_().add_(0.5).sign_()
 
 
 def sign_ste(x: Tensor) -> Tensor:
     """:func:`sign_pm1` forward, identity backward."""
-    return ste(x, sign_pm1(x.detach()))
+    return quant_ste(x, lambda t: (sign_pm1(t), None))
+
+
+def clip_round(x: Tensor, lo: float, hi: float) -> tuple[Tensor, Tensor]:
+    """``(clip(round(x), lo, hi), mask)``: ``mask`` is 1.0 where ``round(x)`` is inside ``[lo, hi]``,
+    else 0.0 (NaN counts as outside)."""
+    r = torch.round(x)
+    q = r.clamp(lo, hi)
+    return q, (q == r).to(x.dtype)
 
 
 def clip_round_ste(x: Tensor, lo: float, hi: float) -> Tensor:
@@ -85,9 +134,23 @@ def clip_round_ste(x: Tensor, lo: float, hi: float) -> Tensor:
     Returns:
         Integer-valued float tensor of the shape of ``x``.
     """
-    r = torch.round(x.detach())
-    inside = (r >= lo) & (r <= hi)
-    return ste(x, r.clamp(lo, hi), inside)
+    return quant_ste(x, lambda t: clip_round(t, lo, hi))
+
+
+def absmax_scale(x: Tensor, bits: int = 8) -> Tensor:
+    """Per-row activation scale ``s_x = (2^(bits-1) - 1) / max|x|`` (max clamped to :data:`EPS`),
+    shape (..., 1). Computed as torch computes ``qmax / t`` (``t.reciprocal() * qmax``), which
+    the deployed kernels reproduce."""
+    qmax = 2 ** (bits - 1) - 1
+    return qmax / x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(EPS)  # (..., 1)
+
+
+def _absmax_fake_quant(x: Tensor, bits: int) -> tuple[Tensor, None]:
+    qmax = 2 ** (bits - 1) - 1
+    s_x = absmax_scale(x, bits)  # (..., 1)
+    # Nothing clips: |x| <= max|x| gives |x * s_x| <= qmax (1 + 2^-23) (monotone float
+    # multiplication), which rounds to at most qmax; the clamp only keeps the grid explicit.
+    return torch.mul(x, s_x).round_().clamp_(-qmax - 1, qmax).div_(s_x), None
 
 
 def absmax_quantize(x: Tensor, bits: int = 8) -> Tensor:
@@ -102,14 +165,9 @@ def absmax_quantize(x: Tensor, bits: int = 8) -> Tensor:
         bits: integer width of the grid.
 
     Returns:
-        Tensor of the shape of ``x``; gradient identity (zeroed where clipped).
+        Tensor of the shape of ``x``; gradient identity (the absmax grid never clips).
     """
-    qmax = 2 ** (bits - 1) - 1
-    s_x = qmax / x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(EPS)  # (..., 1)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return clip_round_ste(x * s_x, -qmax - 1, qmax) / s_x
-    # same ops, same values, without the STE bookkeeping (halves the deployed forms' latency)
-    return torch.round(x * s_x).clamp_(-qmax - 1, qmax).div_(s_x)
+    return quant_ste(x, lambda t: _absmax_fake_quant(t, bits))
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import BitSerialLinear
-from qmoe.quant.primitives import EPS, clip_round_ste
+from qmoe.quant.primitives import EPS
 
 
 def ternary_gamma(weight: Tensor) -> Tensor:
@@ -26,14 +26,51 @@ def ternary_gamma(weight: Tensor) -> Tensor:
     return weight.detach().abs().mean(dim=1).clamp_min(EPS)
 
 
+class _TernarySTE(torch.autograd.Function):
+    """``clip(round(W / gamma), -1, 1) * alpha`` per row, with the straight-through gradients
+    of :func:`ternary_weight` written out.
+
+    Cheaper than the autograd graph of the same formula: one node; one (out, in) temporary in
+    the forward and two in the backward (the rest in place, on memory still in cache); nothing
+    of that size kept between the two (the backward recomputes ``round(W / gamma)`` from the
+    weight, bit for bit); and float passes only (torch's CPU kernels on bool masks are 5-30x
+    slower than a float pass).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
+        buf = weight.abs()  # (out, in)
+        gamma = buf.mean(dim=1).clamp_min_(EPS)  # (out,), = ternary_gamma(weight)
+        ctx.save_for_backward(weight, alpha, gamma)
+        q = torch.div(weight, gamma[:, None], out=buf).round_().clamp_(-1, 1)  # (out, in) ternary
+        return q.mul_(alpha[:, None])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        weight, alpha, gamma = ctx.saved_tensors
+        r = torch.div(weight, gamma[:, None]).round_()  # (out, in) integers, as in the forward
+        grad_alpha = grad_w = None
+        if ctx.needs_input_grad[1]:  # product rule: sum_in grad * ternary value
+            grad_alpha = r.clamp(-1, 1).mul_(grad).sum(dim=1)  # (out,)
+        if ctx.needs_input_grad[0]:
+            # STE: grad * alpha / gamma where round(W / gamma) is in [-1, 1], 0 where it clipped;
+            # -clamp(|r| - 2, -1, 0) is exactly 1 for |r| <= 1 and 0 for |r| >= 2
+            ratio = (alpha / gamma).neg_()[:, None]  # (out, 1)
+            grad_w = r.abs_().sub_(2.0).clamp_(-1.0, 0.0).mul_(ratio).mul_(grad)  # (out, in)
+        return grad_w, grad_alpha
+
+
 def ternary_weight(weight: Tensor, alpha: Tensor) -> Tensor:
     """Fake-quantize ``weight`` (out, in) to ``{-1, 0, 1} * alpha`` per row, with STE.
 
     Gradients: to ``weight`` identity times ``alpha / gamma`` (1 at initialisation), zeroed
-    where ``|round(W / gamma)| > 1`` was clipped; to ``alpha`` the usual product rule.
+    where ``|round(W / gamma)| > 1`` was clipped; to ``alpha`` the usual product rule
+    (``sum_in grad * clip(round(W / gamma), -1, 1)``).
     """
-    q = clip_round_ste(weight / ternary_gamma(weight)[:, None], -1, 1)  # (out, in)
-    return q * alpha[:, None]
+    if torch.is_grad_enabled() and (weight.requires_grad or alpha.requires_grad):
+        return _TernarySTE.apply(weight, alpha)
+    q = torch.div(weight, ternary_gamma(weight)[:, None]).round_().clamp_(-1, 1)  # (out, in)
+    return q.mul_(alpha[:, None])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from qmoe.bench import (Bandwidth, LatencyRow, bench_latency, cache_sizes, check_targets,
-                        measure_bandwidth)
+from qmoe.bench import (IMPORT_LAYERS, Bandwidth, LatencyRow, bench_epochs, bench_latency,
+                        cache_sizes, check_targets, import_memory, measure_bandwidth)
 from qmoe.models import Expert
 from qmoe.quant import bytes_read, deploy
 
@@ -76,13 +76,31 @@ def test_bench_latency_rows_side_by_side() -> None:
     assert max(rows[0].speedup, rows[-1].speedup) == pytest.approx(1.0)
 
 
+def test_bench_epochs_round_robin_rows() -> None:
+    rows = bench_epochs(["q4", "binary"], n=128, rounds=2)
+    assert [r.quantizer for r in rows] == ["fp32", "q4", "binary"]
+    assert rows[0].ratio == 1.0
+    for r in rows:
+        assert r.seconds_per_epoch > 0 and r.ratio == pytest.approx(r.seconds_per_epoch / rows[0].seconds_per_epoch)
+
+
+def test_import_memory_layers_grow() -> None:
+    rows = import_memory()
+    assert [r.modules for r in rows] == [m for _, m in IMPORT_LAYERS]
+    python, torch_row, worker = rows
+    assert python.rss_mb < torch_row.rss_mb < worker.rss_mb
+    for r in rows:  # RSS is private plus file-backed (shared memory is not used here)
+        assert r.anon_mb + r.file_mb == pytest.approx(r.rss_mb, abs=2.0)
+
+
 @pytest.mark.slow
 def test_qmoe_bench_prints_every_table(capsys) -> None:
     from cli.main import main
 
-    assert main(["bench", "--epochs", "1"]) == 0
+    assert main(["bench", "--rounds", "1", "--no-sweep", "--no-extraction"]) == 0
     out = capsys.readouterr().out.replace("\n", "").replace("│", "").replace(" ", "")
     for needle in ("Readbandwidth", "numba-xnor-popcount", "numba-bitserial-popcount",
-                   "numba-int8-dot", "torch-dynamic-int8", "Issue8targets", "secondsperepoch"):
+                   "numba-int8-dot", "torch-dynamic-int8", "Issue8targets", "secondsperepoch",
+                   "ESC-50-sizedtable", "bitnet,q4,q8", "Memory(MB)"):
         assert needle in out
 

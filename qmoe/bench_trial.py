@@ -1,0 +1,105 @@
+"""Real trials timed at ESC-50 size (``qmoe bench``; issue 8: a single-model trial <= 60 s on
+one core).
+
+Each model runs one complete :func:`~qmoe.trial.run_trial` (train with early stopping, deploy,
+latency, throughput, energy when asked, record) on the benchmark-sized table of
+:mod:`qmoe.data.sized` -- 2,000 x 1,536, 50 classes -- one after another in this process, on one
+thread. A row splits the trial's wall time into training (the loop's own clock) and the rest
+(split, standardisation, deployment and the measurements). The first trial of a process also
+pays one-time costs (numba kernels loaded from their cache, CodeCarbon's first start), as the
+first trial of a sweep worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmoe.data.sized import SizedConfig, sized_table
+from qmoe.measure import torch_threads
+from qmoe.spec import TrialSpec
+from qmoe.trial import run_trial
+
+log = logging.getLogger(__name__)
+
+#: Every single-model quantizer, then the paper's BitNet-Q4/8 mixture (curious, alpha 0.3).
+DEFAULT_MODELS = ("fp32", "q1", "q2", "q4", "q8", "q16", "bitnet", "ptq8", "binary", "bitnet,q4,q8")
+MIXTURE_ALPHA = 0.3  # curiosity strength of the mixtures in the list
+SINGLE_TRIAL_TARGET_S = 60.0  # issue 8: a single-model trial at ESC-50 size, one core
+
+
+@dataclass(frozen=True)
+class TrialTimingRow:
+    """One trial of one model on the sized table, timed end to end."""
+
+    model: str  # quantizer name, or the experts of a mixture joined by commas
+    seconds: float  # wall time of the whole run_trial call
+    train_seconds: float  # the training loop's own wall time (every epoch, validation included)
+    epochs: int  # epochs run before early stopping (or the cap)
+    seconds_per_epoch: float  # train_seconds / epochs
+    measure_seconds: float  # seconds - train_seconds: split, deploy, latency, throughput, energy
+    f1_macro: float  # test-fold macro-F1 of the deployed model
+    peak_rss_mb: float  # peak resident memory during the trial (the record's figure)
+
+    @property
+    def is_mixture(self) -> bool:
+        return "," in self.model
+
+    @property
+    def meets_target(self) -> bool | None:
+        """Single models: whether the trial took at most :data:`SINGLE_TRIAL_TARGET_S`;
+        None for mixtures (the target names single models)."""
+        return None if self.is_mixture else self.seconds <= SINGLE_TRIAL_TARGET_S
+
+
+def trial_spec(model: str, *, fold: int = 1, measure_energy: bool = True,
+               latency_runs: int = 200) -> TrialSpec:
+    """The spec of one timed trial: the default settings of the model's kind, on the sized table."""
+    experts = tuple(model.split(","))
+    return TrialSpec(dataset="esc50-sized", fold=fold, experts=experts,
+                     alpha=MIXTURE_ALPHA if len(experts) > 1 else 0.0,
+                     measure_energy=measure_energy, latency_runs=latency_runs)
+
+
+def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, *,
+                 config: SizedConfig = SizedConfig(), fold: int = 1, measure_energy: bool = True,
+                 latency_runs: int = 200) -> list[TrialTimingRow]:
+    """Run one real trial per model on the benchmark-sized table, one thread, and time each.
+
+    Args:
+        cache_dir: where the sized table is written (built on first use, then reused), e.g. a
+            temporary folder.
+        models: quantizer names (``"q4"``) or mixtures (``"bitnet,q4,q8"``; curiosity
+            :data:`MIXTURE_ALPHA`).
+        config: shape of the table (default: ESC-50 with EfficientNet-B3 embeddings).
+        fold: the test fold of every trial.
+        measure_energy: run CodeCarbon around training and inference, as sweeps do.
+        latency_runs: timed batch-1 runs per trial (>= 200 for a reported figure).
+
+    Returns:
+        One :class:`TrialTimingRow` per model, in the order given.
+
+    Raises:
+        QmoeError: an unknown quantizer name or an unusable table configuration.
+    """
+    start = time.perf_counter()
+    table = sized_table(cache_dir, config)
+    log.info("sized table %d x %d ready in %.1f s", len(table.y), table.dim, time.perf_counter() - start)
+    rows = []
+    with torch_threads(1):
+        for model in models:
+            spec = trial_spec(model, fold=fold, measure_energy=measure_energy, latency_runs=latency_runs)
+            start = time.perf_counter()
+            record = run_trial(spec, table, threads=1).record
+            seconds = time.perf_counter() - start
+            train = float(record.train_seconds)
+            epochs = int(record.epochs)
+            rows.append(TrialTimingRow(
+                model=model, seconds=seconds, train_seconds=train, epochs=epochs,
+                seconds_per_epoch=train / max(epochs, 1), measure_seconds=seconds - train,
+                f1_macro=float(record.f1_macro), peak_rss_mb=float(record.peak_rss_mb)))
+            log.info("%s: %.1f s (%d epochs)", model, seconds, epochs)
+    return rows

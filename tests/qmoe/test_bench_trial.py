@@ -1,0 +1,43 @@
+"""Trial timing on the benchmark-sized table: real trials, sane rows (no timing assertion)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from qmoe.bench_trial import DEFAULT_MODELS, MIXTURE_ALPHA, bench_trials, trial_spec
+from qmoe.data.sized import SizedConfig
+from qmoe.errors import QmoeError
+
+TINY = SizedConfig(n_clips=200, dim=64, n_classes=5)
+
+
+def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
+    models = ("fp32", "q4", "bitnet,q4,q8")
+    rows = bench_trials(tmp_path, models, config=TINY, measure_energy=False, latency_runs=20)
+    assert [r.model for r in rows] == list(models)
+    for r in rows:
+        assert r.epochs >= 1 and r.train_seconds > 0
+        assert 0 < r.train_seconds < r.seconds
+        assert math.isclose(r.measure_seconds, r.seconds - r.train_seconds)
+        assert math.isclose(r.seconds_per_epoch, r.train_seconds / r.epochs)
+        assert 1 / TINY.n_classes < r.f1_macro <= 1.0  # learns above chance
+        assert r.peak_rss_mb > 0
+    assert [r.is_mixture for r in rows] == [False, False, True]
+    assert rows[2].meets_target is None and isinstance(rows[0].meets_target, bool)
+    assert list(tmp_path.glob("sized/*.parquet"))  # the table went to the cache dir given
+
+
+def test_specs_use_the_sized_dataset_and_curious_mixtures() -> None:
+    single, moe = trial_spec("q8"), trial_spec("bitnet,q4,q8", measure_energy=False)
+    assert single.dataset == moe.dataset == "esc50-sized"
+    assert single.alpha == 0.0 and single.experts == ("q8",)
+    assert moe.alpha == MIXTURE_ALPHA and moe.experts == ("bitnet", "q4", "q8") and not moe.measure_energy
+    assert "bitnet,q4,q8" in DEFAULT_MODELS and {"fp32", "ptq8", "binary"} <= set(DEFAULT_MODELS)
+
+
+def test_unknown_model_is_a_qmoe_error(tmp_path: Path) -> None:
+    with pytest.raises(QmoeError, match="q3"):
+        bench_trials(tmp_path, ("q3",), config=TINY, measure_energy=False)

@@ -1,0 +1,94 @@
+"""What the time to the first trial is measured from and to, and how an embedded Ray is started."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from qmoe.errors import ConfigError
+from sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
+from sweeps import cluster
+from sweeps.runner import _first_start, _process_start
+from sweeps.store import SweepStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_process_start_is_before_the_first_statement_and_not_before_psutils() -> None:
+    # psutil adds the start tick to a boot time rounded down to the second: it can only be early.
+    code = ("import time; t = time.time()\nimport psutil\nfrom sweeps.runner import _process_start\n"
+            "print(psutil.Process().create_time(), _process_start(), t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    coarse, precise, first_statement = map(float, out.stdout.split())
+    assert coarse - 0.02 <= precise <= first_statement
+
+
+def test_process_start_falls_back_to_psutil(monkeypatch) -> None:
+    def no_clock_ticks(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr("sweeps.runner.os.sysconf", no_clock_ticks)
+    assert _process_start() == psutil.Process().create_time()
+    assert _process_start() <= time.time()
+
+
+def test_first_start_is_the_earliest_worker_start_time() -> None:
+    rows = pd.DataFrame({"started_at": ["2026-01-01T00:00:02.500+00:00", "2026-01-01T00:00:01.250+00:00", ""]})
+    assert _first_start(rows) == pd.Timestamp("2026-01-01T00:00:01.250Z").timestamp()
+    assert _first_start(rows.iloc[2:]) is None  # no row with a start time
+    assert _first_start(rows.iloc[:0]) is None
+
+
+class FakeRay:
+    """Stands in for the ``ray`` module: records how ``ray.init`` was called."""
+
+    def __init__(self) -> None:
+        self.init_kwargs: dict | None = None
+        self.shut = False
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs) -> None:
+        self.init_kwargs = kwargs
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True}]
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 2.0}
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def test_embedded_ray_starts_lean_and_a_cluster_keeps_its_settings(monkeypatch) -> None:
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with cluster.ray_session(None, env={"A": "1"}) as info:
+        assert info.embedded and info.cpus == 2.0
+    assert fake.shut
+    assert fake.init_kwargs["_system_config"] == cluster.EMBEDDED_SYSTEM_CONFIG
+    assert not cluster.EMBEDDED_SYSTEM_CONFIG["enable_worker_prestart"]
+    assert fake.init_kwargs["runtime_env"] == {"env_vars": {"A": "1"}} and not fake.init_kwargs["include_dashboard"]
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    with cluster.ray_session("10.0.0.1:6379", env={"A": "1"}):
+        pass
+    assert "_system_config" not in fake.init_kwargs  # only a Ray this command starts
+    assert fake.init_kwargs["address"] == "10.0.0.1:6379"
+
+
+@pytest.mark.ray
+def test_a_trial_function_that_does_not_load_fails_before_anything_is_written(ray_cluster, tmp_path,
+                                                                               resolver) -> None:
+    plan = plan_sweep(alpha_spec((0.2,)), resolve=resolver)
+    for ref in ("tests.sweeps.no_such_module:trial", "tests.sweeps.fakes:no_such_function", "no-colon"):
+        with pytest.raises(ConfigError, match="trial function"):
+            run_sweep(plan, name="s", options=RunOptions(storage=tmp_path, trial_fn=ref, quiet=True))
+        SweepStore(tmp_path, "s").check_new()  # the sweep folder was not created
