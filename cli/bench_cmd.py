@@ -11,7 +11,8 @@ from rich.table import Table
 from cli.main import app
 from cli.render import fmt, stderr, stdout
 
-#: The latency table has 12 columns: print it this wide even into a pipe (80 columns).
+#: The widest table has 12 columns: print every table this wide even into a pipe (80 columns),
+#: so that no model name or figure is cut short.
 WIDE = 172
 QAT_EPOCH_TARGET = 1.5  # issue 8: a QAT epoch at most 1.5x the fp32 epoch
 RSS_TARGET_MB = 600.0  # issue 8: peak RSS of one trial
@@ -30,13 +31,15 @@ def bench(
     from qmoe.bench import bench_epochs, bench_latency, bench_mixture, check_targets, measure_bandwidth
     from qmoe.quant import get_quantizer
 
+    out = Console(width=max(stdout.width, WIDE), highlight=False, soft_wrap=True)
+
     stderr.print("measuring memory bandwidth (one core) ...")
     bw = measure_bandwidth()
     mem = Table(title="Read bandwidth of one core (GB/s), for the floors")
     for col in (f"L2 ({bw.l2_bytes >> 10} KiB)", f"L3 ({bw.l3_bytes >> 20} MiB)", "DRAM"):
         mem.add_column(col)
     mem.add_row(fmt(bw.l2_gbs), fmt(bw.l3_gbs), fmt(bw.dram_gbs))
-    stdout.print(mem)
+    out.print(mem)
 
     stderr.print("timing deployed forms (1536-640-320-50 MLP, batch 1 and 256, one thread) ...")
     rows = bench_latency(runs=runs, bandwidth=bw) + bench_mixture(runs=runs)
@@ -52,15 +55,14 @@ def bench(
         lat.add_row(r.quantizer, r.form, fmt(r.p50_us), fmt(r.p99_us), f"{r.speedup:.2f}x",
                     fmt(r.throughput), f"{r.throughput_ratio:.2f}x", fmt(r.size_kb),
                     f"{r.compression:.1f}x", fmt(r.read_kb), floor, fmt(r.floor_dram_us))
-    wide = Console(width=max(stdout.width, WIDE), highlight=False, soft_wrap=True)
-    wide.print(lat)
+    out.print(lat)
 
     targets = Table(title="Issue 8 targets at batch 1 (vs torch fp32 eager, measured above)")
     for col in ("target", "model", "measured", "met"):
         targets.add_column(col)
     for t in check_targets(rows):
         targets.add_row(t.target, t.quantizer, t.measured, "yes" if t.met else "NO")
-    stdout.print(targets)
+    out.print(targets)
 
     stderr.print("timing training epochs (2000 x 1536, 50 classes, batch 64, one thread) ...")
     ep = Table(title=f"Training: seconds per epoch (one thread, CPU time, median of {rounds} round-robin rounds)")
@@ -70,29 +72,29 @@ def bench(
         qat = r.quantizer != "fp32" and not get_quantizer(r.quantizer).post_training
         met = ("yes" if r.ratio <= QAT_EPOCH_TARGET else "NO") if qat else "-"
         ep.add_row(r.quantizer, fmt(r.seconds_per_epoch), f"{r.ratio:.2f}x", met)
-    stdout.print(ep)
+    out.print(ep)
 
     if trials:
         stderr.print("running one real trial per model on an ESC-50-sized table (one thread, ~3 min) ...")
         table, rss = trials_table()
-        stdout.print(table)
-        stdout.print(memory_table(rss))
+        out.print(table)
+        out.print(memory_table(rss))
     if sweep:
         from cli.bench_sweep import sized_bench, sweep_bench
 
         stderr.print("8 short trials: one by one, as our sweep, on Ray Tune's defaults (fresh processes, ~2-4 min) ...")
-        stdout.print(sweep_bench())
+        out.print(sweep_bench())
         stderr.print("Table 1's 15 configurations on an ESC-50-sized fold: a sweep, then one by one (~8 min) ...")
-        stdout.print(sized_bench())
+        out.print(sized_bench())
         from cli.bench_sweep import memory_bench
 
         stderr.print("profiling the driver's memory over a 40-trial sweep ...")
-        stdout.print(memory_bench())
+        out.print(memory_bench())
     if extraction:
         from cli.bench_sweep import extraction_bench
 
         stderr.print("timing feature extraction on Ray ...")
-        stdout.print(extraction_bench())
+        out.print(extraction_bench())
 
 
 def trials_table() -> tuple[Table, list[float]]:
