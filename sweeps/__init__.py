@@ -13,8 +13,9 @@ pandas, and a command that needs one part loads only that part.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qmoe.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "alpha_spec": "builtin",
@@ -47,18 +48,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'sweeps' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"sweeps.{module}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
