@@ -19,7 +19,8 @@ from qmoe.quant.ternary import TernaryConfig  # registers bitnet
 from qmoe.quant.ptq8 import Int8PTQConfig  # registers ptq8
 from qmoe.quant.binary import BinaryConfig, BinaryPackedLinear, binary_float_reference  # registers binary
 from qmoe.quant.deploy import deploy, deploy_form
-from qmoe.quant.packed import PackedLinear, PackedMLP
+from qmoe.quant.fused import PackedMLP
+from qmoe.quant.packed import PackedLinear
 from qmoe.quant.size import SizeReport, bytes_read, model_size_bytes, size_report
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Every :class:`~qmoe.quant.layers.QuantLinear` is replaced by its config's deployed form, then
 every ``nn.Sequential`` of packed layers of one kind (an expert's MLP) is fused into one
-:class:`~qmoe.quant.packed.PackedMLP` (one compiled call per expert):
+:class:`~qmoe.quant.fused.PackedMLP` (one compiled call per expert):
 
 =================  ===========================================  ============================
 config             deployed layer                               ``form``
@@ -31,7 +31,7 @@ import copy
 from torch import nn
 
 from qmoe.quant.layers import QuantLinear
-from qmoe.quant.packed import fuse_mlps
+from qmoe.quant.fused import fuse_mlps
 
 #: ``form`` of a plain float ``nn.Linear`` that no quantizer produced (e.g. a router).
 PLAIN_FORM = "torch-fp32"

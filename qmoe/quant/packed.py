@@ -16,11 +16,11 @@ class                       quantizers              what is stored and computed
 Every layer is an ``nn.Module`` taking and returning float32 torch tensors, with ``form``,
 ``config``, ``in_features``, ``out_features``, :meth:`PackedLinear.int_weight` (the integer
 weights it really stores, unpacked) and :meth:`PackedLinear.dequantized_weight`.
-:func:`fuse_mlps` replaces each ``nn.Sequential`` of layers of one family (with ReLU and,
-in eval, Dropout between them) by a :class:`PackedMLP`: the whole MLP in one compiled call,
-so batch 1 crosses from Python into machine code once per expert, not once per layer. Both
-classes are called without nn.Module's hook dispatch and hand a contiguous float32 input to
-the kernel by address (~2 µs of Python per call in all, :func:`_run`).
+:func:`qmoe.quant.fused.fuse_mlps` replaces each ``nn.Sequential`` of layers of one family
+(with ReLU and, in eval, Dropout between them) by a :class:`~qmoe.quant.fused.PackedMLP`: the
+whole MLP in one compiled call, so batch 1 crosses from Python into machine code once per
+expert, not once per layer. Both classes are called without nn.Module's hook dispatch and hand a contiguous float32 input to
+the kernel by address (~2 µs of Python per call in all, :func:`run_driver`).
 
 q4 weights are 4-bit values kept one per byte: the int8 kernel reads them as int8 (the
 deployed *size* still counts 4 bits, :mod:`qmoe.quant.size`; :func:`bytes_read` counts what
@@ -30,7 +30,7 @@ the kernel reads).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from torch import Tensor, nn
 
 from qmoe.errors import QmoeError
 from qmoe.quant.primitives import pack_bits
+
+if TYPE_CHECKING:
+    from qmoe.quant.fused import PackedMLP
 
 
 def load_kernels() -> Any:
@@ -69,7 +72,7 @@ def _np32(t: Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(t, dtype=np.float32)
 
 
-def _run(module: PackedLinear | PackedMLP, x: Tensor) -> Tensor:
+def run_driver(module: PackedLinear | PackedMLP, x: Tensor) -> Tensor:
     """Run ``module``'s compiled driver on ``x`` (..., D); returns float32 (..., N).
 
     A contiguous float32 (B, D) CPU tensor takes the short path: the driver reads it in place
@@ -164,7 +167,7 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
-        return _run(self, x)
+        return run_driver(self, x)
 
     # Called without nn.Module's hook dispatch (~0.8 µs at batch 1): a deployed layer has no
     # hooks to run, and cannot be traced or compiled by torch anyway.
@@ -342,79 +345,3 @@ def _unpack(words: np.ndarray, d: int) -> np.ndarray:
     """uint64 words (N, W) -> int64 bits (N, d), bit i of a row = bit i % 64 of word i // 64."""
     bits = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")[:, :d]
     return bits.astype(np.int64)
-
-
-class PackedMLP(nn.Module):
-    """A whole MLP of packed layers of one family, run in one compiled call.
-
-    Equal, for every input, to running its layers one by one with the ReLUs in between
-    (the same kernel code computes both). Dropout is left out: deployed models are in eval.
-
-    Args:
-        layers: packed layers of one class, chained (``out_features`` = next ``in_features``).
-        relu: per layer, whether a ReLU follows it.
-    """
-
-    def __init__(self, layers: Sequence[PackedLinear], relu: Sequence[bool]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.relu = tuple(bool(r) for r in relu)
-        first = layers[0]
-        if any(type(m) is not type(first) or m.params[4] != first.params[4] for m in layers):
-            raise QmoeError("a PackedMLP takes layers of one class and one weight layout")
-        self.form = first.form
-        self.in_features, self.out_features = first.in_features, layers[-1].out_features
-        meta, fps, ws = [], [], []
-        w_off = f_off = 0
-        for layer, r in zip(layers, self.relu):
-            meta += [layer.in_features, layer.out_features, w_off, f_off, int(r), *layer.params]
-            ws.append(layer.w)
-            fps.append(layer.fp)
-            w_off += layer.w.size
-            f_off += layer.fp.size
-        self.meta = np.array(meta, np.int64)
-        self.fp = np.concatenate(fps)
-        self.w = aligned(np.concatenate(ws))
-        self._driver, self._driver_at = first._driver, first._driver_at
-
-    @classmethod
-    def from_sequential(cls, seq: nn.Sequential) -> PackedMLP | None:
-        """The fused form of ``seq`` if it is ``Linear [ReLU] [Dropout] Linear ...`` with packed
-        layers of one class; None otherwise (the Sequential is then left as it is)."""
-        layers: list[PackedLinear] = []
-        relu: list[bool] = []
-        for m in seq:
-            if isinstance(m, PackedLinear):
-                if layers and (type(m) is not type(layers[0]) or m.in_features != layers[-1].out_features
-                               or m.params[4] != layers[0].params[4]):  # one weight layout
-                    return None
-                layers.append(m)
-                relu.append(False)
-            elif isinstance(m, nn.ReLU) and layers and not relu[-1]:
-                relu[-1] = True
-            elif not (isinstance(m, (nn.Dropout, nn.Identity)) and layers):
-                return None
-        return cls(layers, relu) if layers else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
-        return _run(self, x)
-
-    __call__ = forward  # no hook dispatch, as :class:`PackedLinear`
-
-    def extra_repr(self) -> str:
-        return f"form={self.form}, relu={self.relu}"
-
-
-def fuse_mlps(module: nn.Module) -> nn.Module:
-    """Replace every fusable ``nn.Sequential`` in ``module`` (or ``module`` itself) by a
-    :class:`PackedMLP`; returns the module to use in place of ``module``."""
-    if isinstance(module, nn.Sequential):
-        fused = PackedMLP.from_sequential(module)
-        if fused is not None:
-            return fused
-    for name, child in module.named_children():
-        new = fuse_mlps(child)
-        if new is not child:
-            setattr(module, name, new)
-    return module

@@ -16,7 +16,8 @@ from qmoe.quant import (
     get_quantizer,
     list_quantizers,
 )
-from qmoe.quant.packed import PackedLinear, PackedMLP
+from qmoe.quant.fused import PackedMLP
+from qmoe.quant.packed import PackedLinear
 from qmoe.quant.primitives import absmax_quantize
 
 ALL = list_quantizers()

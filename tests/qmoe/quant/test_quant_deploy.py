@@ -17,7 +17,8 @@ from qmoe.quant import (
     deploy_form,
     get_quantizer,
 )
-from qmoe.quant.packed import BitSerialLinear, Int8Linear, PackedMLP
+from qmoe.quant.fused import PackedMLP
+from qmoe.quant.packed import BitSerialLinear, Int8Linear
 from qmoe.quant.ternary import ternary_gamma
 
 

@@ -17,7 +17,8 @@ import torch
 from qmoe.errors import QmoeError
 from qmoe.models import Expert
 from qmoe.quant import deploy, kernels
-from qmoe.quant.packed import BitSerialLinear, PackedMLP
+from qmoe.quant.fused import PackedMLP
+from qmoe.quant.packed import BitSerialLinear
 
 LAYOUTS = [True, False] if kernels.HAS_VPERMW else [False]
 KINDS = {"pm1": (-1, 1), "int2": (-2, -1, 0, 1), "ternary": (-1, 0, 1)}

@@ -22,12 +22,8 @@ from qmoe.errors import QmoeError
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, deploy, get_quantizer, list_quantizers
 from qmoe.quant import kernels
-from qmoe.quant.packed import (
-    BinaryPackedLinear,
-    PackedLinear,
-    PackedMLP,
-    quantize_activations,
-)
+from qmoe.quant.fused import PackedMLP
+from qmoe.quant.packed import BinaryPackedLinear, PackedLinear, quantize_activations
 
 ALL = list_quantizers()
 PACKED = [n for n in ALL if isinstance(deploy(QuantLinear(8, 2, n)), PackedLinear)]
