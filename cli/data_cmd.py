@@ -58,7 +58,8 @@ def prepare(
     dataset: Annotated[str, typer.Argument(help="esc50, urbansound8k or quinn.")],
     root: Annotated[Path, typer.Option("--root", help="The dataset folder as downloaded (e.g. ESC-50-master).")],
     backbone: Annotated[str, typer.Option("--backbone", help="melstats, efficientnet_b3 or mobilenetv3_large_100.")] = "melstats",
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weights of a timm backbone (state dict .pt/.pth or .safetensors).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights of a timm backbone: pretrained (timm's pretrained loading via the Hugging Face cache; downloads only with HF_HUB_OFFLINE=0) or a local file (state dict .pt/.pth or .safetensors).")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Same as --weights pretrained.")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Untrained timm network (tests only; recorded in the table).")] = False,
     sample_rate: Annotated[int, typer.Option("--sample-rate", min=1000, help="Hz every clip is resampled to.")] = 16000,
     n_mels: Annotated[int, typer.Option("--n-mels", min=8, help="Mel bands.")] = 128,
@@ -82,8 +83,10 @@ def prepare(
     ADAPTERS.get(dataset)
     if in_process and address:
         raise ConfigError("--in-process and --address exclude each other; pass one of them")
+    if weights is not None and str(weights) == "pretrained":  # a file of that name: --weights ./pretrained
+        weights, pretrained = None, True
     config = PrepareConfig(
-        backbone=backbone, weights=weights, random_init=random_init, sample_rate=sample_rate,
+        backbone=backbone, weights=weights, pretrained=pretrained, random_init=random_init, sample_rate=sample_rate,
         n_mels=n_mels, clip_seconds=clip_seconds,
         classes=tuple(c.strip() for c in classes.split(",")) if classes is not None else None,
         k=n_folds, seed=fold_seed, group_pattern=group_pattern, on_bad_audio=on_bad_audio,

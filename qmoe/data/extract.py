@@ -22,7 +22,7 @@ import torch
 
 from qmoe.data.audio import AudioError, load_clip
 from qmoe.data.features import BACKBONES, LogMelConfig, log_mel
-from qmoe.data.image_backbones import INPUT_SIZES, TOP_DB, needs_weights
+from qmoe.data.image_backbones import INPUT_SIZES, NEEDS_WEIGHTS, TOP_DB, needs_weights
 from qmoe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class ExtractSettings:
         backbone: a name in ``BACKBONES``.
         mel: log-Mel settings (its ``sample_rate`` is the rate clips are resampled to).
         clip_seconds: every clip is padded with zeros or cut to this length.
-        weights_sha256: sha256 of the ``--weights`` file (timm backbones), else None.
+        weights_sha256: sha256 of the weights file (``--weights FILE``, or the hub file timm's
+            pretrained loading read), timm backbones only; else None.
         random_init: an untrained, seeded network (tests only).
         init_seed: seed of that network.
     """
@@ -58,11 +59,7 @@ class ExtractSettings:
             raise ConfigError(f"clip length must be > 0 s, got {self.clip_seconds}")
         if needs_weights(self.backbone):
             if self.weights_sha256 is None and not self.random_init:
-                raise ConfigError(
-                    f"backbone {self.backbone} needs its ImageNet weights from a local file: pass "
-                    "--weights FILE (a state dict .pt/.pth or .safetensors; nothing is downloaded); "
-                    "--random-init is for tests only"
-                )
+                raise ConfigError(NEEDS_WEIGHTS.format(name=self.backbone))
             if self.weights_sha256 is not None and self.random_init:
                 raise ConfigError("--weights and --random-init exclude each other; pass one of them")
         elif self.weights_sha256 is not None or self.random_init:

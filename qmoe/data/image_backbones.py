@@ -11,11 +11,16 @@ The Mel image of a clip, as the networks see it:
    mobilenetv3_large_100), whatever the clip length or n_mels;
 4. copied to 3 channels and normalised with the ImageNet mean and std.
 
-The networks are built with ``pretrained=False, num_classes=0`` (global average pooling, no
-classifier), so nothing is ever downloaded; weights come only from a local file (a state
-dict ``.pt/.pth/.bin`` or ``.safetensors``), whose classifier entries are ignored. Weights
-that do not fit the network fail with one line saying how. ``random_init`` (tests only)
-builds a seeded, untrained network instead.
+The networks are built with ``num_classes=0`` (global average pooling, no classifier).
+Their weights come from one of:
+
+- a local file (a state dict ``.pt/.pth/.bin`` or ``.safetensors``), whose classifier
+  entries are ignored; weights that do not fit the network fail with one line saying how;
+- timm's own pretrained loading (:func:`load_pretrained`): ``timm.create_model(name,
+  pretrained=True)``, which reads the weights of the model's default tag
+  (``timm/efficientnet_b3.ra2_in1k``) from the Hugging Face hub cache (``HF_HOME``,
+  ``HF_HUB_CACHE``) and downloads them only when ``HF_HUB_OFFLINE`` allows it;
+- ``random_init`` (tests only): a seeded, untrained network.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from qmoe.data.cache import sha256_file
 from qmoe.data.features import BACKBONES, Backbone
 from qmoe.errors import ConfigError, DataError
 
@@ -43,6 +50,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TOP_DB = 80.0
 #: Images per forward pass: small batches run faster on CPU here (cache-resident activations).
 MICRO_BATCH = 8
+
+
+#: The one-line refusal of a timm backbone without weights.
+NEEDS_WEIGHTS = ("backbone {name} needs its ImageNet weights: pass --weights pretrained (timm's "
+                 "pretrained loading through the Hugging Face cache) or --weights FILE (a local state "
+                 "dict .pt/.pth or .safetensors). --random-init exists for tests only: its embeddings "
+                 "are meaningless")
 
 
 class WeightsError(DataError):
@@ -103,6 +117,74 @@ def _fit_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], name
     model.load_state_dict(state, strict=True)
 
 
+#: Files timm's hub loader tries, in its order (``timm.models._hub.load_state_dict_from_hf``:
+#: the safetensors alternative first, then the pickled default).
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True, eq=False)
+class PretrainedWeights:
+    """What timm's pretrained loading read, for the table's metadata and the workers.
+
+    Attributes:
+        tag: the hub model id timm loaded, e.g. ``timm/efficientnet_b3.ra2_in1k``.
+        revision: the snapshot (commit) of the hub repository the file came from.
+        file: the cached weights file timm read.
+        sha256: sha256 of that file's bytes (the extraction cache keys on it).
+        state_dict: the pooled network's weights (no classifier), shipped to the workers.
+    """
+
+    tag: str
+    revision: str | None
+    file: Path
+    sha256: str
+    state_dict: dict[str, torch.Tensor]
+
+
+def load_pretrained(name: str) -> PretrainedWeights:
+    """Build ``name`` with timm's pretrained loading and say which weights it read.
+
+    ``timm.create_model(name, pretrained=True, num_classes=0)`` reads the default tag's
+    weights through ``huggingface_hub.hf_hub_download``: from the hub cache when there, else
+    downloaded into it -- unless ``HF_HUB_OFFLINE`` is set (qmoe's CLI sets it to 1 unless
+    the environment says otherwise).
+
+    Raises:
+        WeightsError: the weights are not cached and cannot be downloaded, or cannot be read.
+    """
+    import timm  # ~1 s to import; only the timm backbones need it
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    tag = getattr(cfg, "hf_hub_id", None)
+    if not tag:
+        raise WeightsError(f"--weights pretrained: timm has no hub weights for {name}; pass --weights FILE")
+    repo, _, revision = tag.partition("@")
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as err:  # hub, network and file errors come in many types
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        if constants.HF_HUB_OFFLINE:
+            how = ("it is not in the Hugging Face cache " f"{constants.HF_HUB_CACHE} and HF_HUB_OFFLINE=1 "
+                   "forbids downloading (qmoe sets it unless the environment does): run with "
+                   "HF_HUB_OFFLINE=0 on a machine with internet once, or pass --weights FILE")
+        else:
+            how = f"timm could not load it ({type(err).__name__}: {reason}); check the network, or pass --weights FILE"
+        raise WeightsError(f"--weights pretrained: {tag} for {name}: {how}") from None
+    for filename in HUB_WEIGHT_FILES:
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str):
+            file = Path(found)
+            break
+    else:  # timm loaded them, so they are cached; a cache layout we do not know otherwise
+        raise WeightsError(f"--weights pretrained: timm loaded {tag} but no {' or '.join(HUB_WEIGHT_FILES)} "
+                           f"of it is in {constants.HF_HUB_CACHE}; pass --weights FILE")
+    snapshot = file.parent.name if file.parent.parent.name == "snapshots" else None
+    log.info("%s: pretrained weights %s (%s)", name, tag, file)
+    return PretrainedWeights(tag=repo, revision=snapshot, file=file, sha256=sha256_file(file),
+                             state_dict=dict(model.state_dict()))
+
+
 def mel_image(logmel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The ImageNet-normalised 3-channel Mel image of a batch (see the module docstring).
 
@@ -132,11 +214,7 @@ def build_timm(name: str, *, state_dict: Mapping[str, torch.Tensor] | None = Non
         WeightsError: weights that do not fit.
     """
     if state_dict is None and not random_init:
-        raise ConfigError(
-            f"backbone {name} needs its ImageNet weights from a local file: pass --weights FILE "
-            "(a state dict .pt/.pth or .safetensors; nothing is downloaded). --random-init exists "
-            "for tests only: its embeddings are meaningless"
-        )
+        raise ConfigError(NEEDS_WEIGHTS.format(name=name))
     if state_dict is not None and random_init:
         raise ConfigError("--weights and --random-init exclude each other; pass one of them")
     import timm  # ~1 s to import; only the timm backbones need it
@@ -175,6 +253,6 @@ for _name in TIMM_BACKBONES:
 
 
 def needs_weights(backbone: str) -> bool:
-    """True for backbones that need ``--weights`` (or ``--random-init``)."""
+    """True for backbones that need weights (``--weights FILE|pretrained`` or ``--random-init``)."""
     return backbone in TIMM_BACKBONES
 

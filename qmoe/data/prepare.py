@@ -35,7 +35,7 @@ from qmoe.data.datasets import default_cache_dir, prepared_table_path
 from qmoe.data.extract import (BatchResult, Embedder, ExtractSettings, WorkItem, default_batch_size,
                                run_in_process)
 from qmoe.data.features import LogMelConfig
-from qmoe.data.image_backbones import load_state_dict_file, needs_weights
+from qmoe.data.image_backbones import load_pretrained, load_state_dict_file, needs_weights
 from qmoe.data.table import EmbeddingTable, load_table, save_table, table_from_arrays
 from qmoe.errors import ConfigError, DataError
 
@@ -62,6 +62,8 @@ class PrepareConfig:
     Attributes:
         backbone: ``melstats``, ``efficientnet_b3`` or ``mobilenetv3_large_100``.
         weights: local weights file of a timm backbone (state dict or safetensors).
+        pretrained: timm's pretrained loading through the Hugging Face hub cache
+            (:func:`~qmoe.data.image_backbones.load_pretrained`) instead of a file.
         random_init: untrained seeded timm network instead of weights (tests only).
         sample_rate: Hz every clip is resampled to.
         n_mels: Mel bands.
@@ -77,6 +79,7 @@ class PrepareConfig:
 
     backbone: str = "melstats"
     weights: Path | None = None
+    pretrained: bool = False
     random_init: bool = False
     sample_rate: int = 16000
     n_mels: int = 128
@@ -93,6 +96,8 @@ class PrepareConfig:
             object.__setattr__(self, "on_bad_audio", BadAudio(self.on_bad_audio))
         except ValueError:
             raise ConfigError(f"--on-bad-audio {self.on_bad_audio!r} is invalid: use skip or fail") from None
+        if self.pretrained and (self.weights is not None or self.random_init):
+            raise ConfigError("--weights pretrained excludes --weights FILE and --random-init; pass one of them")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
 
@@ -122,21 +127,42 @@ class PrepareResult:
     seconds: float
 
 
-def _settings(config: PrepareConfig, manifest: Manifest) -> tuple[ExtractSettings, str | None]:
-    weights_sha = None
-    if config.weights is not None:
-        if not needs_weights(config.backbone):
-            raise ConfigError(f"backbone {config.backbone} has no weights; drop --weights or pick a "
-                              "timm backbone (efficientnet_b3, mobilenetv3_large_100)")
-        path = Path(config.weights).expanduser()
-        if not path.is_file():
-            raise DataError(f"--weights {path}: no such file; give a local state dict (.pt/.pth) "
-                            "or .safetensors file")
-        weights_sha = sha256_file(path)
+@dataclass(frozen=True, eq=False)
+class _Weights:
+    """The weights of a timm backbone: their sha256, a name for messages, how to get them, and
+    what the table's metadata records about them."""
+
+    sha256: str
+    source: str
+    load: Callable[[], dict[str, torch.Tensor]]
+    meta: dict[str, object]
+
+
+def _weights(config: PrepareConfig) -> _Weights | None:
+    """Resolve ``--weights FILE`` / ``--weights pretrained`` (None: no weights asked for)."""
+    if config.weights is None and not config.pretrained:
+        return None
+    if not needs_weights(config.backbone):
+        raise ConfigError(f"backbone {config.backbone} has no weights; drop --weights or pick a "
+                          "timm backbone (efficientnet_b3, mobilenetv3_large_100)")
+    if config.pretrained:
+        hub = load_pretrained(config.backbone)
+        return _Weights(sha256=hub.sha256, source=f"{hub.tag} ({hub.file})", load=lambda: hub.state_dict,
+                        meta={"weights": "pretrained", "weights_tag": hub.tag,
+                              "weights_revision": hub.revision, "weights_file": str(hub.file)})
+    path = Path(config.weights).expanduser()
+    if not path.is_file():
+        raise DataError(f"--weights {path}: no such file; give a local state dict (.pt/.pth) "
+                        "or .safetensors file, or pretrained")
+    return _Weights(sha256=sha256_file(path), source=str(config.weights),
+                    load=lambda: load_state_dict_file(path), meta={"weights": str(path.resolve())})
+
+
+def _settings(config: PrepareConfig, manifest: Manifest, weights: _Weights | None) -> ExtractSettings:
     mel = LogMelConfig(sample_rate=config.sample_rate, n_mels=config.n_mels)
-    settings = ExtractSettings(backbone=config.backbone, mel=mel, clip_seconds=manifest.clip_seconds,
-                               weights_sha256=weights_sha, random_init=config.random_init)
-    return settings, weights_sha
+    return ExtractSettings(backbone=config.backbone, mel=mel, clip_seconds=manifest.clip_seconds,
+                           weights_sha256=None if weights is None else weights.sha256,
+                           random_init=config.random_init)
 
 
 def _check_writable(path: Path) -> None:
@@ -197,7 +223,8 @@ def prepare_dataset(
     """
     start = time.perf_counter()
     manifest = build_manifest(dataset, root, config.adapter_options())
-    settings, weights_sha = _settings(config, manifest)
+    weights = _weights(config)
+    settings = _settings(config, manifest, weights)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out_path = Path(out) if out is not None else prepared_table_path(dataset, config.backbone, cache_root)
 
@@ -220,13 +247,13 @@ def prepare_dataset(
 
     failures: dict[str, tuple[str, str]] = {}
     if todo:
-        failures = _embed(list(todo.values()), settings, config, cache, runner, progress)
+        failures = _embed(list(todo.values()), settings, config, weights, cache, runner, progress)
     skipped = tuple((cid, failures[k][1]) for cid, k in keys.items() if k in failures)
     if skipped:
         manifest = manifest.without([cid for cid, _ in skipped])
     embeddings = cache.lookup(set(keys.values()))
     X = np.stack([embeddings[keys[c.clip_id]] for c in manifest.clips])  # (N, D)
-    meta = _metadata(manifest, settings, config, weights_sha, skipped, X.shape[1])
+    meta = _metadata(manifest, settings, config, weights, skipped, X.shape[1])
     df = table_from_arrays(X, [c.label for c in manifest.clips], manifest.label_names,
                            [c.fold for c in manifest.clips], [c.group for c in manifest.clips],
                            [c.clip_id for c in manifest.clips])
@@ -238,13 +265,11 @@ def prepare_dataset(
 
 
 def _embed(items: Sequence[WorkItem], settings: ExtractSettings, config: PrepareConfig,
-           cache: EmbeddingCache, runner: Runner | None, progress: Progress | None
-           ) -> dict[str, tuple[str, str]]:
+           weights: _Weights | None, cache: EmbeddingCache, runner: Runner | None,
+           progress: Progress | None) -> dict[str, tuple[str, str]]:
     """Run the runner over ``items``; returns failures ``{key: (name, message)}`` (skip mode)."""
-    state_dict = None
-    source = str(config.weights) if config.weights is not None else "<random init>"
-    if config.weights is not None:
-        state_dict = load_state_dict_file(config.weights)
+    state_dict = None if weights is None else weights.load()
+    source = "<random init>" if weights is None else weights.source
     if runner is not None and state_dict is not None:
         Embedder(settings, state_dict, source)  # weights that do not fit fail here, before any worker starts
     size = config.batch_size or default_batch_size(settings.backbone)
@@ -272,14 +297,15 @@ def _embed(items: Sequence[WorkItem], settings: ExtractSettings, config: Prepare
 
 
 def _metadata(manifest: Manifest, settings: ExtractSettings, config: PrepareConfig,
-              weights_sha: str | None, skipped: Sequence[tuple[str, str]], dim: int) -> dict[str, object]:
+              weights: _Weights | None, skipped: Sequence[tuple[str, str]], dim: int) -> dict[str, object]:
     meta: dict[str, object] = {
         "dataset": manifest.dataset,
         "root": str(manifest.root),
         "backbone": settings.backbone,
         "embedding_dim": dim,
-        "weights": str(Path(config.weights).expanduser().resolve()) if config.weights else None,
-        "weights_sha256": weights_sha,
+        "weights": None,
+        **({} if weights is None else weights.meta),
+        "weights_sha256": None if weights is None else weights.sha256,
         "random_init": settings.random_init,
         "sample_rate": settings.mel.sample_rate,
         "mel": settings.mel.to_dict(),

@@ -152,7 +152,7 @@ def test_skipping_every_clip_of_a_class_is_an_error(esc50: Path) -> None:
 
 
 def test_timm_backbones_refuse_without_weights(tiny_esc50: Path) -> None:
-    with pytest.raises(ConfigError, match=r"needs its ImageNet weights from a local file: pass --weights FILE"):
+    with pytest.raises(ConfigError, match=r"needs its ImageNet weights: pass --weights pretrained .* or --weights FILE"):
         prepare_dataset("esc50", tiny_esc50, PrepareConfig(backbone="efficientnet_b3"))
     with pytest.raises(ConfigError, match="melstats has no weights"):
         prepare_dataset("esc50", tiny_esc50, PrepareConfig(random_init=True))
