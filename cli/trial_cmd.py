@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,11 +24,13 @@ def trial(
     seed: opt.Seed = 0,
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Measure energy with CodeCarbon.")] = True,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.", min=1)] = 1,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Keep the trained model in this folder (for qmoe export); off by default.")] = None,
     as_json: opt.Json = False,
 ) -> None:
     """Train and measure one model or mixture on one fold; print the results-table row."""
     from qmoe.data.datasets import resolve_table
     from qmoe.spec import TrialSpec
+    from qmoe.export.saved import check_save_dir
     from qmoe.trial import check_spec, run_trial
 
     experts = tuple(m.strip() for m in model.split(","))
@@ -38,8 +41,13 @@ def trial(
                      fold=fold, experts=experts, alpha=alpha, protocol=protocol, seed=seed,
                      measure_energy=energy)
     check_spec(spec, table)  # refuse bad input before any progress output
+    if save is not None:
+        check_save_dir(save)
     stderr.print(f"training {spec.model} on {table.source}, fold {fold} ...")
-    result = run_trial(spec, table, threads=threads)
+    result = run_trial(spec, table, threads=threads, save_dir=save)
+    if save is not None:
+        size = sum(f.stat().st_size for f in save.iterdir())
+        stderr.print(f"saved the trained model in {save} ({size / 1e6:.2f} MB): qmoe export {save} --out model.qmoe")
     if as_json:
         print(result.record.to_json())
     else:

@@ -7,6 +7,7 @@ import logging
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from torch import nn
 
 from qmoe.data.splits import train_val_test_indices
 from qmoe.data.table import EmbeddingTable
+from qmoe.export.saved import check_save_dir, save_trial_model
 from qmoe.errors import ConfigError, UnknownNameError
 from qmoe.measure import (KG_TO_G, KG_TO_UG, KWH_TO_MJ, KWH_TO_WH, EnergyMeter, measure_latency,
                           measure_throughput, peak_rss_mb, reset_peak_rss, torch_threads)
@@ -65,6 +67,14 @@ def build_model(spec: TrialSpec, in_dim: int, n_classes: int) -> nn.Module:
                             mc_samples=cfg.mc_samples, temperature=cfg.temperature)
 
 
+def standard_stats(table: EmbeddingTable, train_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows' float64 (mean, std) per feature; a constant feature gets std 1."""
+    mean = table.X[train_idx].mean(axis=0, dtype=np.float64)
+    std = table.X[train_idx].std(axis=0, dtype=np.float64)
+    std[std < 1e-8] = 1.0
+    return mean, std
+
+
 def standardise(table: EmbeddingTable, train_idx: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
     """Rows standardised with the training rows' mean and std, as a float32 tensor.
 
@@ -73,26 +83,29 @@ def standardise(table: EmbeddingTable, train_idx: np.ndarray, rows: np.ndarray |
         train_idx: the rows whose statistics are used.
         rows: the rows to return (in this order); None = every row of the table.
     """
-    mean = table.X[train_idx].mean(axis=0, dtype=np.float64)
-    std = table.X[train_idx].std(axis=0, dtype=np.float64)
-    std[std < 1e-8] = 1.0
+    mean, std = standard_stats(table, train_idx)
     x = table.X if rows is None else table.X[rows]
     return torch.from_numpy(((x - mean) / std).astype(np.float32))
 
 
-def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1) -> TrialResult:
+def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1,
+              save_dir: str | Path | None = None) -> TrialResult:
     """Train and measure one trial; identical inputs give identical quality metrics.
 
     Args:
         spec: what to train (model, fold, alpha, protocol, seed, hyper-parameters).
         table: the embedding table.
         threads: torch intra-op threads for training (latency is always timed on one).
+        save_dir: keep the trained model in this folder (:mod:`qmoe.export.saved`; replaced
+            if a previous save is there), for ``qmoe export``. None: keep nothing.
 
     Raises:
         QmoeError: bad spec for this table (unknown quantizer, missing fold, ...).
         TrainingError: the loss diverged.
     """
     check_spec(spec, table)
+    if save_dir is not None:
+        check_save_dir(save_dir)  # before training, not after
     cfg = spec.train
     assert cfg is not None
     started = now_iso()
@@ -147,6 +160,8 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1) -> Tr
         samples = routing_samples(out, names, table.clip_ids[split.test], y_test, y_pred)
         summary, entropy = routing_summary(samples, names)
         routing = {"routing": json.dumps(summary, sort_keys=True), "routing_entropy": entropy}
+    if save_dir is not None:
+        _save(save_dir, spec, table, split.train, split.test, model, out, y_pred)
 
     record = TrialRecord(
         **TrialRecord.identity(spec),
@@ -162,3 +177,18 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1) -> Tr
         epochs=result.epochs, best_epoch=result.best_epoch, **energy, **routing,
         status="ok", node=platform.node(), started_at=started, finished_at=now_iso())
     return TrialResult(record=record, samples=samples)
+
+
+def _save(path: str | Path, spec: TrialSpec, table: EmbeddingTable, train_idx: np.ndarray,
+          test_idx: np.ndarray, model: nn.Module, out: object, y_pred: np.ndarray) -> None:
+    """Keep the trained model and what its export needs (see :mod:`qmoe.export.saved`)."""
+    mean, std = standard_stats(table, train_idx)
+    test: dict[str, object] = {"clip_id": [str(c) for c in table.clip_ids[test_idx]],
+                               "pred": [int(p) for p in y_pred]}
+    if isinstance(out, MoEOutput):
+        test["expert"] = [int(e) for e in out.selected[:, 0].tolist()]
+    source = {"source": table.source, "dataset": table.meta.get("dataset", spec.dataset),
+              "content_hash": table.content_hash(), "backbone": table.meta.get("backbone")}
+    size = save_trial_model(path, spec=spec, model=model, mean=mean, std=std,
+                            class_names=tuple(table.label_names), table=source, test=test)
+    log.info("saved the trained model of trial %s in %s (%d bytes)", spec.trial_key, path, size)

@@ -1,0 +1,1 @@
+"""Run an exported model (``.qmoe``) without torch: numpy and the compiled numba kernels."""
