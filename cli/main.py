@@ -36,7 +36,7 @@ def _root(
 
 def _register_commands() -> None:
     # Each module adds its commands to `app`; imported here so `cli.main` is the one entry.
-    from cli import data_cmd, trial_cmd  # noqa: F401
+    from cli import data_cmd, export_cmd, trial_cmd  # noqa: F401
 
     for optional in ("cli.sweep_cmd", "cli.report_cmd", "cli.bench_cmd", "cli.tune_cmd"):
         try:

@@ -202,8 +202,9 @@ def load_saved_trial(path: str | Path) -> SavedTrial:
         spec = spec_from_json(info["spec"])
         key, seed, in_dim = str(info["trial_key"]), int(info["deploy_seed"]), int(info["in_dim"])
         names = tuple(str(n) for n in info["class_names"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(f"{info_path}: incomplete ({type(err).__name__}: {err}); save the trial again") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
+        reason = f"{type(err).__name__}: {err}" if not isinstance(err, ConfigError) else str(err)
+        raise DataError(f"{info_path}: incomplete or invalid ({reason}); save the trial again") from None
     if spec.trial_key != key:
         raise DataError(f"{info_path}: its spec hashes to trial key {spec.trial_key}, not the stored {key}; "
                         "the file was edited or written by another qmoe version")

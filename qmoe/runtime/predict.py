@@ -1,0 +1,154 @@
+"""``qmoe predict``: an exported model over a table's rows, and what that costs the process.
+
+Torch-free, as the rest of :mod:`qmoe.runtime`: numpy, pyarrow and the compiled kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qmoe.errors import ConfigError
+from qmoe.runtime.model import load
+from qmoe.runtime.table import read_rows
+
+#: Timed batch-1 calls of ``--stats`` (after warm-up), as the trials time them (DESIGN §6).
+LATENCY_RUNS = 200
+WARMUP_RUNS = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictStats:
+    """What running the model cost this process.
+
+    Attributes:
+        file_bytes: size of the ``.qmoe`` file.
+        startup_s: process start -> model loaded and ready (interpreter, imports, load).
+        load_s: reading, validating and lowering the file (part of ``startup_s``).
+        latency_p50_us, latency_p99_us, latency_mean_us: one row per call, one thread.
+        peak_rss_mb: the process's peak resident memory (MiB), after predicting every row.
+        torch_imported: whether torch was in ``sys.modules`` (it must not be).
+    """
+
+    file_bytes: int
+    startup_s: float | None
+    load_s: float
+    latency_p50_us: float
+    latency_p99_us: float
+    latency_mean_us: float
+    peak_rss_mb: float
+    torch_imported: bool
+
+    def render(self) -> str:
+        start = "-" if self.startup_s is None else f"{self.startup_s:.2f} s"
+        return (f"file {self.file_bytes / 1000:.1f} KB | start-up {start} (load {self.load_s * 1e3:.0f} ms) | "
+                f"batch-1 latency p50 {self.latency_p50_us:.1f} us, p99 {self.latency_p99_us:.1f} us | "
+                f"peak RSS {self.peak_rss_mb:.0f} MB | torch imported: {'yes' if self.torch_imported else 'no'}")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PredictResult:
+    """The predictions (a pyarrow table: clip_id, pred, label_name[, expert]), accuracy when
+    the table has labels, and the stats when asked for."""
+
+    table: Any  # pyarrow.Table
+    accuracy: float | None
+    stats: PredictStats | None
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (MiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def batch1_latency_us(model: Any, X: np.ndarray, runs: int = LATENCY_RUNS) -> np.ndarray:
+    """Microseconds of ``runs`` one-row predictions (rows cycled), after a warm-up."""
+    rows = [np.ascontiguousarray(X[i: i + 1]) for i in range(min(len(X), runs))]  # (1, D) each
+    for i in range(WARMUP_RUNS):
+        model.predict(rows[i % len(rows)])
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter_ns()
+        model.predict(rows[i % len(rows)])
+        times[i] = (time.perf_counter_ns() - t0) / 1e3
+    return times
+
+
+def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, ...] | None = None,
+                 stats: bool = False) -> PredictResult:
+    """Load ``model_path``, predict every row of ``data`` (of ``folds``), optionally measure.
+
+    Raises:
+        QmoeError: a bad model file or table (one line).
+    """
+    import pyarrow as pa
+
+    t0 = time.perf_counter()
+    model = load(model_path)
+    load_s = time.perf_counter() - t0
+    startup = process_age_s()
+    rows = read_rows(data, model.in_dim, folds=folds)
+    pred = model.predict(rows.X)
+    columns = {"clip_id": pa.array(rows.clip_ids.tolist(), pa.string()),
+               "pred": pa.array(pred.labels, pa.int64()),
+               "label_name": pa.array([model.class_names[i] for i in pred.labels], pa.string())}
+    if pred.experts is not None:
+        columns["expert"] = pa.array([model.expert_names[i] for i in pred.experts], pa.string())
+    accuracy = None if rows.labels is None else float((rows.labels == pred.labels).mean())
+    measured = None
+    if stats:
+        lat = batch1_latency_us(model, rows.X)
+        measured = PredictStats(
+            file_bytes=Path(model_path).expanduser().stat().st_size, startup_s=startup, load_s=load_s,
+            latency_p50_us=float(np.percentile(lat, 50)), latency_p99_us=float(np.percentile(lat, 99)),
+            latency_mean_us=float(lat.mean()), peak_rss_mb=peak_rss_mib(), torch_imported="torch" in sys.modules)
+    return PredictResult(table=pa.table(columns), accuracy=accuracy, stats=measured)
+
+
+def write_predictions(table: Any, out: str | Path) -> Path:
+    """Write the predictions as CSV or Parquet (by ``out``'s suffix), atomically.
+
+    Raises:
+        ConfigError: another suffix, or an unwritable location.
+    """
+    import uuid
+
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    out = Path(out).expanduser()
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {out}: give a .csv or .parquet file")
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            pcsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"--out {out}: cannot write ({err.strerror or err}); pick a writable location") from None
+    return out
