@@ -43,8 +43,10 @@ def predict(
     stats: Annotated[bool, typer.Option("--stats", help="Print file size, start-up, load time, batch-1 latency and peak RSS on stderr.")] = False,
 ) -> None:
     """Predict every row of a table with an exported model, without torch."""
-    from qmoe.runtime.predict import predict_file, write_predictions
+    from qmoe.runtime.predict import check_out, predict_file, write_predictions
 
+    if out is not None:
+        check_out(out)
     result = predict_file(model, data, folds=None if fold is None else (fold,), stats=stats)
     if out is not None:
         write_predictions(result.table, out)

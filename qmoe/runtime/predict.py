@@ -125,6 +125,18 @@ def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, 
     return PredictResult(table=pa.table(columns), accuracy=accuracy, stats=measured)
 
 
+def check_out(out: str | Path) -> Path:
+    """``--out`` as a predictions file, refused before any work if its suffix is unknown.
+
+    Raises:
+        ConfigError: not ``.csv`` or ``.parquet``.
+    """
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {out}: give a .csv or .parquet file")
+    return out
+
+
 def write_predictions(table: Any, out: str | Path) -> Path:
     """Write the predictions as CSV or Parquet (by ``out``'s suffix), atomically.
 
@@ -136,10 +148,8 @@ def write_predictions(table: Any, out: str | Path) -> Path:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    out = Path(out).expanduser()
+    out = check_out(out)
     suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ConfigError(f"--out {out}: give a .csv or .parquet file")
     tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

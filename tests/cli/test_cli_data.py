@@ -91,7 +91,7 @@ BAD = [
     (["quinn", "--root", "{esc50}"], "is not a Quinn folder"),
     (["esc50", "--root", "{missing}"], "3 of 30 files named in column 'filename' are missing under"),
     (["esc50", "--root", "{broken}"], "4-100004-A-0.wav: unreadable audio"),
-    (["esc50", "--root", "{esc50}", "--backbone", "efficientnet_b3"], "pass --weights FILE"),
+    (["esc50", "--root", "{esc50}", "--backbone", "efficientnet_b3"], "pass --weights pretrained"),
     (["esc50", "--root", "{esc50}", "--backbone", "efficientnet_b3", "--weights", "{weights}"],
      "does not match backbone efficientnet_b3"),
     (["esc50", "--root", "{esc50}", "--backbone", "resnet50"], "unknown backbone 'resnet50'; known:"),
