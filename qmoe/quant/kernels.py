@@ -61,24 +61,26 @@ else:
     _IMPORT_ERROR = None
 
 
-def _host_has_avx512bw() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 BW (``vpermw``): its target CPU's features
-    (``NUMBA_CPU_FEATURES`` when set, else the host's)."""
+def target_cpu() -> tuple[str, frozenset[str]]:
+    """The CPU numba compiles for and its enabled features, decided as numba decides them:
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` where set, else the host's. An empty
+    ``NUMBA_CPU_FEATURES`` leaves the features to the CPU name, which LLVM knows and this
+    function does not: none are reported then, so the kernels take their portable paths."""
     if numba is None:
-        return False
+        return "", frozenset()
+    import llvmlite.binding as llvm
     from numba.core import config
 
-    features = config.CPU_FEATURES or ""
-    if not features and not config.CPU_NAME:
-        import llvmlite.binding as llvm
-
+    name = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = config.CPU_FEATURES
+    if features is None:
         features = llvm.get_host_cpu_features().flatten()
-    return "+avx512bw" in features.split(",")
+    return name, frozenset(f[1:] for f in features.split(",") if f.startswith("+"))
 
 
 #: The table kernel (:func:`lut_acc`) runs where ``vpermw`` exists; elsewhere the bit-serial
 #: layers keep the word-major planes of :func:`bitserial_acc`.
-HAS_VPERMW = _host_has_avx512bw()
+HAS_VPERMW = "avx512bw" in target_cpu()[1]
 
 #: ints per layer record of ``meta``:
 #: ``d_in, n_out, w_offset, f_offset, relu, p0, p1, p2, p3, p4`` (p* are family parameters:

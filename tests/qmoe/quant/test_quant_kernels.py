@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -98,3 +99,19 @@ def test_lean_call_equals_the_general_path(name: str) -> None:
     assert y1.data_ptr() != y2.data_ptr() and torch.equal(y1, y1_copy)  # outputs never shared
     assert torch.equal(expert(x.requires_grad_()), fast)
     assert expert(torch.empty(0, 200)).shape == (0, 10)
+
+
+def test_kernels_take_the_path_of_the_cpu_numba_compiles_for() -> None:
+    """The path is chosen by what numba compiles for, not by the host: ``make test`` runs the
+    kernel tests again for haswell (AVX2, no AVX-512; ``QMOE_TEST_CPU=haswell``) from an empty
+    numba cache, so the non-AVX-512 path is tested for real on an AVX-512 machine too."""
+    from numba.core.registry import cpu_target
+
+    _, name, features = cpu_target.target_context.codegen().magic_tuple()
+    cpu, enabled = kernels.target_cpu()
+    assert cpu == name
+    assert enabled == {f[1:] for f in features.split(",") if f.startswith("+")}
+    assert kernels.HAS_VPERMW == ("avx512bw" in enabled)
+    expected = os.environ.get("QMOE_TEST_CPU")
+    if expected:
+        assert cpu == expected and not kernels.HAS_VPERMW
