@@ -29,8 +29,29 @@ demo: $(STAMP)
 		$(VENV)/bin/qmoe sweep alpha --values 0.02,0.2,0.3 --name $(DEMO); \
 	fi; status=$$?; $(VENV)/bin/qmoe report $(DEMO) && exit $$status
 
+# `make test` (what CI runs): the quick suite, then the kernel tests three times more, each
+# from an empty numba cache (a machine's first use): compiled for haswell (AVX2, no AVX-512),
+# for x86-64 (no vector extension) and for this machine's CPU. So every kernel path a CPU can
+# take is tested on any machine that has it, and the portable ones on every machine.
+KERNEL_TESTS := tests/qmoe/native
+# haswell's features, listed (an empty list would hide them from qmoe.native.target)
+HASWELL_FEATURES := +64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+crc32,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt
+
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" -q
+	$(MAKE) --no-print-directory test-kernels
+
+.PHONY: test-kernels
+test-kernels: $(STAMP)
+	@cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && set -e && \
+	echo "kernel tests compiled for haswell (AVX2, no AVX-512), empty numba cache" && \
+	NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES='$(HASWELL_FEATURES)' QMOE_TEST_CPU=haswell \
+		NUMBA_CACHE_DIR="$$cache/haswell" $(VENV)/bin/pytest -m "not slow" -q $(KERNEL_TESTS) && \
+	echo "kernel tests compiled for x86-64 (no vector extension), empty numba cache" && \
+	NUMBA_CPU_NAME=x86-64 NUMBA_CPU_FEATURES= QMOE_TEST_CPU=x86-64 \
+		NUMBA_CACHE_DIR="$$cache/x86-64" $(VENV)/bin/pytest -m "not slow" -q $(KERNEL_TESTS) && \
+	echo "kernel tests compiled for this CPU, empty numba cache" && \
+	NUMBA_CACHE_DIR="$$cache/host" $(VENV)/bin/pytest -m "not slow" -q $(KERNEL_TESTS)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -m "slow" -q

@@ -130,7 +130,7 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1,
             result = fit(model, x_train, y_train, x_val, y_val, cfg,
                          n_classes=table.n_classes, seed=seed)
 
-    deployed = deploy(model)
+    deployed = deploy(model, seed=seed)  # the mixture freezes its router masks from the trial seed
     with torch.no_grad(), torch_threads(threads):
         out = deployed(x_test)
     logits = out.logits if isinstance(out, MoEOutput) else out

@@ -94,3 +94,10 @@ class MixtureOfExperts(nn.Module):
     def forward(self, z: torch.Tensor) -> MoEOutput:
         expert_logits = torch.stack([e(z) for e in self.experts], dim=1)  # (B, N, C)
         return self.route(z, expert_logits)
+
+    def deploy_native(self, seed: int) -> nn.Module:
+        """The deployed mixture (:class:`~qmoe.models.deployed.DeployedMixture`): experts,
+        router with its Monte-Carlo masks frozen from ``seed``, and curiosity in one native call."""
+        from qmoe.models.deployed import DeployedMixture
+
+        return DeployedMixture(self, seed).eval().requires_grad_(False)

@@ -6,8 +6,8 @@ The layer trains in float. At deployment (DESIGN §3, popcount):
   *inputs*, which are standardised features (first layer) or ReLU outputs (later layers);
 - weights: ``w_b = +1 where W >= 0 else -1`` — binarised by *sign*, not by ``tau``: trained
   weights have magnitude ~0.02, so an absolute 0.05 threshold would make nearly all of them -1;
-- ``dot = d - 2 * popcount(x_b XOR w_b)`` on packed uint64 words (numba kernel,
-  :class:`~qmoe.quant.packed.BinaryPackedLinear`);
+- ``dot = d - 2 * popcount(x_b XOR w_b)`` on packed uint64 words (the native ``binary``
+  layer, :mod:`qmoe.quant.packed`);
 - ``y = dot * (alpha_j * beta) + b_j`` with ``alpha_j = mean|W_j|`` per output channel and
   ``beta = mean|x|`` per sample (float32, summed left to right).
 
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from qmoe.errors import ConfigError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import QuantLinear
-from qmoe.quant.packed import BinaryPackedLinear, load_kernels
+from qmoe.quant.packed import packed_linear
 from qmoe.quant.primitives import sign_pm1
 
 
@@ -59,7 +59,9 @@ def binary_rescale(dot: np.ndarray, x: np.ndarray, alpha: np.ndarray, bias: np.n
     Returns:
         (B, N) float32.
     """
-    beta = load_kernels().mean_abs_rows(np.ascontiguousarray(x, dtype=np.float32))  # (B, 1)
+    from qmoe.native.kernels import load
+
+    beta = load().mean_abs_rows(np.ascontiguousarray(x, dtype=np.float32))  # (B, 1)
     y = dot.astype(np.float32)  # (B, N)
     y *= beta * alpha
     if bias is not None:
@@ -81,7 +83,7 @@ def binary_float_reference(layer_weight: Tensor, bias: Tensor | None, x: Tensor,
         tau: input threshold.
 
     Returns:
-        (..., N) float32 outputs; :class:`BinaryPackedLinear` returns exactly the same.
+        (..., N) float32 outputs; the deployed layer returns exactly the same.
     """
     n, d = layer_weight.shape
     x2 = _as_rows(x, d)  # (B, D)
@@ -145,7 +147,8 @@ class BinaryConfig(QuantConfig):
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
         bias = None if layer.bias is None else layer.bias.detach()
-        return BinaryPackedLinear(layer.weight.detach(), bias, self.tau, config=self)
+        weight = layer.weight.detach()
+        return packed_linear("binary", sign_pm1(weight), bias, self, rescale=binary_alpha(weight), tau=self.tau)
 
     def reference_linear(self, layer: QuantLinear) -> nn.Module:
         return BinaryFloatLinear(layer.weight, layer.bias, self.tau, self)

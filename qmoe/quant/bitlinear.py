@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from qmoe.errors import ConfigError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
-from qmoe.quant.packed import BitSerialLinear, Int8Linear
+from qmoe.quant.packed import packed_linear
 from qmoe.quant.primitives import EPS, quant_ste, sign_pm1_
 
 #: Bit widths BitLinear supports.
@@ -119,17 +119,12 @@ class BitLinearConfig(QuantConfig):
         return bitlinear_int(weight, self.bits)
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
-        """q1: one bit-plane, q2: two bit-planes (bit-serial popcount); q4, q8: int8 kernel;
-        q16: float (its 16-bit grid as float32 weights, 8-bit activation fake-quant)."""
-        if self.bits == 16:
-            return FakeQuantLinear.from_quant_linear(layer)
+        """q1: one bit-plane (``pm1``), q2: two (``int2``); q4, q8: ``int8``; q16: ``q16``
+        (int16 weights), all against 8-bit activations, one scale ``s`` per layer."""
         q, scales = layer.int_weight()
-        rscale = scales["scale"].float().expand(layer.out_features)  # (N,) one scale per layer
+        kind = {1: "pm1", 2: "int2", 16: "q16"}.get(self.bits, "int8")
         bias = None if layer.bias is None else layer.bias.detach()
-        if self.bits <= 2:
-            kind = "pm1" if self.bits == 1 else "int2"
-            return BitSerialLinear.from_int(q, kind, rscale, bias, self)
-        return Int8Linear(q, rscale, bias, self)
+        return packed_linear(kind, q, bias, self, rescale=scales["scale"].float())
 
     def reference_linear(self, layer: QuantLinear) -> nn.Module:
         return FakeQuantLinear.from_quant_linear(layer)

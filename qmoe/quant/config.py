@@ -130,20 +130,17 @@ class FP32Config(QuantConfig):
         return 32.0
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
-        out = _float_linear(layer, layer.weight.detach())
+        from qmoe.quant.packed import packed_linear
+
+        bias = None if layer.bias is None else layer.bias.detach()
+        return packed_linear("fp32", layer.weight.detach(), bias, self)
+
+    def reference_linear(self, layer: QuantLinear) -> nn.Module:
+        out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        out.load_state_dict({k: v.detach() for k, v in layer.state_dict().items()})
         out.form = "torch-fp32"
+        out.config = self
         return out
-
-
-def _float_linear(layer: nn.Linear, weight: Tensor) -> nn.Linear:
-    """A plain ``nn.Linear`` with ``weight`` and the layer's bias, tagged with its config."""
-    out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
-    out.weight.data.copy_(weight)
-    if layer.bias is not None:
-        out.bias.data.copy_(layer.bias.detach())
-    out.config = layer.config
-    return out
 
 
 #: Named quantizer configs: ``fp32, q1, q2, q4, q8, q16, bitnet, ptq8, binary``.

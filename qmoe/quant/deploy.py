@@ -1,27 +1,17 @@
 """Turn a trained model into the function actually deployed.
 
-Every :class:`~qmoe.quant.layers.QuantLinear` is replaced by its config's deployed form, then
-every ``nn.Sequential`` of packed layers of one kind (an expert's MLP) is fused into one
-:class:`~qmoe.quant.fused.PackedMLP` (one compiled call per expert):
-
-=================  ===========================================  ============================
-config             deployed layer                               ``form``
-=================  ===========================================  ============================
-fp32               ``nn.Linear``                                ``torch-fp32``
-q16                :class:`FakeQuantLinear` (16-bit grid as     ``torch-fakequant-q16``
-                   float32, 8-bit activation fake-quant)
-q4, q8, ptq8       :class:`Int8Linear` (int8 x int8 -> int32)   ``numba-int8-dot``
-q1, q2, bitnet     :class:`BitSerialLinear` (weight bit-planes  ``numba-bitserial-popcount``
-                   x int8 activations: table lookups with
-                   AVX-512 BW, else AND + popcount)
-binary             :class:`BinaryPackedLinear` (XNOR + popcount) ``numba-xnor-popcount``
-=================  ===========================================  ============================
+Every :class:`~qmoe.quant.layers.QuantLinear` is replaced by its config's deployed layer (a
+torch wrapper over a canonical :class:`qmoe.native.Layer`, :mod:`qmoe.quant.packed`), then every
+``nn.Sequential`` of deployed layers (an expert's MLP) is fused into one
+:class:`~qmoe.quant.fused.PackedMLP` (one native call per expert). A model that knows its own
+deployed form (``deploy_native(seed)``: the mixture, whose router, experts and curiosity run as
+one :class:`qmoe.native.NativeMixture`) provides it itself.
 
 ``deploy(model, reference=True)`` gives instead the float *reference* forms, which compute
 the same quantized values with float torch ops (the QAT eval forward for q{k} and bitnet;
 the int8-rounded weights with 8-bit activations for ptq8; float ±1 matrices for binary).
-The integer forms' dot products equal the reference's integers exactly; their outputs
-differ from it only by float32 rounding (the tests check both, and equal predictions).
+The integer forms' dot products equal the reference's integers exactly; their outputs differ
+from it only by float32 rounding (the tests check both, and equal predictions).
 """
 
 from __future__ import annotations
@@ -30,28 +20,32 @@ import copy
 
 from torch import nn
 
-from qmoe.quant.layers import QuantLinear
 from qmoe.quant.fused import fuse_mlps
+from qmoe.quant.layers import QuantLinear
 
-#: ``form`` of a plain float ``nn.Linear`` that no quantizer produced (e.g. a router).
+#: ``form`` of a plain float ``nn.Linear`` that no quantizer produced.
 PLAIN_FORM = "torch-fp32"
 
 
-def deploy(model: nn.Module, *, reference: bool = False) -> nn.Module:
-    """A deployed copy of ``model``: deep copy, eval mode, no gradients, every
-    :class:`QuantLinear` replaced by its deployed form and MLPs of packed layers fused.
-    ``model`` itself is untouched.
+def deploy(model: nn.Module, *, reference: bool = False, seed: int = 0) -> nn.Module:
+    """A deployed copy of ``model``: eval mode, no gradients, every :class:`QuantLinear`
+    replaced by its deployed form and MLPs fused. ``model`` itself is untouched.
 
     Args:
         model: any module (or a single :class:`QuantLinear`).
-        reference: build the float reference forms instead of the integer/packed ones.
+        reference: build the float reference forms instead of the native ones.
+        seed: the deployment's own randomness (the mixture's frozen Monte-Carlo dropout
+            masks, :func:`qmoe.native.frozen_masks`); a trial passes its seed.
 
     Returns:
         The deployed module (inference only: a Dropout inside a fused MLP is dropped).
 
     Raises:
-        QmoeError: numba is missing (packed forms only).
+        QmoeError: numba is missing (native forms only).
     """
+    native = getattr(model, "deploy_native", None)
+    if native is not None and not reference:
+        return native(seed=seed)
     deployed = copy.deepcopy(model)
     if isinstance(deployed, QuantLinear):
         deployed = _deploy_linear(deployed, reference)
@@ -87,13 +81,12 @@ def deploy_form(model: nn.Module) -> str:
     forms: list[str] = []
     for module in model.modules():
         if hasattr(module, "form"):
-            form = str(module.form)
+            tags = str(module.form).split(",")
         elif isinstance(module, QuantLinear):
-            form = f"qat-{module.config.name}"
+            tags = [f"qat-{module.config.name}"]
         elif type(module) is nn.Linear:
-            form = PLAIN_FORM
+            tags = [PLAIN_FORM]
         else:
             continue
-        if form not in forms:
-            forms.append(form)
+        forms += [t for t in tags if t not in forms]
     return ",".join(forms)

@@ -2,7 +2,7 @@
 
 The weights are rounded to int8 by PyTorch's dynamic quantization (per tensor, symmetric:
 one scale, zero point 0). The deployed layer is the int8 kernel of
-:class:`~qmoe.quant.packed.Int8Linear`: activations quantized to int8 per *sample* (absmax,
+``int8`` layer (:mod:`qmoe.quant.packed`): activations quantized to int8 per *sample* (absmax,
 as the QAT forms), int32 accumulation. (PyTorch's own dynamic int8 Linear quantizes the
 activations per *batch*, so a sample's output depends on its batch mates, and it is no faster
 than float at batch 1; :func:`dynamic_int8_linear` keeps it for comparison in ``qmoe bench``.)
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from qmoe.errors import QmoeError
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
-from qmoe.quant.packed import Int8Linear
+from qmoe.quant.packed import packed_linear
 
 #: ``form`` of PyTorch's dynamic int8 Linear (the comparison row of ``qmoe bench``).
 TORCH_DYNAMIC_FORM = "torch-dynamic-int8"
@@ -77,7 +77,7 @@ class Int8PTQConfig(QuantConfig):
         if int(scales["zero_point"]) != 0:  # symmetric per-tensor quantization gives 0
             raise QmoeError(f"ptq8: weight zero point {int(scales['zero_point'])} != 0 is not supported")
         bias = None if layer.bias is None else layer.bias.detach()
-        return Int8Linear(q, scales["scale"].expand(layer.out_features), bias, self)
+        return packed_linear("int8", q, bias, self, rescale=scales["scale"])
 
     def reference_linear(self, layer: QuantLinear) -> nn.Module:
         bias = None if layer.bias is None else layer.bias.detach()

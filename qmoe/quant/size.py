@@ -98,19 +98,15 @@ def model_size_bytes(model: nn.Module) -> int:
 def bytes_read(model: nn.Module) -> int:
     """Bytes of weights, scales and biases one inference of a *deployed* model reads.
 
-    What the kernels really read, which is not always the stored size: packed layers count
-    their arrays (q4 is read as int8), float layers 4 bytes per weight and bias, torch's
-    dynamic int8 Linear 1 byte per weight. The basis of ``qmoe bench``'s memory floors.
+    What the kernels really read, which is not always the stored size: native forms count
+    their arrays (with their layouts' padding), torch float layers 4 bytes per weight and
+    bias, torch's dynamic int8 Linear 1 byte per weight. The basis of ``qmoe bench``'s floors.
     """
-    from qmoe.quant.packed import PackedLinear
-
-    total = 0
-    for module in model.modules():
-        if isinstance(module, PackedLinear):
-            total += module.nbytes_read
-        elif isinstance(module, nn.Linear):
-            total += sum(t.nbytes for t in (module.weight, module.bias) if t is not None)
-        elif callable(getattr(module, "weight", None)) and hasattr(module, "in_features"):
-            weight, bias = module.weight(), module.bias()  # torch.ao dynamic int8 Linear
-            total += weight.numel() * weight.element_size() + (bias.nbytes if bias is not None else 0)
-    return total
+    if hasattr(model, "nbytes_read"):  # a native form: what its kernels read
+        return int(model.nbytes_read)
+    if isinstance(model, nn.Linear):
+        return sum(t.nbytes for t in (model.weight, model.bias) if t is not None)
+    if callable(getattr(model, "weight", None)) and hasattr(model, "in_features"):
+        weight, bias = model.weight(), model.bias()  # torch.ao dynamic int8 Linear
+        return weight.numel() * weight.element_size() + (bias.nbytes if bias is not None else 0)
+    return sum(bytes_read(child) for child in model.children())

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
-from qmoe.quant.packed import BitSerialLinear
+from qmoe.quant.packed import packed_linear
 from qmoe.quant.primitives import EPS
 
 
@@ -99,10 +99,10 @@ class TernaryConfig(QuantConfig):
         return q.to(torch.int8), {"alpha": params["alpha"]}
 
     def deploy_linear(self, layer: QuantLinear) -> nn.Module:
-        """Plus and minus bit-planes against 8-bit activations (bit-serial popcount)."""
+        """Plus and minus bit-planes (``ternary``) against 8-bit activations, rescaled by ``alpha``."""
         q, scales = layer.int_weight()
         bias = None if layer.bias is None else layer.bias.detach()
-        return BitSerialLinear.from_int(q, "ternary", scales["alpha"], bias, self)
+        return packed_linear("ternary", q, bias, self, rescale=scales["alpha"])
 
     def reference_linear(self, layer: QuantLinear) -> nn.Module:
         return FakeQuantLinear.from_quant_linear(layer)

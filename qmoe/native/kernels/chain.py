@@ -1,0 +1,167 @@
+"""One sample through a chain of layers, and a mixture's routing: the bodies of the drivers.
+
+:func:`run_layer` dispatches a layer record (:mod:`qmoe.native.layout`) to its activation
+preparation, dot kernel (:mod:`.dots`) and rescale (:mod:`.act`); :func:`run_chain` runs
+consecutive records; :func:`route` turns the experts' logits and the router's Monte-Carlo
+passes into the mixture's output. Compiled into the drivers (:mod:`.drivers`), never alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, quantize_row, rescale,
+                                     rescale_binary)
+from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
+                                      dots_lut16, dots_lut32, dots_planes, dots_q16, dots_xnor)
+from qmoe.native.layout import (D_IN, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, KIND, LUT16, LUT32,
+                                N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, W_OFF, XNOR)
+
+#: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
+LOG_EPS = 1e-12
+
+
+@njit(inline="always")
+def aligned(n_bytes):  # noqa: ANN001, ANN201
+    """``n_bytes`` of scratch starting on a 64-byte boundary (aligned vector loads)."""
+    raw = np.empty(n_bytes + 64, np.uint8)
+    off = (64 - raw.ctypes.data % 64) % 64
+    return raw[off: off + n_bytes]
+
+
+@njit(inline="always")
+def max_width(meta):  # noqa: ANN001, ANN201
+    """The widest layer input or output, rounded up to whole 64-value words, plus one word."""
+    widest = 64
+    for r in range(0, meta.shape[0], REC):
+        widest = max(widest, meta[r + D_IN], meta[r + N_OUT])
+    return (widest + 63) // 64 * 64 + 64
+
+
+@njit
+def run_layer(r, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa: ANN001, ANN201
+    """Layer record ``r`` on one sample: float32 ``h[:d]`` -> ``y[:n]``."""
+    kind, d, n = meta[r + KIND], meta[r + D_IN], meta[r + N_OUT]
+    w_off, f_off, relu = meta[r + W_OFF], meta[r + F_OFF], meta[r + RELU] != 0
+    p0, p1, p2, p3 = meta[r + P0], meta[r + P1], meta[r + P2], meta[r + P3]
+    if kind == FLOAT:
+        dots_float(h, d, n, w, w_off, accf)
+        bias_relu(accf, fp, f_off, n, relu, y)
+    elif kind == XNOR:
+        nw = binary_bits(h, d, fp[f_off + 2 * n], words)
+        beta = mean_abs(h, d)
+        dots_xnor(words, nw, d, n, w, w_off, acc)
+        rescale_binary(acc, fp, f_off, n, beta, relu, y)
+    else:  # 8-bit activations
+        s, xsum = quantize_row(h, d, xq)
+        for i in range(d, d + 64):  # every layout reads zeros past d
+            xq[i] = 0
+        if kind == INT8_AVX2:
+            dots_int8_avx2(xq, d, n, w, w_off, p0, p1, p2, xa, a32)
+            rescale(a32, fp, f_off, n, s, relu, y)
+        elif kind == INT4_AVX2:
+            dots_int4_avx2(xq, xsum, d, n, w, w_off, p0, p1, a32)
+            rescale(a32, fp, f_off, n, s, relu, y)
+        elif kind == INT8:
+            dots_int8_plain(xq, d, n, w, w_off, a32)
+            rescale(a32, fp, f_off, n, s, relu, y)
+        else:
+            if kind == LUT16:
+                dots_lut16(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, tab, a32, acc)
+            elif kind == LUT32:
+                dots_lut32(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, tab, a32, acc)
+            elif kind == PLANES:
+                dots_planes(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, words, acc)
+            elif kind == Q16:
+                dots_q16(xq, d, n, w, w_off, a32, acc)
+            rescale(acc, fp, f_off, n, s, relu, y)
+
+
+@njit
+def run_chain(first, count, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa: ANN001, ANN201
+    """Records ``first .. first + count - 1`` on one sample in ``h``; returns the buffer (``h``
+    or ``y``) that holds the last layer's output."""
+    for k in range(count):
+        run_layer((first + k) * REC, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+        h, y = y, h
+    return h
+
+
+@njit(inline="always")
+def softmax64(v, n, temperature, out):  # noqa: ANN001, ANN201
+    """``softmax(v[:n] / temperature)`` in float64 into ``out[:n]``."""
+    m = -np.inf
+    for j in range(n):
+        m = max(m, np.float64(v[j]) / temperature)
+    total = 0.0
+    for j in range(n):
+        out[j] = np.exp(np.float64(v[j]) / temperature - m)
+        total += out[j]
+    for j in range(n):
+        out[j] /= total
+
+
+@njit(inline="always")
+def route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out):  # noqa: ANN001, ANN201
+    """One sample's mixture output from its experts' logits (``n_e``, ``n_c``) and the router's
+    ``n_mc`` pass probabilities (``n_mc``, ``n_e``), as :class:`qmoe.models.MixtureOfExperts`
+    computes it, in float64: ``p`` (mean over passes) and its spread (population std), each
+    expert's ``KL(q_i || mean_i q_i)``, curiosity ``p_cur = softmax(log p + alpha KL)`` (``p``
+    itself when alpha is 0), the ``top_k`` experts by ``p_cur`` (ties: lower index first) and
+    ``sum_k p_cur_k E_k``. ``out``: ``logits[C], p[N], p_cur[N], uncertainty[N], kl[N],
+    selected[k]`` (float32); ``q`` is float64 scratch of ``n_e n_c + 3 n_e + n_c``.
+    """
+    p, kl, cur = q[: n_e], q[n_e: 2 * n_e], q[2 * n_e: 3 * n_e]
+    qe = q[3 * n_e: 3 * n_e + n_e * n_c]
+    qbar = q[3 * n_e + n_e * n_c: 3 * n_e + n_e * n_c + n_c]
+    for i in range(n_e):
+        s = 0.0
+        for m in range(n_mc):
+            s += probs[m, i]
+        p[i] = s / n_mc
+        v = 0.0
+        for m in range(n_mc):
+            v += (probs[m, i] - p[i]) ** 2
+        out[n_c + 2 * n_e + i] = np.float32(np.sqrt(v / n_mc))
+    for c in range(n_c):
+        qbar[c] = 0.0
+    for i in range(n_e):  # log q_i = logits - logsumexp
+        m = -np.inf
+        for c in range(n_c):
+            m = max(m, np.float64(logits[i, c]))
+        total = 0.0
+        for c in range(n_c):
+            total += np.exp(np.float64(logits[i, c]) - m)
+        lse = m + np.log(total)
+        for c in range(n_c):
+            qe[i * n_c + c] = np.float64(logits[i, c]) - lse
+            qbar[c] += np.exp(qe[i * n_c + c]) / n_e
+    for i in range(n_e):
+        s = 0.0
+        for c in range(n_c):
+            lq = qe[i * n_c + c]
+            s += np.exp(lq) * (lq - np.log(max(qbar[c], LOG_EPS)))
+        kl[i] = max(s, 0.0)
+    if alpha == 0.0:
+        for i in range(n_e):
+            cur[i] = p[i]
+    else:
+        for i in range(n_e):
+            cur[i] = np.log(max(p[i], LOG_EPS)) + alpha * kl[i]
+        softmax64(cur, n_e, 1.0, cur)
+    for i in range(n_e):
+        out[n_c + i], out[n_c + n_e + i] = np.float32(p[i]), np.float32(cur[i])
+        out[n_c + 3 * n_e + i] = np.float32(kl[i])
+    for c in range(n_c):
+        out[c] = np.float32(0.0)
+    taken = 0
+    for k in range(top_k):  # selection sort: N is a handful
+        best = -1
+        for i in range(n_e):
+            if (taken >> i) & 1 == 0 and (best < 0 or cur[i] > cur[best]):
+                best = i
+        taken |= 1 << best
+        out[n_c + 4 * n_e + k] = np.float32(best)
+        for c in range(n_c):
+            out[c] = np.float32(out[c] + np.float32(cur[best]) * logits[best, c])

@@ -1,0 +1,196 @@
+"""The dot products of one layer, one function per weight layout (:mod:`qmoe.native.packing`).
+
+Each takes the layer's prepared activations (float32 ``h``; or 8-bit integers ``xq`` and their
+sum; or the binary input words) and the weights at byte ``w_off`` of the model's weight buffer
+``w``, and writes the N dots. Every integer result is exact (the largest values are given
+where they are summed); the float one sums in input order, so batch mates never change it.
+Compiled into the drivers (:mod:`.drivers`), never alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
+                                      lut16_tables4, lut32_block1, lut32_block2, popcount64)
+
+#: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
+Q16_CHUNK = 256
+
+
+@njit(inline="always")
+def view(w, w_off, count, dtype, size):  # noqa: ANN001, ANN201
+    """``count`` elements of ``dtype`` (``size`` bytes each) from byte ``w_off`` of the uint8
+    buffer ``w``."""
+    return w[w_off: w_off + count * size].view(dtype)
+
+
+@njit(inline="always")
+def dots_float(h, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
+    """``acc[j] = sum_i h[i] W[j, i]`` in float32, ``i`` ascending; ``W`` stored (D, N)."""
+    wt = view(w, w_off, d * n, np.float32, 4)
+    for j in range(n):
+        acc[j] = np.float32(0.0)
+    for i in range(d):
+        xi = h[i]
+        row = wt[i * n: (i + 1) * n]
+        for j in range(n):
+            acc[j] += xi * row[j]
+
+
+@njit(inline="always")
+def dots_q16(xq, d, n, w, w_off, a32, acc):  # noqa: ANN001, ANN201
+    """int64 dots of int8 activations with int16 weights stored (D, N)."""
+    wt = view(w, w_off, d * n, np.int16, 2)
+    for j in range(n):
+        acc[j] = 0
+    for c in range(0, d, Q16_CHUNK):
+        for j in range(n):
+            a32[j] = 0
+        for i in range(c, min(d, c + Q16_CHUNK)):
+            xi = np.int32(xq[i])
+            row = wt[i * n: (i + 1) * n]
+            for j in range(n):
+                a32[j] += xi * np.int32(row[j])
+        for j in range(n):
+            acc[j] += a32[j]
+
+
+@njit(inline="always")
+def dots_int8_plain(xq, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
+    """int32 dots with int8 weights stored (N, D) row-major (the portable path)."""
+    wt = view(w, w_off, d * n, np.int8, 1)
+    for j in range(n):
+        row = wt[j * d: (j + 1) * d]
+        s = 0
+        for i in range(d):
+            s += np.int32(xq[i]) * np.int32(row[i])
+        acc[j] = np.int32(s)  # |acc| <= d 127 128 < 2^31 for d < 132,000
+
+
+@njit(inline="always")
+def dots_int8_avx2(xq, d, n, w, w_off, nchunks, flush, ncorr, xa, acc):  # noqa: ANN001, ANN201
+    """int32 dots with int8 weights by ``vpmaddubsw``: rows of ``32 nchunks`` bytes, outputs
+    padded to a multiple of 4, then ``ncorr`` (j, i) int32 pairs of the weights that were -128
+    (stored as -127: each needs ``- x_i`` more)."""
+    stride = 32 * nchunks
+    for i in range(stride):
+        xa[i] = np.uint8(abs(np.int32(xq[i])))
+    for r in range(0, n, 4):
+        int8_rows4(xq, xa, w, w_off + r * stride, stride, nchunks, flush, acc, r)
+    corr = view(w, w_off + stride * ((n + 3) // 4 * 4), 2 * ncorr, np.int32, 4)
+    for c in range(ncorr):
+        acc[corr[2 * c]] -= np.int32(xq[corr[2 * c + 1]])
+
+
+@njit(inline="always")
+def dots_int4_avx2(xq, xsum, d, n, w, w_off, nchunks, flush, acc):  # noqa: ANN001, ANN201
+    """int32 dots with weights in -8..7 stored as ``w + 8`` nibbles (q4): rows of ``32 nchunks``
+    bytes, 64 inputs per chunk (byte b: inputs b and 32 + b of the chunk)."""
+    stride = 32 * nchunks
+    for r in range(0, n, 4):
+        int4_rows4(xq, xq, w, w_off + r * stride, stride, nchunks, flush, acc, r)
+    for j in range(n):
+        acc[j] -= np.int32(8 * xsum)
+
+
+@njit(inline="always")
+def dots_lut16(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, acc):  # noqa: ANN001, ANN201
+    """int64 dots with bit-plane weights ``(B0 << sh0) - (B1 << sh1) + offset`` by 4-input
+    table look-ups (AVX2). Layout: blocks of 32 outputs, planes, ``npairs`` rows of 32 bytes;
+    then per plane the number of set bits of each output's row (int32, N padded to 32).
+
+    The kernel sums ``B (x + 128)`` (unsigned nibbles, :func:`~.simd.lut16_tables4`), so each
+    plane's dot is that minus ``128 x`` its count of set bits.
+    """
+    ngroups = (d + 15) // 16 * 4
+    npairs = ngroups // 2
+    for q4 in range(ngroups // 4):
+        lut16_tables4(xq, q4, tab)
+    nblocks = (n + 31) // 32
+    for b in range(nblocks):
+        for p in range(n_planes):
+            k = b * n_planes + p
+            lut16_block(tab, w, w_off + k * npairs * 32, npairs, a32, k * 32)
+    counts = view(w, w_off + nblocks * n_planes * npairs * 32, n_planes * nblocks * 32, np.int32, 4)
+    for j in range(n):
+        i = (j // 32) * n_planes * 32 + j % 32
+        v = (np.int64(a32[i]) - 128 * np.int64(counts[j])) << sh0
+        if n_planes == 2:
+            v -= (np.int64(a32[i + 32]) - 128 * np.int64(counts[nblocks * 32 + j])) << sh1
+        acc[j] = v + offset * xsum
+
+
+@njit(inline="always")
+def dots_lut32(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, acc):  # noqa: ANN001, ANN201
+    """int64 dots with bit-plane weights by 5-input table look-ups (AVX-512 BW ``vpermw``).
+
+    Tables: the 32 int16 subset sums of each group of 5 activations. Weights (uint16, from
+    byte ``w_off``): blocks of 32 outputs, planes, steps of 3 groups (15 inputs), outputs; an
+    element holds its step's groups in bits 0-4, 5-9 and 10-14.
+    """
+    nsteps = (d + 14) // 15
+    t16 = tab.view(np.int16)
+    for q in range(3 * nsteps):
+        x0, x1, x2 = np.int16(xq[5 * q]), np.int16(xq[5 * q + 1]), np.int16(xq[5 * q + 2])
+        x3, x4 = np.int16(xq[5 * q + 3]), np.int16(xq[5 * q + 4])
+        for m in range(32):  # masks of m's bits select the activations
+            t16[32 * q + m] = ((np.int16(-(m & 1)) & x0) + (np.int16(-((m >> 1) & 1)) & x1)
+                               + (np.int16(-((m >> 2) & 1)) & x2) + (np.int16(-((m >> 3) & 1)) & x3)
+                               + (np.int16(-((m >> 4) & 1)) & x4))
+    wl = w.view(np.uint16)
+    for b in range((n + LUT32_BLOCK - 1) // LUT32_BLOCK):
+        at, o = w_off // 64 + b * n_planes * nsteps, b * n_planes * LUT32_BLOCK
+        if n_planes == 1:
+            lut32_block1(t16, wl, at, nsteps, nsteps, a32, o)
+        else:
+            lut32_block2(t16, wl, at, nsteps, nsteps, a32, o)
+    for j in range(n):
+        i = (j // LUT32_BLOCK) * n_planes * LUT32_BLOCK + j % LUT32_BLOCK
+        v = (np.int64(a32[i]) << sh0) + offset * xsum
+        if n_planes == 2:
+            v -= np.int64(a32[i + LUT32_BLOCK]) << sh1
+        acc[j] = v
+
+
+@njit(inline="always")
+def dots_planes(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, planes, acc):  # noqa: ANN001, ANN201
+    """int64 dots with bit-plane weights by AND + popcount against the activations' 8
+    two's-complement bit-planes (the portable path). Weights stored word-major,
+    ``(ceil(D/64), planes, N)`` uint64."""
+    nw = (d + 63) // 64
+    for k in range(nw):
+        for b in range(8):
+            planes[8 * k + b] = bit_mask64(xq, 64 * k, 7 - b)
+    wu = view(w, w_off, nw * n_planes * n, np.uint64, 8)
+    for j in range(n):
+        acc[j] = offset * xsum
+    for k in range(nw):
+        x = planes[8 * k: 8 * k + 8]
+        for p in range(n_planes):
+            sh = sh0 if p == 0 else sh1
+            sign = 1 if p == 0 else -1
+            row = wu[(k * n_planes + p) * n: (k * n_planes + p + 1) * n]
+            for j in range(n):
+                u = row[j]
+                t = (np.int64(popcount64(x[0] & u)) + (np.int64(popcount64(x[1] & u)) << 1)
+                     + (np.int64(popcount64(x[2] & u)) << 2) + (np.int64(popcount64(x[3] & u)) << 3)
+                     + (np.int64(popcount64(x[4] & u)) << 4) + (np.int64(popcount64(x[5] & u)) << 5)
+                     + (np.int64(popcount64(x[6] & u)) << 6) - (np.int64(popcount64(x[7] & u)) << 7))
+                acc[j] += sign * (t << sh)
+
+
+@njit(inline="always")
+def dots_xnor(xw, nw, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
+    """``acc[j] = d - 2 popcount(x XOR w_j)``, weights word-major ``(ceil(D/64), N)`` uint64."""
+    wu = view(w, w_off, nw * n, np.uint64, 8)
+    for j in range(n):
+        acc[j] = 0
+    for k in range(nw):
+        xk = xw[k]
+        row = wu[k * n: (k + 1) * n]
+        for j in range(n):
+            acc[j] += np.int64(popcount64(xk ^ row[j]))
+    for j in range(n):
+        acc[j] = d - 2 * acc[j]

@@ -1,0 +1,171 @@
+"""The compiled entry points: a whole MLP or a whole mixture in one call, and three helpers.
+
+Every function Python calls lives here, and only here is numba's on-disk cache on. numba
+keys a cached function by *its own* file: a driver compiled with code from another file keeps
+running that code after the other file changes (numba issue #1833). So the files compiled
+into the drivers are listed in :data:`SOURCES`, their SHA-256 is written below, and the cache
+is used only while it matches (:data:`CACHE`): a change to any of them runs the drivers
+uncompiled from cache (correct, slower to start) until :data:`SOURCES_SHA256` is updated,
+which changes this file and so invalidates every cached driver. A test checks the digest;
+``python -m qmoe.native.kernels.drivers`` prints the current one.
+
+The first use on a machine compiles the drivers (tens of seconds); later processes load them
+from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import njit
+
+from qmoe.native.kernels.act import mean_abs, quantize_row
+from qmoe.native.kernels.chain import aligned, max_width, route, run_chain, softmax64
+from qmoe.native.kernels.simd import f32_pointer
+from qmoe.native.layout import (ALPHA_OFF, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS, N_MC,
+                                N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
+
+log = logging.getLogger(__name__)
+
+#: The files compiled into the drivers, relative to ``qmoe/native``.
+SOURCES = ("layout.py", "target.py", "kernels/simd.py", "kernels/act.py", "kernels/dots.py",
+           "kernels/chain.py")
+SOURCES_SHA256 = "dda26988570166665220683f9ddfc92b70217998b2deaa3b51551f26981aa415"
+
+
+def sources_sha256() -> str:
+    """SHA-256 of the :data:`SOURCES` files' contents, in order."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+#: Whether the drivers use numba's on-disk cache (see the module docstring).
+CACHE = sources_sha256() == SOURCES_SHA256
+if not CACHE:
+    log.warning("qmoe.native kernel sources changed: compiling without numba's disk cache until "
+                "SOURCES_SHA256 in %s is updated to %s", __file__, sources_sha256())
+
+
+@njit(inline="always")
+def _scratch(meta):  # noqa: ANN001, ANN201
+    width = max_width(meta)
+    h = aligned(4 * width).view(np.float32)
+    y = aligned(4 * width).view(np.float32)
+    xq = aligned(width).view(np.int8)
+    xa = aligned(width)
+    words = aligned(8 * (width // 64 * 8 + 8)).view(np.uint64)
+    acc = aligned(8 * width).view(np.int64)
+    a32 = aligned(4 * (2 * width + 64)).view(np.int32)
+    accf = aligned(4 * width).view(np.float32)
+    tab = aligned(16 * width + 64)
+    return h, y, xq, xa, words, acc, a32, accf, tab
+
+
+@njit(cache=CACHE)
+def mlp(x, meta, fp, w, out):  # noqa: ANN001, ANN201
+    """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last)."""
+    h, y, xq, xa, words, acc, a32, accf, tab = _scratch(meta)
+    n_layers = meta.shape[0] // REC
+    d, n = x.shape[1], out.shape[1]
+    for b in range(x.shape[0]):
+        h[:d] = x[b]
+        res = run_chain(0, n_layers, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+        out[b, :] = res[:n]
+
+
+@njit(cache=CACHE)
+def mlp_at(x_addr, rows, meta, fp, w, out):  # noqa: ANN001, ANN201
+    """:func:`mlp` of ``rows`` contiguous float32 rows at address ``x_addr`` (the caller keeps
+    them alive): no numpy view of a torch tensor to build."""
+    mlp(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, out)
+
+
+@njit(cache=CACHE)
+def mixture(x, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
+    """A whole mixture on every row of ``x`` (B, D): every expert, the router's first layer
+    once and its other layers once per frozen Monte-Carlo mask, then :func:`~.chain.route`.
+    ``out`` (B + 1, C + 4 N + k) float32 receives per row ``logits, p, p_cur, uncertainty, kl,
+    selected``, and in ``out[B, 0]`` the batch's Switch load-balancing loss ``N sum_i f_i P_i``."""
+    h, y, xq, xa, words, acc, a32, accf, tab = _scratch(meta)
+    n_e, top_k, n_c, n_mc = mix[N_EXPERTS], mix[TOP_K], mix[N_CLASSES], mix[N_MC]
+    first, count = mix[ROUTER_FIRST], mix[ROUTER_COUNT]
+    width = meta[first * REC + N_OUT]
+    masks = fp[mix[MASKS_OFF]: mix[MASKS_OFF] + n_mc * width]
+    alpha, temperature = np.float64(fp[mix[ALPHA_OFF]]), np.float64(fp[mix[TEMP_OFF]])
+    logits = np.empty((n_e, n_c), np.float32)
+    probs = np.empty((n_mc, n_e), np.float64)
+    hidden = np.empty(width, np.float32)
+    q = np.empty(n_e * n_c + 3 * n_e + n_c, np.float64)
+    d = x.shape[1]
+    for b in range(x.shape[0]):
+        for e in range(n_e):
+            h[:d] = x[b]
+            res = run_chain(mix[MIX_HEAD + 2 * e], mix[MIX_HEAD + 2 * e + 1], h, y, meta, fp, w, xq, xa,
+                            words, acc, a32, accf, tab)
+            logits[e, :] = res[:n_c]
+        h[:d] = x[b]
+        res = run_chain(first, 1, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+        hidden[:] = res[:width]
+        for m in range(n_mc):
+            for i in range(width):
+                h[i] = hidden[i] * masks[m * width + i]
+            res = run_chain(first + 1, count - 1, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+            softmax64(res, n_e, temperature, probs[m])
+        route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out[b])
+    rows = x.shape[0]  # Switch load balancing over the batch: N sum_i f_i mean(p_i)
+    lb = 0.0
+    if rows > 0:
+        f = np.zeros(n_e, np.float64)
+        for b in range(rows):
+            f[np.int64(out[b, n_c + 4 * n_e])] += 1.0
+        for i in range(n_e):
+            mean_p = 0.0
+            for b in range(rows):
+                mean_p += out[b, n_c + i]
+            lb += f[i] / rows * (mean_p / rows)
+    out[rows, 0] = np.float32(n_e * lb)
+
+
+@njit(cache=CACHE)
+def mixture_at(x_addr, rows, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
+    """:func:`mixture` of ``rows`` contiguous float32 rows at address ``x_addr``."""
+    mixture(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, mix, out)
+
+
+@njit(cache=CACHE)
+def quantize_rows(x, xq):  # noqa: ANN001, ANN201
+    """The drivers' 8-bit quantization of each row of ``x`` (B, D) float32 into int8 ``xq``;
+    returns the float32 scales (B,)."""
+    scales = np.empty(x.shape[0], np.float32)
+    for b in range(x.shape[0]):
+        scales[b], _ = quantize_row(x[b], x.shape[1], xq[b])
+    return scales
+
+
+@njit(cache=CACHE)
+def mean_abs_rows(x):  # noqa: ANN001, ANN201
+    """The binary layer's ``beta = mean|x|`` of each row of ``x`` (B, D) float32, shape (B, 1)."""
+    out = np.empty((x.shape[0], 1), np.float32)
+    for b in range(x.shape[0]):
+        out[b, 0] = mean_abs(x[b], x.shape[1])
+    return out
+
+
+@njit(cache=CACHE)
+def read_sum(buf):  # noqa: ANN001, ANN201
+    """Sum of a uint64 buffer: streams it once through the core (a read-bandwidth probe)."""
+    s = np.uint64(0)
+    for i in range(buf.shape[0]):
+        s += buf[i]
+    return s
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintenance command
+    print(sources_sha256())  # noqa: T201

@@ -1,0 +1,418 @@
+"""LLVM intrinsics of the kernels: the operations numba has no word for, written as LLVM IR.
+
+Generic operations (any CPU): :func:`popcount64`, :func:`bit_mask64`, :func:`gt_mask64`,
+:func:`abs_max64`, :func:`f32_pointer`. x86 instructions, each behind the flag of
+:mod:`qmoe.native.target` that says the target has it; without it the intrinsic compiles to
+nothing, and no layout that would reach it is ever built (:mod:`qmoe.native.packing`):
+
+- AVX2 (:func:`lut16_tables4`, :func:`lut16_block`, :func:`int8_rows4`, :func:`int4_rows4`):
+  ``vpshufb`` table look-ups of 4-input subset sums and ``vpmaddubsw`` int8 dots;
+- AVX-512 BW (:func:`lut32_block1`, :func:`lut32_block2`): ``vpermw`` look-ups of 5-input
+  subset sums.
+
+Every sum is exact: the comments give the largest value each integer lane can hold.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from qmoe.native.target import HAS_AVX2, HAS_VPERMW
+
+I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+#: Steps of two pairs of groups (16 inputs) the 4-input table kernel sums in uint16.
+LUT16_FLUSH = 16
+#: Outputs per block of the 5-input (``vpermw``) table kernel; steps summed in int16.
+LUT32_BLOCK, LUT32_FLUSH = 32, 16
+
+
+def vec(ty: ir.Type, n: int) -> ir.VectorType:
+    return ir.VectorType(ty, n)
+
+
+def splat(ty: ir.Type, n: int, value: int) -> ir.Constant:
+    return ir.Constant(vec(ty, n), [value] * n)
+
+
+def c64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def data_ptr(context, builder, arrtype, arr, vty):  # noqa: ANN001, ANN201
+    """The data pointer of a numba array, as a pointer to ``vty``."""
+    return builder.bitcast(context.make_array(arrtype)(context, builder, arr).data, vty.as_pointer())
+
+
+def x86(builder, name, ret, args):  # noqa: ANN001, ANN201
+    """Call the x86 intrinsic ``llvm.x86.<name>`` returning ``ret``."""
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    return builder.call(builder.module.declare_intrinsic("llvm.x86." + name, fnty=fnty), args)
+
+
+def shuffle(builder, a, b, mask):  # noqa: ANN001, ANN201
+    return builder.shuffle_vector(a, b, ir.Constant(vec(I32, len(mask)), list(mask)))
+
+
+class Loop:
+    """A counted loop in IR: ``for i in range(start, stop, step)`` carrying ``values``.
+
+    ``loop = Loop(builder, start, stop, step, init)``; ``loop.i`` and ``loop.vals`` inside;
+    ``loop.close(new_vals)`` ends it, after which ``loop.out`` holds the final values.
+    The body runs at least once (callers guarantee ``start < stop``).
+    """
+
+    def __init__(self, builder, start, stop, step, init, name="loop"):  # noqa: ANN001
+        self.builder, self.stop, self.step = builder, stop, step
+        self.pre = builder.basic_block
+        self.body = builder.append_basic_block(name)
+        self.after = builder.append_basic_block(name + ".end")
+        builder.branch(self.body)
+        builder.position_at_end(self.body)
+        self.i = builder.phi(start.type)
+        self.i.add_incoming(start, self.pre)
+        self.vals = []
+        for v in init:
+            ph = builder.phi(v.type)
+            ph.add_incoming(v, self.pre)
+            self.vals.append(ph)
+
+    def close(self, new_vals):  # noqa: ANN001, ANN201
+        b = self.builder
+        nxt = b.add(self.i, self.step)
+        self.i.add_incoming(nxt, b.basic_block)
+        for ph, v in zip(self.vals, new_vals):
+            ph.add_incoming(v, b.basic_block)
+        b.cbranch(b.icmp_signed("<", nxt, self.stop), self.body, self.after)
+        b.position_at_end(self.after)
+        self.out = list(new_vals)
+
+
+# -- generic ------------------------------------------------------------------------------
+@intrinsic
+def popcount64(typingctx, v):  # noqa: ANN001, ANN201 - numba intrinsic signature
+    """Number of set bits of a uint64 (``llvm.ctpop``)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [I64]), args)
+
+    return sig, codegen
+
+
+@intrinsic
+def bit_mask64(typingctx, arr, start, shift):  # noqa: ANN001, ANN201
+    """Bit ``7 - shift`` of each of the 64 int8 ``arr[start:start+64]``, packed in a uint64.
+
+    Shifting each byte left by ``shift`` brings the wanted bit to the sign; the 64 signs are
+    one ``<64 x i1>`` mask bitcast to i64. Bit ``i`` is element ``start + i``.
+    """
+    sig = types.uint64(arr, start, shift)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        vty = vec(I8, 64)
+        base = context.make_array(signature.args[0])(context, builder, args[0]).data
+        v = builder.load(builder.bitcast(builder.gep(base, [args[1]]), vty.as_pointer()), align=1)
+        sh = builder.insert_element(ir.Constant(vty, None), builder.trunc(args[2], I8), ir.Constant(I32, 0))
+        sh = shuffle(builder, sh, ir.Constant(vty, None), [0] * 64)
+        neg = builder.icmp_signed("<", builder.shl(v, sh), splat(I8, 64, 0))
+        return builder.bitcast(neg, I64)
+
+    return sig, codegen
+
+
+@intrinsic
+def gt_mask64(typingctx, arr, start, tau):  # noqa: ANN001, ANN201
+    """``arr[start:start+64] > tau`` (float32, ordered compare) packed in a uint64."""
+    sig = types.uint64(arr, start, tau)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        vty = vec(ir.FloatType(), 64)
+        base = context.make_array(signature.args[0])(context, builder, args[0]).data
+        v = builder.load(builder.bitcast(builder.gep(base, [args[1]]), vty.as_pointer()), align=4)
+        t = builder.insert_element(ir.Constant(vty, None), args[2], ir.Constant(I32, 0))
+        t = shuffle(builder, t, ir.Constant(vty, None), [0] * 64)
+        return builder.bitcast(builder.fcmp_ordered(">", v, t), I64)
+
+    return sig, codegen
+
+
+@intrinsic
+def abs_max64(typingctx, arr, start):  # noqa: ANN001, ANN201
+    """``max|arr[start:start+64]|`` of float32 (``fabs``, a ``maxnum`` tree, one horizontal
+    ``fmax``; NaN ignored, as ``maxnum`` does)."""
+    sig = types.float32(arr, start)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        vty = vec(ir.FloatType(), 16)
+        mod = builder.module
+        fabs = mod.declare_intrinsic("llvm.fabs.v16f32", fnty=ir.FunctionType(vty, [vty]))
+        vmax = mod.declare_intrinsic("llvm.maxnum.v16f32", fnty=ir.FunctionType(vty, [vty, vty]))
+        hmax = mod.declare_intrinsic("llvm.vector.reduce.fmax.v16f32",
+                                     fnty=ir.FunctionType(ir.FloatType(), [vty]))
+        base = context.make_array(signature.args[0])(context, builder, args[0]).data
+        ptr = builder.bitcast(builder.gep(base, [args[1]]), vty.as_pointer())
+        v = [builder.call(fabs, [builder.load(builder.gep(ptr, [c64(k)]), align=4)]) for k in range(4)]
+        m = builder.call(vmax, [builder.call(vmax, [v[0], v[1]]), builder.call(vmax, [v[2], v[3]])])
+        return builder.call(hmax, [m])
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_pointer(typingctx, addr):  # noqa: ANN001, ANN201
+    """The integer address ``addr`` as a float32 pointer (``inttoptr``), for ``carray``."""
+    sig = types.CPointer(types.float32)(addr)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+# -- AVX2: 4-input tables (vpshufb) -----------------------------------------------------------
+def _lut16_index(q: int, bit: int) -> list[int]:
+    """``pshufb`` control picking input ``4 q + bit`` for the table entries whose index has
+    ``bit`` set, zero (0x80) for the others; the same in both 128-bit lanes."""
+    lane = [4 * q + bit if (m >> bit) & 1 else 0x80 for m in range(16)]
+    return lane + lane
+
+
+@intrinsic
+def lut16_tables4(typingctx, xq, q4, tab):  # noqa: ANN001, ANN201
+    """Tables of 4 groups of 4 activations: groups ``4 q4 .. 4 q4 + 3`` (inputs ``16 q4 ..``).
+
+    With ``u = x + 128`` (0..255) split in nibbles ``u = 16 h + l``, group g gets two tables of
+    its 16 subset sums, ``L[m] = sum_i bit_i(m) l_i`` and ``H[m]`` alike (each <= 60, so four
+    groups still fit a byte), stored as 32 bytes each (the 16 repeated in both 128-bit lanes):
+    ``tab[64 g : 64 g + 32] = L``, ``tab[64 g + 32 : 64 g + 64] = H``. Four ``vpshufb`` of a
+    register holding the l's in one lane and the h's in the other make both tables of a group.
+    """
+    sig = types.void(xq, q4, tab)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        if not HAS_AVX2:
+            return context.get_dummy_value()
+        v16, v32 = vec(I8, 16), vec(I8, 32)
+        x = builder.load(builder.gep(data_ptr(context, builder, signature.args[0], args[0], v16), [args[1]]),
+                         align=16)
+        u = builder.xor(x, splat(I8, 16, -128))  # x + 128 as an unsigned byte
+        low = builder.and_(u, splat(I8, 16, 15))
+        high = builder.lshr(u, splat(I8, 16, 4))
+        src = shuffle(builder, low, high, range(32))  # lane 0: l, lane 1: h
+        tabs = data_ptr(context, builder, signature.args[2], args[2], vec(I8, 16))
+        for q in range(4):
+            parts = [x86(builder, "avx2.pshuf.b", v32, [src, ir.Constant(v32, _lut16_index(q, bit))])
+                     for bit in range(4)]
+            t = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+            row = builder.mul(builder.add(builder.mul(args[1], c64(4)), c64(q)), c64(4))  # 16-byte rows
+            for k, half in enumerate((0, 0, 1, 1)):  # L, L, H, H
+                part = shuffle(builder, t, t, range(16 * half, 16 * half + 16))
+                builder.store(part, builder.gep(tabs, [builder.add(row, c64(k))]), align=16)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _unpack_bytes(builder, a, b, high: bool):  # noqa: ANN001, ANN202
+    """``vpunpck{l,h}bw``: bytes of ``a`` and ``b`` interleaved, within each 128-bit lane."""
+    base = 8 if high else 0
+    return shuffle(builder, a, b, [lane * 16 + base + k + 32 * s for lane in range(2) for k in range(8)
+                                   for s in range(2)])
+
+
+@intrinsic
+def lut16_block(typingctx, tab, w, w_off, npairs, out, o_off):  # noqa: ANN001, ANN201
+    """``out[o_off + r] = sum_g T_g[m_{r,g}]`` (int32) for the 32 outputs r of one block.
+
+    ``w`` from byte ``w_off``: ``npairs`` (even) rows of 32 bytes, byte r of row t holding the
+    4-bit weight patterns of output r for groups ``2 t`` (low nibble) and ``2 t + 1`` (high);
+    ``T_g = 16 H_g + L_g`` from :func:`lut16_tables4`. Per step of two rows (4 groups): 8
+    ``vpshufb``, byte sums (<= 4 x 60), ``16 H + L`` by ``vpmaddubsw`` into uint16 lanes
+    (<= :data:`LUT16_FLUSH` x 4080 < 2^16), widened to int32 every :data:`LUT16_FLUSH` steps.
+    """
+    sig = types.void(tab, w, w_off, npairs, out, o_off)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        if not HAS_AVX2:
+            return context.get_dummy_value()
+        tab_, w_, w_off_, npairs_, out_, o_off_ = args
+        v8, v16, v32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
+        tabs = data_ptr(context, builder, signature.args[0], tab_, v8)
+        wbase = context.make_array(signature.args[1])(context, builder, w_).data
+        rows = builder.bitcast(builder.gep(wbase, [w_off_]), v8.as_pointer())
+        odata = context.make_array(signature.args[4])(context, builder, out_).data
+        low4, w116 = splat(I8, 32, 15), ir.Constant(v8, [1, 16] * 16)
+        zero8, zero16, zero32 = splat(I8, 32, 0), splat(I16, 16, 0), splat(I32, 8, 0)
+        chunks = Loop(builder, c64(0), npairs_, c64(2 * LUT16_FLUSH), [zero32] * 4, "chunk")
+        stop = builder.add(chunks.i, c64(2 * LUT16_FLUSH))
+        stop = builder.select(builder.icmp_signed("<", stop, npairs_), stop, npairs_)
+        steps = Loop(builder, chunks.i, stop, c64(2), [zero16, zero16], "step")
+        low_sum, high_sum = zero8, zero8
+        for k in range(2):
+            t = builder.add(steps.i, c64(k))
+            v = builder.load(builder.gep(rows, [t]), align=32)
+            idx = (builder.and_(v, low4),
+                   builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)), v8), low4))
+            for g in range(2):
+                row = builder.add(builder.mul(t, c64(4)), c64(2 * g))
+                tl = builder.load(builder.gep(tabs, [row]), align=32)
+                th = builder.load(builder.gep(tabs, [builder.add(row, c64(1))]), align=32)
+                low_sum = builder.add(low_sum, x86(builder, "avx2.pshuf.b", v8, [tl, idx[g]]))
+                high_sum = builder.add(high_sum, x86(builder, "avx2.pshuf.b", v8, [th, idx[g]]))
+        lo = x86(builder, "avx2.pmadd.ub.sw", v16, [_unpack_bytes(builder, low_sum, high_sum, False), w116])
+        hi = x86(builder, "avx2.pmadd.ub.sw", v16, [_unpack_bytes(builder, low_sum, high_sum, True), w116])
+        steps.close([builder.add(steps.vals[0], lo), builder.add(steps.vals[1], hi)])
+        acc_lo, acc_hi = steps.out  # outputs [0..7, 16..23] and [8..15, 24..31]
+        wide = []
+        for k, (src, half) in enumerate([(acc_lo, 0), (acc_hi, 0), (acc_lo, 1), (acc_hi, 1)]):
+            part = shuffle(builder, src, src, range(8 * half, 8 * half + 8))
+            wide.append(builder.add(chunks.vals[k], builder.zext(part, v32)))
+        chunks.close(wide)
+        for k, v in enumerate(chunks.out):  # natural order: 0-7, 8-15, 16-23, 24-31
+            ptr = builder.gep(odata, [builder.add(o_off_, c64(8 * k))])
+            builder.store(v, builder.bitcast(ptr, v32.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# -- AVX2: int8 dots (vpmaddubsw) -----------------------------------------------------------
+def _hsum_store(builder, acc, odata, at):  # noqa: ANN001, ANN202
+    """Store the sum of the 8 int32 lanes of ``acc`` at ``odata[at]``."""
+    s = builder.add(shuffle(builder, acc, acc, range(4)), shuffle(builder, acc, acc, range(4, 8)))
+    s = builder.add(shuffle(builder, s, s, [0, 1]), shuffle(builder, s, s, [2, 3]))
+    s = builder.add(builder.extract_element(s, ir.Constant(I32, 0)), builder.extract_element(s, ir.Constant(I32, 1)))
+    builder.store(s, builder.gep(odata, [at]))
+
+
+def _int_rows4(nibbles: bool):  # noqa: ANN202
+    """The 4-row int8 dot intrinsic: ``int8_rows4`` (bytes) or ``int4_rows4`` (nibbles)."""
+
+    @intrinsic
+    def rows4(typingctx, xs, xa, w, w_off, stride, nchunks, flush, out, o_off):  # noqa: ANN001, ANN202
+        sig = types.void(xs, xa, w, w_off, stride, nchunks, flush, out, o_off)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_AVX2:
+                return context.get_dummy_value()
+            xs_, xa_, w_, w_off_, stride_, nchunks_, flush_, out_, o_off_ = args
+            v8, v16, v32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
+            xsp = data_ptr(context, builder, signature.args[0], xs_, v8)
+            xap = data_ptr(context, builder, signature.args[1], xa_, v8)
+            wbase = context.make_array(signature.args[2])(context, builder, w_).data
+            odata = context.make_array(signature.args[7])(context, builder, out_).data
+            ones, zero16, zero32 = splat(I16, 16, 1), splat(I16, 16, 0), splat(I32, 8, 0)
+            rows = [builder.bitcast(builder.gep(wbase, [builder.add(w_off_, builder.mul(stride_, c64(r)))]),
+                                    v8.as_pointer()) for r in range(4)]
+            groups = Loop(builder, c64(0), nchunks_, flush_, [zero32] * 4, "group")
+            stop = builder.add(groups.i, flush_)
+            stop = builder.select(builder.icmp_signed("<", stop, nchunks_), stop, nchunks_)
+            chunk = Loop(builder, groups.i, stop, c64(1), [zero16] * 4, "chunk")
+            k = chunk.i
+            new = []
+            if nibbles:  # chunk k: 64 inputs; byte b holds w[64k + b] (low), w[64k + 32 + b] (high)
+                x0 = builder.load(builder.gep(xsp, [builder.mul(k, c64(2))]), align=32)
+                x1 = builder.load(builder.gep(xsp, [builder.add(builder.mul(k, c64(2)), c64(1))]), align=32)
+                for r in range(4):
+                    v = builder.load(builder.gep(rows[r], [k]), align=32)
+                    lo = builder.and_(v, splat(I8, 32, 15))
+                    hi = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)), v8),
+                                      splat(I8, 32, 15))
+                    # (w + 8) in 0..15 times x in -127..127: pairs <= 3810, a step adds <= 7620
+                    s = builder.add(x86(builder, "avx2.pmadd.ub.sw", v16, [lo, x0]),
+                                    x86(builder, "avx2.pmadd.ub.sw", v16, [hi, x1]))
+                    new.append(builder.add(chunk.vals[r], s))
+            else:  # chunk k: 32 inputs; |x| (0..127) times w sign(x) (|w| <= 127): pairs <= 32258
+                xs_k = builder.load(builder.gep(xsp, [k]), align=32)
+                xa_k = builder.load(builder.gep(xap, [k]), align=32)
+                for r in range(4):
+                    v = builder.load(builder.gep(rows[r], [k]), align=32)
+                    signed = x86(builder, "avx2.psign.b", v8, [v, xs_k])
+                    new.append(builder.add(chunk.vals[r], x86(builder, "avx2.pmadd.ub.sw", v16, [xa_k, signed])))
+            chunk.close(new)
+            wide = [builder.add(groups.vals[r], x86(builder, "avx2.pmadd.wd", v32, [chunk.out[r], ones]))
+                    for r in range(4)]
+            groups.close(wide)
+            for r in range(4):
+                _hsum_store(builder, groups.out[r], odata, builder.add(o_off_, c64(r)))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return rows4
+
+
+#: ``int8_rows4(xs, xa, w, w_off, stride, nchunks, flush, out, o_off)``: int32 dots of 4 rows of
+#: int8 weights (from byte ``w_off``, ``stride`` bytes apart, ``32 nchunks`` each, no -128) with
+#: the activations ``xs`` (int8) and ``xa = |xs|`` (uint8), int16 sums flushed every ``flush``
+#: chunks, into ``out[o_off .. o_off + 3]``.
+int8_rows4 = _int_rows4(False)
+#: ``int4_rows4``: the same for weights stored as ``w + 8`` nibbles (q4, ``64 nchunks`` inputs),
+#: giving ``sum (w + 8) x``.
+int4_rows4 = _int_rows4(True)
+
+
+# -- AVX-512 BW: 5-input tables (vpermw) ------------------------------------------------------
+def _permute_i16(builder, table, idx):  # noqa: ANN001, ANN202
+    """``table[idx & 31]`` per lane of two <32 x i16> (one ``vpermw``)."""
+    return x86(builder, "avx512.permvar.hi.512", vec(I16, 32), [table, idx])
+
+
+def _lut32_block(n_planes: int):  # noqa: ANN202
+    """The ``vpermw`` table block for weights of ``n_planes`` planes.
+
+    ``lut32_block(tab, wl, w_off, plane_steps, nsteps, out, o_off)``: for the 32 outputs of one
+    block, ``out[o_off + 32 p + r]`` (int32) = sum over the ``nsteps`` steps g of
+    ``tab[3g + t][(u_r >> 5t) & 31]``, t < 3, where ``u`` is row ``w_off + p plane_steps + g``
+    of ``wl`` seen as rows of 32 uint16 (``tab``: rows of 32 int16 subset sums of 5 inputs,
+    |sum| <= 640). Sums stay int16 for :data:`LUT32_FLUSH` steps (<= 16 x 3 x 640 < 2^15).
+    """
+    v16, v32 = vec(I16, 32), vec(I32, 16)
+
+    @intrinsic
+    def lut32_block(typingctx, tab, wl, w_off, plane_steps, nsteps, out, o_off):  # noqa: ANN001, ANN202
+        sig = types.void(tab, wl, w_off, plane_steps, nsteps, out, o_off)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_VPERMW:
+                return context.get_dummy_value()
+            tab_, wl_, w_off_, pstride, nsteps_, out_, o_off_ = args
+            tabs = data_ptr(context, builder, signature.args[0], tab_, v16)
+            wrows = data_ptr(context, builder, signature.args[1], wl_, v16)
+            odata = context.make_array(signature.args[5])(context, builder, out_).data
+            zero16, zero32 = splat(I16, 32, 0), splat(I32, 16, 0)
+            chunks = Loop(builder, c64(0), nsteps_, c64(LUT32_FLUSH), [zero32] * (2 * n_planes), "chunk")
+            stop = builder.add(chunks.i, c64(LUT32_FLUSH))
+            stop = builder.select(builder.icmp_signed("<", stop, nsteps_), stop, nsteps_)
+            steps = Loop(builder, chunks.i, stop, c64(1), [zero16] * n_planes, "step")
+            g = steps.i
+            t = [builder.load(builder.gep(tabs, [builder.add(builder.mul(g, c64(3)), c64(k))]), align=64)
+                 for k in range(3)]
+            new = []
+            for p in range(n_planes):
+                u = builder.load(builder.gep(wrows, [builder.add(builder.add(w_off_, builder.mul(c64(p), pstride)), g)]),
+                                 align=64)
+                s0 = _permute_i16(builder, t[0], u)  # vpermw reads the low 5 bits
+                s1 = _permute_i16(builder, t[1], builder.lshr(u, splat(I16, 32, 5)))
+                s2 = _permute_i16(builder, t[2], builder.lshr(u, splat(I16, 32, 10)))
+                new.append(builder.add(steps.vals[p], builder.add(builder.add(s0, s1), s2)))
+            steps.close(new)
+            wide = []
+            for p in range(n_planes):
+                for h in range(2):
+                    half = shuffle(builder, steps.out[p], steps.out[p], range(16 * h, 16 * h + 16))
+                    wide.append(builder.add(chunks.vals[2 * p + h], builder.sext(half, v32)))
+            chunks.close(wide)
+            for k, v in enumerate(chunks.out):  # plane p, half h -> out[o_off + 32 p + 16 h]
+                ptr = builder.gep(odata, [builder.add(o_off_, c64(16 * k))])
+                builder.store(v, builder.bitcast(ptr, v32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return lut32_block
+
+
+lut32_block1, lut32_block2 = _lut32_block(1), _lut32_block(2)

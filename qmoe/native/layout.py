@@ -1,0 +1,38 @@
+"""The flat description of a lowered model that the compiled drivers read (no numba, no torch).
+
+A model is three arrays: ``meta`` (int64, :data:`REC` ints per layer), ``fp`` (float32: per
+layer its rescale, bias and extra scalars) and ``w`` (uint8, 64-byte aligned: every layer's
+weights in its layout, each block starting on a 64-byte boundary). A layer record is::
+
+    kind, d_in, n_out, w_off (bytes), f_off (floats), relu, p0, p1, p2, p3
+
+and ``fp[f_off:]`` holds ``rescale[N], bias[N]`` (fp32: ``bias[N]`` only; binary:
+``alpha[N], bias[N], tau``). The meaning of ``p0..p3`` is the kind's (see :data:`KIND_NAMES`).
+A mixture adds ``mix`` (int64, :data:`MIX_HEAD` ints then two per expert).
+"""
+
+from __future__ import annotations
+
+#: ints per layer record of ``meta``.
+REC = 10
+KIND, D_IN, N_OUT, W_OFF, F_OFF, RELU, P0, P1, P2, P3 = range(REC)
+
+# Weight layouts (the ``kind`` of a record); the packers live in qmoe.native.packing.
+FLOAT = 0  # float32 (D, N): y = x W^T + b, float activations
+Q16 = 1  # int16 (D, N) against 8-bit activations, int64 sums
+INT8 = 2  # int8 rows (N, D), portable loop
+INT8_AVX2 = 3  # int8 rows of 32-byte chunks, vpmaddubsw; p0 chunks, p1 flush, p2 corrections
+INT4_AVX2 = 4  # (w + 8) nibbles, 64 inputs per 32-byte chunk; p0 chunks, p1 flush
+PLANES = 5  # bit-planes word-major, AND + popcount (portable); p0 planes, p1 sh0, p2 sh1, p3 offset
+LUT16 = 6  # bit-planes as 4-bit patterns for vpshufb tables (AVX2); p0..p3 as PLANES
+LUT32 = 7  # bit-planes as 5-bit patterns for vpermw tables (AVX-512 BW); p0..p3 as PLANES
+XNOR = 8  # sign bits word-major, XNOR + popcount (binary)
+
+KIND_NAMES = {FLOAT: "fp32", Q16: "int16-dot", INT8: "int8-dot", INT8_AVX2: "int8-dot-avx2",
+              INT4_AVX2: "int4-dot-avx2", PLANES: "bitplane-popcount", LUT16: "bitplane-lut16-avx2",
+              LUT32: "bitplane-lut32-avx512", XNOR: "xnor-popcount"}
+
+#: ints at the head of ``mix``: experts, top-k, classes, Monte-Carlo passes, router's first
+#: layer record and count, and the float offsets of the masks, alpha and the temperature.
+MIX_HEAD = 9
+N_EXPERTS, TOP_K, N_CLASSES, N_MC, ROUTER_FIRST, ROUTER_COUNT, MASKS_OFF, ALPHA_OFF, TEMP_OFF = range(MIX_HEAD)

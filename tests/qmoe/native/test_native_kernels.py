@@ -1,0 +1,131 @@
+"""Every weight layout this CPU runs, for every kind, bit for bit against numpy.
+
+The layouts a machine has depend on its CPU (AVX-512 BW, AVX2, neither); ``make test`` runs
+these tests again with numba compiling for haswell (AVX2, no AVX-512) and for a CPU with no
+vector extension, each from an empty numba cache, so every path is run on any x86 machine
+that has it, and the portable paths on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from qmoe.native import Layer, NativeMLP
+from qmoe.native import layout as L
+from qmoe.native.layers import layouts, lower, unpack
+from qmoe.native.target import HAS_AVX2, HAS_VPERMW, target_cpu
+from tests.qmoe.native.native_cases import VALUES, make_layer, make_mlp, reference
+
+DIMS = [(1, 5), (7, 3, 2), (16, 33), (63, 40, 9), (200, 96, 48, 10), (1536, 640, 320, 50)]
+
+
+def _codes(kind: str) -> list[int]:
+    canonical = "int8" if kind == "int4" else kind
+    small = np.zeros((1, 1)) if kind == "int4" else np.full((1, 1), 100)
+    return layouts(canonical, small) if canonical == "int8" else layouts(canonical)
+
+
+CASES = [(kind, code) for kind in VALUES for code in _codes(kind)]
+
+
+@pytest.mark.parametrize("kind, code", CASES, ids=[f"{k}-{L.KIND_NAMES[c]}" for k, c in CASES])
+@pytest.mark.parametrize("dims", DIMS, ids=["x".join(map(str, d)) for d in DIMS])
+def test_every_layout_equals_numpy(kind: str, code: int, dims: tuple[int, ...]) -> None:
+    layers = make_mlp(kind, dims, seed=sum(dims))
+    mlp = NativeMLP(layers, [code] * len(layers))
+    assert set(mlp.layouts) == {L.KIND_NAMES[code]}
+    rng = np.random.default_rng(len(dims))
+    x = rng.standard_normal((5, dims[0])).astype(np.float32) * rng.uniform(0.01, 100, (5, 1)).astype(np.float32)
+    x[0] = 0.0  # all zero: the EPS clamp
+    got = mlp(x)
+    assert got.dtype == np.float32 and got.shape == (5, dims[-1])
+    assert np.array_equal(got, reference(layers, x))
+    for k, layer in enumerate(layers):  # the layout stores exactly the canonical weights
+        assert np.array_equal(unpack(mlp.lowered[k]), np.asarray(layer.weight).astype(unpack(mlp.lowered[k]).dtype))
+
+
+@pytest.mark.parametrize("kind, code", [c for c in CASES if c[0] != "fp32"],
+                         ids=[f"{k}-{L.KIND_NAMES[c]}" for k, c in CASES if k != "fp32"])
+def test_extreme_sums_stay_exact(kind: str, code: int) -> None:
+    """Every product at its largest magnitude over a long row: no lane of any kernel (int8 and
+    uint16 byte sums, int16 pairs, int32 blocks) may wrap."""
+    d, n = 5000, 40
+    lo, hi = VALUES[kind]
+    w = np.full((n, d), lo if kind != "ternary" else -1)
+    w[1::2] = hi
+    layer = Layer(kind="int8" if kind == "int4" else kind, weight=w, bias=np.zeros(n, np.float32),
+                  rescale=np.ones(n, np.float32), tau=0.0 if kind == "binary" else None)
+    x = np.ones((3, d), np.float32)  # integers 127 (binary: +1) everywhere
+    x[1] = -1.0
+    x[2, ::2] = -1.0
+    got = NativeMLP([layer], [code])(x)
+    assert np.array_equal(got, reference([layer], x))
+    if kind != "binary":
+        s = np.float32(127)
+        dots = np.rint(x * s).astype(np.int64) @ w.T.astype(np.int64)
+        assert np.array_equal(got, dots.astype(np.float32) / s)  # the documented rescale, r = 1
+
+
+def test_int8_weights_of_minus_128_are_exact() -> None:
+    """``vpsignb`` cannot negate -128: such weights are stored as -127 plus a correction."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, size=(9, 70))
+    w[3, :5] = -128
+    layer = Layer(kind="int8", weight=w, bias=np.zeros(9, np.float32), rescale=np.ones(9, np.float32))
+    x = rng.standard_normal((4, 70)).astype(np.float32)
+    for code in layouts("int8", w):
+        assert np.array_equal(NativeMLP([layer], [code])(x), reference([layer], x))
+
+
+@pytest.mark.parametrize("kind", ["fp32", "q16", "int8", "ternary", "binary"])
+def test_rows_do_not_depend_on_batch_mates(kind: str) -> None:
+    mlp = NativeMLP(make_mlp(kind, (200, 96, 48, 10)))
+    x = np.random.default_rng(1).standard_normal((40, 200)).astype(np.float32)
+    batch = mlp(x)
+    for i in (0, 17, 39):
+        assert np.array_equal(mlp(x[i: i + 1]), batch[i: i + 1])
+    assert mlp(np.empty((0, 200), np.float32)).shape == (0, 10)
+
+
+def test_bad_layers_are_refused() -> None:
+    from qmoe.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    good = make_layer("int2", 4, 6, False, rng)
+    with pytest.raises(ConfigError, match="int2 weights must be integers in -2..1"):
+        NativeMLP([Layer(kind="int2", weight=good.weight + 3, bias=good.bias, rescale=good.rescale)])
+    with pytest.raises(ConfigError, match="unknown kind 'q3'"):
+        NativeMLP([Layer(kind="q3", weight=good.weight, bias=good.bias, rescale=good.rescale)])
+    with pytest.raises(ConfigError, match="rescale must be 4 finite floats"):
+        NativeMLP([Layer(kind="int2", weight=good.weight, bias=good.bias)])
+    with pytest.raises(ConfigError, match="layer 1 takes 5 inputs but layer 0 gives 4"):
+        NativeMLP([good, make_layer("int2", 3, 5, False, rng)])
+    with pytest.raises(ConfigError, match="tau is given for binary layers"):
+        NativeMLP([Layer(kind="binary", weight=np.ones((2, 3)), bias=np.zeros(2, np.float32),
+                         rescale=np.ones(2, np.float32))])
+    with pytest.raises(ValueError, match=r"takes \(batch, 6\) rows"):
+        NativeMLP([good])(np.zeros((2, 5), np.float32))
+    missing = L.LUT32 if not HAS_VPERMW else (L.LUT16 if not HAS_AVX2 else None)
+    if missing is not None:
+        with pytest.raises(ConfigError, match="cannot run int2 weights on this CPU"):
+            lower(good, missing)
+
+
+def test_kernels_take_the_path_of_the_cpu_numba_compiles_for() -> None:
+    """The path is chosen by what numba compiles for, not by the host: ``make test`` runs these
+    tests again for haswell (``QMOE_TEST_CPU=haswell``: AVX2, no AVX-512) and for x86-64
+    (``QMOE_TEST_CPU=x86-64``: no vector extension), each from an empty numba cache."""
+    from numba.core.registry import cpu_target
+
+    _, name, features = cpu_target.target_context.codegen().magic_tuple()
+    cpu, enabled = target_cpu()
+    assert cpu == name
+    assert enabled == {f[1:] for f in features.split(",") if f.startswith("+")}
+    assert HAS_VPERMW == ("avx512bw" in enabled) and HAS_AVX2 == ("avx2" in enabled)
+    expected = os.environ.get("QMOE_TEST_CPU")
+    if expected:
+        assert cpu == expected and not HAS_VPERMW
+        assert HAS_AVX2 == (expected == "haswell")
