@@ -8,13 +8,15 @@ Its ``__metadata__`` (str -> str) holds one entry, ``"qmoe"``: a JSON document
 
     {"format": "qmoe-model", "version": 1,
      "model": {"in_dim": 1536, "n_classes": 50, "top_k": 1,
-               "experts": [{"name": "q4", "layers": [{"kind": "int8", "relu": true, "tau": null}, ...]}],
-               "router": {"mc_samples": 10, "temperature": 1.0, "dropout": 0.2} | null,
+               "experts": [{"name": "q4", "layers": [{"kind": "int8", "in": 1536, "out": 256,
+                                                     "relu": true, "tau": null}, ...]}, ...],
+               "router": {"mc_samples": 10, "temperature": 1.0, "layers": [...]} | null,
                "curiosity": {"alpha": 0.3, "variant": "per-expert-kl"} | null},
      "class_names": ["dog", ...],
      "trial": {"trial_key": "...", "spec": {...}, "deploy_seed": 123, ...}}
 
-and the tensors hold the deployed form's *canonical* data -- integer weights, per-output
+and the tensors hold the deployed form's *canonical* data (:class:`qmoe.native.Layer` and
+:class:`qmoe.native.Router`, whose arithmetic :mod:`qmoe.native` documents) -- integer weights, per-output
 rescales, biases, the router's float weights and its frozen Monte-Carlo dropout masks, the
 feature standardisation -- not a kernel's packed layout, so a change of layout never
 invalidates a file (the runtime lowers the data for its kernels at load time):
@@ -23,8 +25,8 @@ invalidates a file (the runtime lowers the data for its kernels at load time):
 tensor                         dtype        shape / meaning
 =============================  ===========  ===================================================
 ``standardise.mean``, ``.std`` float64      (D,): inputs are ``(x - mean) / std``
-``expert.I.J.weight``          per kind     (N_J, D_J): layer J of expert I (:data:`KINDS`)
-``expert.I.J.rescale``         float32      (N_J,): per-output multiplier of the integer dot
+``expert.I.J.weight``          per kind     (N_J, D_J): layer J of expert I (:data:`STORAGE`)
+``expert.I.J.rescale``         float32      (N_J,): per-output multiplier (not for fp32)
 ``expert.I.J.bias``            float32      (N_J,)
 ``router.J.weight``, ``.bias`` float32      the router's Linear layers (ReLU after all but the last)
 ``router.masks``               float32      (M, H): the M frozen dropout masks after layer 0
@@ -32,8 +34,9 @@ tensor                         dtype        shape / meaning
 
 :func:`read_model_file` validates everything before anything uses it -- the safetensors
 structure, the header's format, version and fields, every tensor's name, dtype and shape
-against what the header implies, and the values (finite floats, integers in their kind's
-range) -- and turns any defect into one :class:`ModelFileError` line.
+against what the header implies, and the values (:func:`qmoe.native.check_layer`: finite
+floats, integers in their kind's range) -- and turns any defect into one
+:class:`ModelFileError` line.
 """
 
 from __future__ import annotations
@@ -49,37 +52,17 @@ from typing import Any
 
 import numpy as np
 
-from qmoe.errors import DataError
+from qmoe.errors import ConfigError, DataError
+from qmoe.native import KINDS, Layer, Router, check_layer
 
 FORMAT = "qmoe-model"
 VERSION = 1
 META_KEY = "qmoe"
 #: Curiosity variants the runtime knows (DESIGN §4: one KL per expert).
 CURIOSITY_VARIANTS = ("per-expert-kl",)
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A layer kind: the dtype and values of its weights, and the scalars it needs."""
-
-    dtype: str  # numpy dtype name of the weight tensor
-    values: tuple[int, int] | None  # inclusive integer range of the weights; None: float
-    rescale: bool  # has a per-output rescale
-    tau: bool  # has an input threshold (binary)
-
-
-#: Layer kinds of the deployed forms and what their canonical weights are.
-KINDS: dict[str, Kind] = {
-    "fp32": Kind("float32", None, False, False),  # float weights, float activations
-    "q16": Kind("int16", (-32768, 32767), True, False),  # 16-bit grid, 8-bit activations
-    "int8": Kind("int8", (-128, 127), True, False),  # q4, q8, ptq8: int8 x int8 activations
-    "int2": Kind("int8", (-2, 1), True, False),  # q2: two bit-planes
-    "pm1": Kind("int8", (-1, 1), True, False),  # q1: +-1 (0 never occurs; checked below)
-    "ternary": Kind("int8", (-1, 1), True, False),  # bitnet
-    "binary": Kind("int8", (-1, 1), True, True),  # sign weights, inputs > tau, XNOR-popcount
-}
-#: Kinds whose weights are +-1 only.
-PM1_KINDS = ("pm1", "binary")
+#: How each canonical kind's weights are stored (the smallest dtype holding its range exactly).
+STORAGE: dict[str, str] = {"fp32": "float32", "q16": "int16", "int8": "int8", "int2": "int8",
+                           "pm1": "int8", "ternary": "int8", "binary": "int8"}
 
 
 class ModelFileError(DataError):
@@ -87,42 +70,16 @@ class ModelFileError(DataError):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class LayerData:
-    """One deployed layer: ``y = act(x) . weight_j * rescale_j + bias_j`` per output j, the
-    activation quantization and dot product being the kind's (:data:`KINDS`)."""
-
-    kind: str
-    weight: np.ndarray  # (N, D)
-    bias: np.ndarray  # (N,) float32
-    rescale: np.ndarray | None = None  # (N,) float32
-    relu: bool = False
-    tau: float | None = None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return int(self.weight.shape[0]), int(self.weight.shape[1])
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class RouterData:
-    """The Bayesian router: float layers, and its dropout masks frozen at deploy time."""
-
-    layers: tuple[LayerData, ...]  # kind fp32, ReLU after all but the last
-    masks: np.ndarray  # (M, H) float32, applied after the first layer's ReLU
-    temperature: float = 1.0
-    dropout: float = 0.2
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
 class ModelData:
-    """A deployed model as a ``.qmoe`` file holds it (see the module docstring)."""
+    """A deployed model as a ``.qmoe`` file holds it (see the module docstring): the canonical
+    layers and router of :mod:`qmoe.native`, the standardisation and the class names."""
 
     in_dim: int
     class_names: tuple[str, ...]
     mean: np.ndarray  # (D,) float64
     std: np.ndarray  # (D,) float64
-    experts: tuple[tuple[str, tuple[LayerData, ...]], ...]  # (quantizer name, layers)
-    router: RouterData | None = None
+    experts: tuple[tuple[str, tuple[Layer, ...]], ...]  # (quantizer name, layers)
+    router: Router | None = None
     alpha: float = 0.0
     curiosity: str = "per-expert-kl"
     top_k: int = 1
@@ -138,16 +95,18 @@ class ModelData:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _layer_json(layer: LayerData) -> dict[str, Any]:
+def _layer_json(layer: Layer) -> dict[str, Any]:
     n, d = layer.shape
     return {"kind": layer.kind, "in": d, "out": n, "relu": bool(layer.relu),
             "tau": None if layer.tau is None else float(layer.tau)}
 
 
-def _layer_tensors(prefix: str, layer: LayerData) -> dict[str, np.ndarray]:
-    out = {f"{prefix}.weight": layer.weight, f"{prefix}.bias": layer.bias}
+def _layer_tensors(prefix: str, layer: Layer) -> dict[str, np.ndarray]:
+    # the canonical values in their storage dtypes (exact: check_layer bounds them)
+    out = {f"{prefix}.weight": np.asarray(layer.weight).astype(STORAGE[layer.kind]),
+           f"{prefix}.bias": np.asarray(layer.bias, np.float32)}
     if layer.rescale is not None:
-        out[f"{prefix}.rescale"] = layer.rescale
+        out[f"{prefix}.rescale"] = np.asarray(layer.rescale, np.float32)
     return out
 
 
@@ -155,8 +114,8 @@ def model_header(model: ModelData) -> dict[str, Any]:
     """The JSON document of ``model``'s file."""
     router = None
     if model.router is not None:
-        router = {"mc_samples": int(model.router.masks.shape[0]), "temperature": float(model.router.temperature),
-                  "dropout": float(model.router.dropout),
+        router = {"mc_samples": int(np.shape(model.router.masks)[0]),
+                  "temperature": float(model.router.temperature),
                   "layers": [_layer_json(x) for x in model.router.layers]}
     return {
         "format": FORMAT, "version": VERSION,
@@ -172,14 +131,14 @@ def model_header(model: ModelData) -> dict[str, Any]:
 
 def model_tensors(model: ModelData) -> dict[str, np.ndarray]:
     """The tensors of ``model``'s file, by name."""
-    out = {"standardise.mean": model.mean, "standardise.std": model.std}
+    out = {"standardise.mean": np.asarray(model.mean, np.float64), "standardise.std": np.asarray(model.std, np.float64)}
     for i, (_, layers) in enumerate(model.experts):
         for j, layer in enumerate(layers):
             out.update(_layer_tensors(f"expert.{i}.{j}", layer))
     if model.router is not None:
         for j, layer in enumerate(model.router.layers):
             out.update(_layer_tensors(f"router.{j}", layer))
-        out["router.masks"] = model.router.masks
+        out["router.masks"] = np.asarray(model.router.masks, np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
@@ -313,19 +272,15 @@ def parse_model(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
     plans = []
     for i, e in enumerate(experts_json):
         name = c.get(e, "name", str, f"model.experts[{i}]")
-        layers = c.get(e, "layers", list, f"model.experts[{i}]")
-        plans.append((name, _plan(c, f"expert.{i}", layers, d, n_classes, expected)))
+        plans.append((name, _plan(c, f"expert.{i}", c.get(e, "layers", list, f"model.experts[{i}]"),
+                                  d, n_classes, expected)))
     router_json = m.get("router")
     router_plan = None
     if router_json is not None:
-        layers = c.get(router_json, "layers", list, "model.router")
-        router_plan = _plan(c, "router", layers, d, len(plans), expected)
-        if any(kind != "fp32" for _, kind, _ in router_plan):
-            raise c.fail("the router's layers must be fp32")
+        router_plan = _plan(c, "router", c.get(router_json, "layers", list, "model.router"), d, len(plans), expected)
         mc = c.count(router_json, "mc_samples", "model.router")
         expected["router.masks"] = ("float32", (mc, router_plan[0][2]["out"]))
-        curiosity = c.get(m, "curiosity", dict, "model")
-        variant = c.get(curiosity, "variant", str, "model.curiosity")
+        variant = c.get(c.get(m, "curiosity", dict, "model"), "variant", str, "model.curiosity")
         if variant not in CURIOSITY_VARIANTS:
             raise c.fail(f"curiosity variant {variant!r} is unknown (known: {', '.join(CURIOSITY_VARIANTS)})")
         if top_k > len(plans):
@@ -333,20 +288,24 @@ def parse_model(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
     elif len(plans) != 1:
         raise c.fail(f"{len(plans)} experts but no router")
     _check_tensors(c, expected, tensors)
-    kinds = {f"{prefix}.weight": kind for _, plan in plans for prefix, kind, _ in plan}
-    _check_values(c, kinds, tensors)
 
-    def layer(prefix: str, kind: str, spec: Mapping[str, Any]) -> LayerData:
-        return LayerData(kind=kind, weight=tensors[f"{prefix}.weight"], bias=tensors[f"{prefix}.bias"],
-                         rescale=tensors.get(f"{prefix}.rescale"), relu=spec["relu"],
-                         tau=None if spec.get("tau") is None else float(spec["tau"]))
+    def layer(prefix: str, kind: str, spec: Mapping[str, Any]) -> Layer:
+        out = Layer(kind=kind, weight=tensors[f"{prefix}.weight"], bias=tensors[f"{prefix}.bias"],
+                    rescale=tensors.get(f"{prefix}.rescale"), relu=spec["relu"],
+                    tau=None if spec.get("tau") is None else float(spec["tau"]))
+        try:
+            check_layer(out, f"layer {prefix}")  # values: integers in the kind's range, finite
+        except ConfigError as err:
+            raise c.fail(str(err)) from None
+        return out
 
     experts = tuple((name, tuple(layer(*step) for step in plan)) for name, plan in plans)
     router, alpha, variant = None, 0.0, CURIOSITY_VARIANTS[0]
     if router_plan is not None:
-        router = RouterData(layers=tuple(layer(*step) for step in router_plan), masks=tensors["router.masks"],
-                            temperature=c.number(router_json, "temperature", "model.router", 1e-12),
-                            dropout=c.number(router_json, "dropout", "model.router"))
+        if any(kind != "fp32" for _, kind, _ in router_plan) or len(router_plan) < 2:
+            raise c.fail("the router must be two or more fp32 layers")
+        router = Router(layers=tuple(layer(*step) for step in router_plan), masks=tensors["router.masks"],
+                        temperature=c.number(router_json, "temperature", "model.router", 1e-12))
         alpha = c.number(m["curiosity"], "alpha", "model.curiosity")
         variant = m["curiosity"]["variant"]
     if not (tensors["standardise.std"] > 0).all():
@@ -367,20 +326,19 @@ def _plan(c: _Check, prefix: str, layers: Sequence[Any], d: int, n_out: int,
     for j, spec in enumerate(layers):
         where = f"{prefix}.{j}"
         kind = c.get(spec, "kind", str, where)
-        if kind not in KINDS:
-            raise c.fail(f"layer {where} has unknown kind {kind!r} (known: {', '.join(KINDS)})")
-        k = KINDS[kind]
+        if kind not in STORAGE:
+            raise c.fail(f"layer {where} has unknown kind {kind!r} (known: {', '.join(STORAGE)})")
         n_in, n = c.count(spec, "in", where), c.count(spec, "out", where)
         c.get(spec, "relu", bool, where)
         if n_in != width or (j == len(layers) - 1 and n != n_out):
             want = f"{width} -> {n_out if j == len(layers) - 1 else 'any'}"
             raise c.fail(f"layer {where} maps {n_in} -> {n}, expected {want}")
         tau = spec.get("tau")
-        if k.tau and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)):
-            raise c.fail(f"layer {where} ({kind}) needs a finite tau, got {tau!r}")
-        expected[f"{where}.weight"] = (k.dtype, (n, n_in))
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
+            raise c.fail(f"header field {where}.tau has type {type(tau).__name__}")
+        expected[f"{where}.weight"] = (STORAGE[kind], (n, n_in))
         expected[f"{where}.bias"] = ("float32", (n,))
-        if k.rescale:
+        if kind != "fp32":
             expected[f"{where}.rescale"] = ("float32", (n,))
         plan.append((where, kind, spec))
         width = n
@@ -403,13 +361,3 @@ def _check_tensors(c: _Check, expected: Mapping[str, tuple[str, tuple[int, ...]]
             raise c.fail(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             raise c.fail(f"tensor {name} holds NaN or inf")
-
-
-def _check_values(c: _Check, kinds: Mapping[str, str], tensors: Mapping[str, np.ndarray]) -> None:
-    """Integer weights inside their kind's range (+-1 kinds: never 0)."""
-    for name, kind in kinds.items():
-        values, t = KINDS[kind].values, tensors[name]
-        if values is None or not t.size:
-            continue
-        if int(t.min()) < values[0] or int(t.max()) > values[1] or (kind in PM1_KINDS and not t.all()):
-            raise c.fail(f"tensor {name} holds values outside the {kind} range {values}")

@@ -1,8 +1,9 @@
 """A loaded ``.qmoe`` model: standardise, run the deployed experts (and router), predict.
 
-The computation is the kernels' own torch-free native API (:mod:`qmoe.quant.native`), built
-at load time from the file's canonical data -- the same code the trial's deployed model runs,
-so the predictions are the trial's deployed predictions.
+The computation is the kernels' own torch-free native API (:mod:`qmoe.native`), lowered at load
+time from the file's canonical data: a :class:`~qmoe.native.NativeMLP` (single model) or a
+:class:`~qmoe.native.NativeMixture` (experts, router with its frozen masks, curiosity) -- the
+objects the trial's deployed model wraps, so the predictions are the trial's deployed ones.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from qmoe.errors import DataError
-from qmoe.runtime.format import ModelData, read_model_file
+from qmoe.errors import ConfigError, DataError
+from qmoe.runtime.format import ModelData, ModelFileError, read_model_file
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -35,7 +36,7 @@ class Model:
         in_dim: D, the embedding size it reads.
         class_names: index = class id.
         expert_names: the experts' quantizers (one for a single model).
-        load_seconds: reading, validating and lowering the file.
+        load_seconds: reading, validating and lowering the file, and the first call.
     """
 
     def __init__(self, data: ModelData, lowered: Any, load_seconds: float) -> None:
@@ -70,17 +71,38 @@ class Model:
 
 
 def load(path: str | Path) -> Model:
-    """Load, validate and lower a ``.qmoe`` file; imports no torch.
+    """Load, validate and lower a ``.qmoe`` file, and run it once (so the first prediction
+    costs no more than the others); imports no torch.
 
     Raises:
         ModelFileError: a malformed, truncated, foreign or other-version file (one line).
     """
     t0 = time.perf_counter()
     data = read_model_file(path)
-    lowered = _lower(data)
+    try:
+        lowered = _lower(data)
+    except ConfigError as err:  # the file passed every check but the kernels' own
+        raise ModelFileError(f"{path}: {err}; the file is damaged or was not written by qmoe export") from None
+    lowered(np.zeros((1, data.in_dim), np.float32))  # the kernels' first call loads their machine code
     return Model(data, lowered, time.perf_counter() - t0)
 
 
 def _lower(data: ModelData) -> Any:
-    """The kernels' native form of ``data``: ``X (N, D) -> (logits (N, C), experts | None)``."""
-    raise NotImplementedError("waiting for the kernels' native API (qmoe.quant.native)")
+    """The native form of ``data``: ``X (N, D) float32 -> (logits (N, C), top-1 experts | None)``."""
+    from qmoe.native import NativeMixture, NativeMLP
+
+    if data.router is None:
+        mlp = NativeMLP(data.experts[0][1])
+
+        def run_single(x: np.ndarray) -> tuple[np.ndarray, None]:
+            return mlp(x), None
+
+        return run_single
+    mixture = NativeMixture([layers for _, layers in data.experts], data.router, alpha=data.alpha,
+                            top_k=data.top_k)
+
+    def run_mixture(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = mixture(x)
+        return out.logits, out.selected[:, 0]
+
+    return run_mixture

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from qmoe.runtime.format import (FORMAT, META_KEY, VERSION, LayerData, ModelData, ModelFileError, RouterData,
-                                 model_header, model_tensors, read_model_file, write_model_file)
+from qmoe.native import KINDS, Layer, Router
+from qmoe.runtime.format import (FORMAT, META_KEY, STORAGE, VERSION, ModelData, ModelFileError, model_header,
+                                 model_tensors, read_model_file, write_model_file)
 
 D, C = 12, 4
 
 
-def layer(rng, kind: str, n: int, d: int, relu: bool) -> LayerData:
+def layer(rng, kind: str, n: int, d: int, relu: bool) -> Layer:
     ints = {"int8": (-128, 128), "int2": (-2, 2), "ternary": (-1, 2), "q16": (-32768, 32768)}
     if kind == "fp32":
         w = rng.standard_normal((n, d)).astype(np.float32)
@@ -27,21 +28,20 @@ def layer(rng, kind: str, n: int, d: int, relu: bool) -> LayerData:
         lo, hi = ints[kind]
         w = rng.integers(lo, hi, (n, d)).astype(np.int16 if kind == "q16" else np.int8)
     rescale = None if kind == "fp32" else rng.random(n).astype(np.float32)
-    return LayerData(kind=kind, weight=w, bias=rng.standard_normal(n).astype(np.float32), rescale=rescale,
+    return Layer(kind=kind, weight=w, bias=rng.standard_normal(n).astype(np.float32), rescale=rescale,
                      relu=relu, tau=0.05 if kind == "binary" else None)
 
 
-def expert(rng, kind: str, hidden=(8, 6)) -> tuple[LayerData, ...]:
+def expert(rng, kind: str, hidden=(8, 6)) -> tuple[Layer, ...]:
     widths = [D, *hidden, C]
     return tuple(layer(rng, kind, widths[j + 1], widths[j], j < len(hidden)) for j in range(len(hidden) + 1))
 
 
 def mixture(seed: int = 0) -> ModelData:
     rng = np.random.default_rng(seed)
-    router = RouterData(layers=(layer(rng, "fp32", 5, D, True), layer(rng, "fp32", 3, 5, True),
-                                layer(rng, "fp32", 2, 3, False)),
-                        masks=(rng.random((4, 5)) > 0.2).astype(np.float32) / np.float32(0.8),
-                        temperature=1.0, dropout=0.2)
+    router = Router(layers=(layer(rng, "fp32", 5, D, True), layer(rng, "fp32", 3, 5, True),
+                            layer(rng, "fp32", 2, 3, False)),
+                    masks=(rng.random((4, 5)) > 0.2).astype(np.float32) / np.float32(0.8), temperature=1.0)
     return ModelData(in_dim=D, class_names=tuple(f"c{i}" for i in range(C)), mean=rng.standard_normal(D),
                      std=rng.random(D) + 0.5, experts=(("q4", expert(rng, "int8")), ("bitnet", expert(rng, "ternary"))),
                      router=router, alpha=0.3, top_k=1, trial={"trial_key": "abc"})
@@ -149,12 +149,18 @@ def test_shape_dtype_and_value_mismatches(tmp_path: Path) -> None:
         "expert.0.1.weight": (np.zeros((6, 9), np.int8), r"has shape \(6, 9\), expected \(6, 8\)"),
         "expert.1.0.bias": (np.zeros(8, np.float64), "is float64, expected float32"),
         "router.masks": (np.zeros((4, 6), np.float32), r"has shape \(4, 6\), expected \(4, 5\)"),
-        "expert.1.0.weight": (np.full((8, D), 2, np.int8), "outside the ternary range"),
+        "expert.1.0.weight": (np.full((8, D), 2, np.int8), "ternary weights must be integers in -1..1"),
         "expert.0.2.bias": (np.full(C, np.nan, np.float32), "holds NaN or inf"),
         "standardise.std": (np.zeros(D), "standardise.std holds a value <= 0"),
     }
     for name, (value, match) in cases.items():
         one_line_error(raw_file(tmp_path / "s.qmoe", header, {**tensors, name: value}), match)
+    pm1 = single("pm1")
+    header, tensors = model_header(pm1), model_tensors(pm1)
+    zero = tensors["expert.0.1.weight"].copy()
+    zero[0, 0] = 0
+    one_line_error(raw_file(tmp_path / "z.qmoe", header, {**tensors, "expert.0.1.weight": zero}),
+                   "pm1 weights must be -1 or \\+1, not 0")
 
 
 def test_inconsistent_headers(tmp_path: Path) -> None:
@@ -207,6 +213,14 @@ def test_a_renamed_pickle_is_refused_and_never_unpickled(tmp_path: Path) -> None
 def test_missing_file_and_a_folder(tmp_path: Path) -> None:
     one_line_error(tmp_path / "none.qmoe", "no such file")
     one_line_error(tmp_path, "no such file")
+
+
+def test_every_canonical_kind_has_a_storage_dtype_holding_its_range() -> None:
+    assert set(STORAGE) == set(KINDS)
+    for kind, bounds in KINDS.items():
+        if bounds is not None:
+            info = np.iinfo(STORAGE[kind])
+            assert info.min <= bounds[0] and bounds[1] <= info.max
 
 
 def test_writing_checks_the_model_first(tmp_path: Path) -> None:
