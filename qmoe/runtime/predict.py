@@ -34,6 +34,9 @@ class PredictStats:
             loads their machine code from numba's cache): part of ``startup_s``.
         latency_p50_us, latency_p99_us, latency_mean_us: one row per call, one thread.
         peak_rss_mb: the process's peak resident memory (MiB), after predicting every row.
+        private_mb, shared_mb: the resident memory at the end, split into the process's own
+            pages and file-backed ones (shared libraries, mostly LLVM and Arrow: shared with
+            every other process mapping them); None where ``/proc`` does not say.
         torch_imported: whether torch was in ``sys.modules`` (it must not be).
     """
 
@@ -44,13 +47,16 @@ class PredictStats:
     latency_p99_us: float
     latency_mean_us: float
     peak_rss_mb: float
+    private_mb: float | None
+    shared_mb: float | None
     torch_imported: bool
 
     def render(self) -> str:
         start = "-" if self.startup_s is None else f"{self.startup_s:.2f} s"
+        split = "" if self.private_mb is None else f" (now {self.private_mb:.0f} private + {self.shared_mb:.0f} shared-library)"
         return (f"file {self.file_bytes / 1000:.1f} KB | start-up {start} (load {self.load_s * 1e3:.0f} ms) | "
                 f"batch-1 latency p50 {self.latency_p50_us:.1f} us, p99 {self.latency_p99_us:.1f} us | "
-                f"peak RSS {self.peak_rss_mb:.0f} MB | torch imported: {'yes' if self.torch_imported else 'no'}")
+                f"peak RSS {self.peak_rss_mb:.0f} MB{split} | torch imported: {'yes' if self.torch_imported else 'no'}")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -80,6 +86,20 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def rss_split_mib() -> tuple[float | None, float | None]:
+    """Resident memory now: (anonymous, file-backed) MiB from ``/proc/self/status`` (Linux)."""
+    found: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    found[key] = int(rest.split()[0]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return found.get("RssAnon"), found.get("RssFile")
 
 
 def batch1_latency_us(model: Any, X: np.ndarray, runs: int = LATENCY_RUNS) -> np.ndarray:
@@ -118,10 +138,12 @@ def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, 
     measured = None
     if stats:
         lat = batch1_latency_us(model, rows.X)
+        private, shared = rss_split_mib()
         measured = PredictStats(
             file_bytes=Path(model_path).expanduser().stat().st_size, startup_s=startup, load_s=load_s,
             latency_p50_us=float(np.percentile(lat, 50)), latency_p99_us=float(np.percentile(lat, 99)),
-            latency_mean_us=float(lat.mean()), peak_rss_mb=peak_rss_mib(), torch_imported="torch" in sys.modules)
+            latency_mean_us=float(lat.mean()), peak_rss_mb=peak_rss_mib(), private_mb=private, shared_mb=shared,
+            torch_imported="torch" in sys.modules)
     return PredictResult(table=pa.Table.from_arrays(list(columns.values()), names=list(columns)),
                          accuracy=accuracy, stats=measured)
 

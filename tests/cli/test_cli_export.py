@@ -1,5 +1,6 @@
-"""``qmoe predict`` and ``qmoe export`` on bad input: one line on stderr, exit 1, no traceback,
-nothing executed -- and ``qmoe predict`` never imports torch, pandas, sklearn or ray."""
+"""``qmoe trial --save``, ``qmoe export`` and ``qmoe predict`` at the command line: bad input is
+one line on stderr, exit 1, no traceback, nothing executed; ``qmoe predict`` never imports torch,
+pandas, sklearn or ray."""
 
 from __future__ import annotations
 
@@ -98,3 +99,26 @@ def test_predict_imports_no_torch_even_on_errors(files) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     rc, heavy = json.loads(done.stdout.strip().splitlines()[-1])
     assert rc == 1 and heavy == []
+
+
+def test_trial_save_export_predict_at_the_command_line(capsys, synth_table, tmp_path: Path) -> None:
+    from qmoe.export.saved import load_saved_trial
+    from qmoe.spec import TrainConfig, TrialSpec
+    from qmoe.trial import run_trial
+
+    (tmp_path / "taken").write_text("a file")
+    code, _, err = run(capsys, "trial", "--model", "q2", "--save", str(tmp_path / "taken"), "--no-energy")
+    assert code == 1 and "--save" in err and "is a file" in err and "training" not in err  # refused first
+    spec = TrialSpec(dataset="synth", fold=3, experts=("q2",), train=TrainConfig.single().replace(max_epochs=2),
+                     latency_runs=20, measure_energy=False)
+    run_trial(spec, synth_table, save_dir=tmp_path / "q2")
+    code, out, err = run(capsys, "export", str(tmp_path / "q2"), "--out", str(tmp_path / "q2.qmoe"))
+    assert code == 0 and out.startswith(f"{tmp_path / 'q2.qmoe'}  (") and spec.trial_key in err
+    code, out, err = run(capsys, "predict", str(tmp_path / "q2.qmoe"), "--data", str(synth_table.source),
+                         "--fold", "3")
+    assert code == 0 and "accuracy" in err
+    lines = out.strip().splitlines()
+    assert lines[0].split("\t") == ["clip_id", "pred", "label_name"]
+    test = load_saved_trial(tmp_path / "q2").info["test"]
+    assert [line.split("\t")[0] for line in lines[1:]] == test["clip_id"]
+    assert [int(line.split("\t")[1]) for line in lines[1:]] == test["pred"]
