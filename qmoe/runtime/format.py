@@ -9,7 +9,7 @@ Its ``__metadata__`` (str -> str) holds one entry, ``"qmoe"``: a JSON document
     {"format": "qmoe-model", "version": 1,
      "model": {"in_dim": 1536, "n_classes": 50, "top_k": 1,
                "experts": [{"name": "q4", "layers": [{"kind": "int8", "in": 1536, "out": 256,
-                                                     "relu": true, "tau": null}, ...]}, ...],
+                                                     "bits": 4, "relu": true, "tau": null}, ...]}, ...],
                "router": {"mc_samples": 10, "temperature": 1.0, "layers": [...]} | null,
                "curiosity": {"alpha": 0.3, "variant": "per-expert-kl"} | null},
      "class_names": ["dog", ...],
@@ -25,7 +25,7 @@ invalidates a file (the runtime lowers the data for its kernels at load time):
 tensor                         dtype        shape / meaning
 =============================  ===========  ===================================================
 ``standardise.mean``, ``.std`` float64      (D,): inputs are ``(x - mean) / std``
-``expert.I.J.weight``          per kind     (N_J, D_J): layer J of expert I (:data:`STORAGE`)
+``expert.I.J.weight``          per width    layer J of expert I, in ``bits`` (:mod:`.bits`)
 ``expert.I.J.rescale``         float32      (N_J,): per-output multiplier (not for fp32)
 ``expert.I.J.bias``            float32      (N_J,)
 ``router.J.weight``, ``.bias`` float32      the router's Linear layers (ReLU after all but the last)
@@ -53,16 +53,14 @@ from typing import Any
 import numpy as np
 
 from qmoe.errors import ConfigError, DataError
-from qmoe.native import KINDS, Layer, Router, check_layer
+from qmoe.native import Layer, Router, check_layer
+from qmoe.runtime import bits as B
 
 FORMAT = "qmoe-model"
 VERSION = 1
 META_KEY = "qmoe"
 #: Curiosity variants the runtime knows (DESIGN §4: one KL per expert).
 CURIOSITY_VARIANTS = ("per-expert-kl",)
-#: How each canonical kind's weights are stored (the smallest dtype holding its range exactly).
-STORAGE: dict[str, str] = {"fp32": "float32", "q16": "int16", "int8": "int8", "int2": "int8",
-                           "pm1": "int8", "ternary": "int8", "binary": "int8"}
 
 
 class ModelFileError(DataError):
@@ -97,13 +95,13 @@ class ModelData:
 # -- writing ---------------------------------------------------------------------------------
 def _layer_json(layer: Layer) -> dict[str, Any]:
     n, d = layer.shape
-    return {"kind": layer.kind, "in": d, "out": n, "relu": bool(layer.relu),
-            "tau": None if layer.tau is None else float(layer.tau)}
+    return {"kind": layer.kind, "in": d, "out": n, "bits": B.width_for(layer.kind, np.asarray(layer.weight)),
+            "relu": bool(layer.relu), "tau": None if layer.tau is None else float(layer.tau)}
 
 
 def _layer_tensors(prefix: str, layer: Layer) -> dict[str, np.ndarray]:
-    # the canonical values in their storage dtypes (exact: check_layer bounds them)
-    out = {f"{prefix}.weight": np.asarray(layer.weight).astype(STORAGE[layer.kind]),
+    weight = np.asarray(layer.weight)
+    out = {f"{prefix}.weight": B.encode(weight, B.width_for(layer.kind, weight)),
            f"{prefix}.bias": np.asarray(layer.bias, np.float32)}
     if layer.rescale is not None:
         out[f"{prefix}.rescale"] = np.asarray(layer.rescale, np.float32)
@@ -290,7 +288,8 @@ def parse_model(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
     _check_tensors(c, expected, tensors)
 
     def layer(prefix: str, kind: str, spec: Mapping[str, Any]) -> Layer:
-        out = Layer(kind=kind, weight=tensors[f"{prefix}.weight"], bias=tensors[f"{prefix}.bias"],
+        weight = B.decode(tensors[f"{prefix}.weight"], spec["bits"], spec["in"])
+        out = Layer(kind=kind, weight=weight, bias=tensors[f"{prefix}.bias"],
                     rescale=tensors.get(f"{prefix}.rescale"), relu=spec["relu"],
                     tau=None if spec.get("tau") is None else float(spec["tau"]))
         try:
@@ -326,9 +325,12 @@ def _plan(c: _Check, prefix: str, layers: Sequence[Any], d: int, n_out: int,
     for j, spec in enumerate(layers):
         where = f"{prefix}.{j}"
         kind = c.get(spec, "kind", str, where)
-        if kind not in STORAGE:
-            raise c.fail(f"layer {where} has unknown kind {kind!r} (known: {', '.join(STORAGE)})")
+        if kind not in B.WIDTHS:
+            raise c.fail(f"layer {where} has unknown kind {kind!r} (known: {', '.join(B.WIDTHS)})")
         n_in, n = c.count(spec, "in", where), c.count(spec, "out", where)
+        bits = c.count(spec, "bits", where)
+        if bits not in B.WIDTHS[kind]:
+            raise c.fail(f"layer {where} ({kind}) stored in {bits} bits (allowed: {B.WIDTHS[kind]})")
         c.get(spec, "relu", bool, where)
         if n_in != width or (j == len(layers) - 1 and n != n_out):
             want = f"{width} -> {n_out if j == len(layers) - 1 else 'any'}"
@@ -336,7 +338,7 @@ def _plan(c: _Check, prefix: str, layers: Sequence[Any], d: int, n_out: int,
         tau = spec.get("tau")
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
             raise c.fail(f"header field {where}.tau has type {type(tau).__name__}")
-        expected[f"{where}.weight"] = (STORAGE[kind], (n, n_in))
+        expected[f"{where}.weight"] = (B.DTYPES[bits], B.stored_shape(n, n_in, bits))
         expected[f"{where}.bias"] = ("float32", (n,))
         if kind != "fp32":
             expected[f"{where}.rescale"] = ("float32", (n,))

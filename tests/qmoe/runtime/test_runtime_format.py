@@ -12,8 +12,9 @@ import pytest
 from safetensors.numpy import save
 
 from qmoe.native import KINDS, Layer, Router
-from qmoe.runtime.format import (FORMAT, META_KEY, STORAGE, VERSION, ModelData, ModelFileError, model_header,
-                                 model_tensors, read_model_file, write_model_file)
+from qmoe.runtime import bits
+from qmoe.runtime.format import (FORMAT, META_KEY, VERSION, ModelData, ModelFileError, model_header, model_tensors,
+                                 read_model_file, write_model_file)
 
 D, C = 12, 4
 
@@ -74,7 +75,7 @@ def test_a_written_file_reads_back_exactly(tmp_path: Path, model: ModelData) -> 
         assert name_a == name_b
         for a, b in zip(layers_a, layers_b, strict=True):
             assert (a.kind, a.relu, a.tau) == (b.kind, b.relu, b.tau)
-            assert a.weight.dtype == b.weight.dtype
+            assert (a.weight.dtype.kind == "f") == (b.weight.dtype.kind == "f")  # integers decode as int64
             np.testing.assert_array_equal(a.weight, b.weight)
             np.testing.assert_array_equal(a.bias, b.bias)
     if model.router is not None:
@@ -147,9 +148,10 @@ def test_shape_dtype_and_value_mismatches(tmp_path: Path) -> None:
     header, tensors = model_header(model), model_tensors(model)
     cases = {
         "expert.0.1.weight": (np.zeros((6, 9), np.int8), r"has shape \(6, 9\), expected \(6, 8\)"),
+        "expert.1.1.weight": (np.zeros((6, 2), np.int8), "is int8, expected uint8"),
         "expert.1.0.bias": (np.zeros(8, np.float64), "is float64, expected float32"),
         "router.masks": (np.zeros((4, 6), np.float32), r"has shape \(4, 6\), expected \(4, 5\)"),
-        "expert.1.0.weight": (np.full((8, D), 2, np.int8), "ternary weights must be integers in -1..1"),
+        "expert.1.0.weight": (np.full((8, 3), 0b10101010, np.uint8), "ternary weights must be integers in -1..1"),
         "expert.0.2.bias": (np.full(C, np.nan, np.float32), "holds NaN or inf"),
         "standardise.std": (np.zeros(D), "standardise.std holds a value <= 0"),
     }
@@ -157,10 +159,8 @@ def test_shape_dtype_and_value_mismatches(tmp_path: Path) -> None:
         one_line_error(raw_file(tmp_path / "s.qmoe", header, {**tensors, name: value}), match)
     pm1 = single("pm1")
     header, tensors = model_header(pm1), model_tensors(pm1)
-    zero = tensors["expert.0.1.weight"].copy()
-    zero[0, 0] = 0
-    one_line_error(raw_file(tmp_path / "z.qmoe", header, {**tensors, "expert.0.1.weight": zero}),
-                   "pm1 weights must be -1 or \\+1, not 0")
+    header["model"]["experts"][0]["layers"][1]["bits"] = 8  # int8 storage of a pm1 layer: not allowed
+    one_line_error(raw_file(tmp_path / "z.qmoe", header, tensors), r"\(pm1\) stored in 8 bits \(allowed: \(1,\)\)")
 
 
 def test_inconsistent_headers(tmp_path: Path) -> None:
@@ -215,12 +215,23 @@ def test_missing_file_and_a_folder(tmp_path: Path) -> None:
     one_line_error(tmp_path, "no such file")
 
 
-def test_every_canonical_kind_has_a_storage_dtype_holding_its_range() -> None:
-    assert set(STORAGE) == set(KINDS)
-    for kind, bounds in KINDS.items():
-        if bounds is not None:
-            info = np.iinfo(STORAGE[kind])
-            assert info.min <= bounds[0] and bounds[1] <= info.max
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_canonical_kind_is_stored_exactly_in_its_widths(kind: str) -> None:
+    assert set(bits.WIDTHS) == set(KINDS)
+    rng = np.random.default_rng(3)
+    lo, hi = KINDS[kind] or (0, 0)
+    for width in bits.WIDTHS[kind]:
+        if kind == "fp32":
+            w = rng.standard_normal((5, 77)).astype(np.float32)
+        else:
+            top = min(hi, (1 << (width - 1)) - 1) if 1 < width < 8 else hi
+            w = rng.integers(max(lo, -top - 1), top + 1, (5, 77))  # every value the width holds
+            if kind in ("pm1", "binary"):
+                w = np.where(w > 0, 1, -1)
+        stored = bits.encode(w, width)
+        assert stored.dtype == np.dtype(bits.DTYPES[width]) and stored.shape == bits.stored_shape(5, 77, width)
+        np.testing.assert_array_equal(bits.decode(stored, width, 77), w)
+    assert bits.width_for("int8", np.array([[-8, 7]])) == 4 and bits.width_for("int8", np.array([[-9, 7]])) == 8
 
 
 def test_writing_checks_the_model_first(tmp_path: Path) -> None:
