@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -231,7 +232,8 @@ def find_saved_trial(ref: str, storage: str | Path) -> Path:
     if direct.is_dir():
         return direct
     storage = Path(storage).expanduser()
-    hits = sorted(p for p in storage.glob(f"*/models/{ref}") if (p / INFO_FILE).is_file()) if ref else []
+    is_key = re.fullmatch(r"[0-9a-f]{16}", ref) is not None  # TrialSpec.trial_key; never a glob pattern
+    hits = sorted(p for p in storage.glob(f"*/models/{ref}") if (p / INFO_FILE).is_file()) if is_key else []
     if not hits:
         raise DataError(f"{ref}: neither a folder nor a trial key saved under {storage}/*/models/; give the "
                         "folder of qmoe trial --save DIR, or the key of a trial a sweep kept (--storage)")

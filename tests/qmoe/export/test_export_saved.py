@@ -110,8 +110,9 @@ def test_a_trial_key_is_found_under_the_storage(saved, tmp_path: Path) -> None:
     (tmp_path / "sweep-a" / "models" / key).symlink_to(path)
     assert find_saved_trial(key, tmp_path) == tmp_path / "sweep-a" / "models" / key
     assert find_saved_trial(str(path), tmp_path / "elsewhere") == path
-    with pytest.raises(DataError, match="neither a folder nor a trial key saved under"):
-        find_saved_trial("0123456789abcdef", tmp_path)
+    for ref in ("0123456789abcdef", "*", key[:8]):
+        with pytest.raises(DataError, match="neither a folder nor a trial key saved under"):
+            find_saved_trial(ref, tmp_path)
     (tmp_path / "sweep-b" / "models").mkdir(parents=True)
     (tmp_path / "sweep-b" / "models" / key).symlink_to(path)
     with pytest.raises(DataError, match="is saved in 2 sweeps"):
