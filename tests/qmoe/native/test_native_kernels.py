@@ -90,6 +90,25 @@ def test_rows_do_not_depend_on_batch_mates(kind: str) -> None:
     assert mlp(np.empty((0, 200), np.float32)).shape == (0, 10)
 
 
+@pytest.mark.parametrize("d", [1, 15, 16, 17, 200, 1536])
+def test_binary_beta_is_summed_in_the_documented_order(d: int) -> None:
+    """``beta = mean|x|``: 16 lanes (lane l adds elements l, l + 16, ...), then the lanes in
+    order, then the tail, in float32: the same float on every machine."""
+    from qmoe.native.kernels import load
+
+    x = np.random.default_rng(d).standard_normal((3, d)).astype(np.float32) * np.float32(3.7)
+    got = load().mean_abs_rows(x)
+    for row, beta in zip(x, got[:, 0]):
+        top = d - d % 16
+        lanes = np.zeros(16, np.float32)
+        for i in range(0, top, 16):
+            lanes += np.abs(row[i: i + 16])
+        s = np.float32(0.0)
+        for v in list(lanes) + list(np.abs(row[top:])):
+            s = np.float32(s + v)
+        assert beta == np.float32(s / np.float32(d))
+
+
 def test_bad_layers_are_refused() -> None:
     from qmoe.errors import ConfigError
 
