@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from qmoe.measure import torch_threads
+from qmoe.optim import optimizer_for
 from qmoe.spec import TrainConfig, TrialSpec
-from qmoe.train import _optimizer, fit
+from qmoe.train import fit
 from qmoe.trial import build_model, standardise
 from qmoe.tuning import CrossValidation, fold_rows, fold_seed
 
@@ -77,9 +78,9 @@ def test_router_lr_is_optional_and_keeps_default_keys() -> None:
     tuned = mixture.replace(router_lr=3e-3)
     assert tuned.to_dict()["router_lr"] == 3e-3 and TrainConfig(**tuned.to_dict()) == tuned
     model = build_model(TrialSpec(dataset="synth", fold=1, experts=("q4", "q8"), train=tuned), 16, 3)
-    groups = _optimizer(model, tuned).param_groups
+    groups = optimizer_for(model, tuned).param_groups
     assert [g["lr"] for g in groups] == [mixture.lr, 3e-3]
     assert sum(p.numel() for p in groups[1]["params"]) == sum(p.numel() for p in model.router.parameters())
-    assert len(_optimizer(model, mixture).param_groups) == 1
+    assert len(optimizer_for(model, mixture).param_groups) == 1
     with pytest.raises(Exception, match="router_lr"):
         mixture.replace(router_lr=-1.0)

@@ -148,3 +148,16 @@ def test_kernels_take_the_path_of_the_cpu_numba_compiles_for() -> None:
     if expected:
         assert cpu == expected and not HAS_VPERMW
         assert HAS_AVX2 == (expected == "haswell")
+
+
+@pytest.mark.parametrize("d", [1, 7, 63, 64, 65, 128, 200])
+def test_packed_words_layout_and_padding(d: int) -> None:
+    """Bit i of a row is bit i % 64 of word i // 64; the padding is zero (never a mismatch)."""
+    from qmoe.native.packing import pack_words, unpack_words
+
+    bits = np.random.default_rng(d).random((3, d)) > 0.5
+    words = pack_words(bits)
+    assert words.dtype == np.uint64 and words.shape == (3, -(-d // 64))
+    unpacked = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+    assert np.array_equal(unpacked[:, :d].astype(bool), bits) and not unpacked[:, d:].any()
+    assert np.array_equal(unpack_words(words, d), bits)
