@@ -20,6 +20,7 @@ def report(
     fmt: Annotated[Optional[str], typer.Option("--format", help="md | html | csv | all (default: md on stdout, all with --out).")] = None,
     reference: Annotated[Optional[list[str]], typer.Option("--reference", help="Reference model: a single model (default fp32) and/or a mixture whose α=0 all mixtures are compared with.")] = None,
     correction: Annotated[str, typer.Option("--correction", help="Multiple-comparison correction: bonferroni | holm.")] = "bonferroni",
+    margin: Annotated[float, typer.Option("--margin", help="Equivalence margin in F1 for '≈' claims (TOST); 0.01 = one F1 point.")] = 0.01,
 ) -> None:
     """Per-model means ± std over folds, the paper's tables, significance tests, plots and claims."""
     from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
@@ -27,7 +28,8 @@ def report(
 
     formats = parse_formats(fmt, out)
     needs_plots = out is not None or Format.HTML in formats
-    result = build_report(source, storage=storage, references=reference, correction=correction, plots=needs_plots)
+    result = build_report(source, storage=storage, references=reference, correction=correction, plots=needs_plots,
+                          margin=margin)
     if out is None:
         print(to_html(result) if formats == (Format.HTML,) else to_markdown(result), end="")
         return

@@ -38,7 +38,7 @@ def test_every_plot_kind_is_drawn(report) -> None:
 def test_markdown_has_every_section_in_order(report) -> None:
     md = to_markdown(report)
     heads = re.findall(r"^## (\d+)\. ", md, flags=re.M)
-    assert heads == [str(i) for i in range(9)]
+    assert heads == [str(i) for i in range(11)]
     assert md.startswith("# qmoe report: sweep")
     assert "| esc50 | Q4-Base | 9 | q4-0-esc50-9-clean | boom |" in md.split("## 1.")[0]
     assert "(in the HTML report)" in md and "](plots/" not in md
