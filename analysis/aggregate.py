@@ -21,13 +21,15 @@ from analysis.stats import mean_std
 def summarise(df: pd.DataFrame, keys: list[str], metrics: Iterable[str]) -> pd.DataFrame:
     """Per group of ``keys``: ``{metric}_mean``, ``{metric}_std`` (ddof 1) and ``{metric}_n``.
 
-    ``n`` counts the folds with a value, so a fold whose metric is missing is not averaged.
+    The values are one per fold unit (split_seed, fold): the mean over its seeds, so the std is
+    the spread over folds, whatever the number of seeds. ``n`` counts the folds with a value, so
+    a fold whose metric is missing is not averaged.
     """
     rows = []
     for values, group in df.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
         for metric in metrics:
-            mean, std, n = mean_std(pd.to_numeric(group[metric], errors="coerce"))
+            mean, std, n = mean_std(fold_means(group, metric))
             row |= {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_n": n}
         rows.append(row)
     return pd.DataFrame(rows)

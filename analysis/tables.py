@@ -49,7 +49,8 @@ def summary_section(ctx: Context) -> Section:
         return Section.skipped("summary", title, "no finished trials to average")
     keys = ["protocol", "dataset", "config", "label", "kind"]
     summary = summarise(ok, keys, SUMMARY_METRICS)
-    n_folds = ok.groupby(keys)["fold"].nunique().rename("n_folds").reset_index()
+    units = ok.assign(_unit=list(zip(ok["split_seed"], ok["fold"])))
+    n_folds = units.groupby(keys)["_unit"].nunique().rename("n_folds").reset_index()
     summary = summary.merge(n_folds, on=keys, how="left")
     err = ctx.results.errors
     failed = err.groupby(["protocol", "dataset", "config"]).size() if not err.empty else pd.Series(dtype=int)
@@ -89,7 +90,9 @@ def summary_section(ctx: Context) -> Section:
         figures = tuple(plots.latency_by_model(g, config_order(g), protocol) for protocol, g, _ in ctx.protocols()
                         if pd.to_numeric(g["latency_p50_us"], errors="coerce").notna().any())
     return Section(key="summary", title=title, tables=tuple(tables), notes=tuple(notes), plots=figures,
-                   intro="Mean ± standard deviation (ddof 1) over the test folds; n = folds averaged.")
+                   intro="Mean ± standard deviation (ddof 1) over the test folds; n = folds averaged. With several "
+                         "seeds a fold's value is the mean over its seeds (the seed spread is in the variance "
+                         "decomposition).")
 
 
 def _by_dataset(ctx: Context, summary: pd.DataFrame) -> Table:
