@@ -63,7 +63,8 @@ def curiosity_section(ctx: Context) -> Section:
             "Levene p": "ref" if base else fmt.pvalue(r["levene_p"]),
             f"p ({ctx.correction.value})": "ref" if base else fmt.pvalue(r["p_adj"]),
             "sig.": "" if base else stars(r["p_adj"]),
-            "Levene floor (adj.)": "ref" if base else fmt.pvalue(r["levene_floor_adj"]),
+            "Levene floor (adj.)": "ref" if base else ("none" if r["levene_floor_adj"] == 0
+                                                        else fmt.pvalue(r["levene_floor_adj"])),
             "routing shares": shares_text(shares)})
     figures = ()
     if ctx.plots:
@@ -79,7 +80,10 @@ def curiosity_section(ctx: Context) -> Section:
                "(both sides share their folds, so an F interval for independent samples would be wrong). Levene's "
                f"test centred on the median (Brown–Forsythe); p adjusted ({ctx.correction.value}) over the α "
                "comparisons of one protocol. Levene floor = the smallest adjusted p this test can reach with these "
-               "fold counts (see the claims). Shares: mean over trials."),
+               "fold counts (none: any p is reachable). Levene is not run over the raw fold × seed cells for this: "
+               "the cells of a fold share its fold effect, so that test would count each fold once per seed; the "
+               "training (seed) variance is tested over the cells in the variance decomposition. Shares: mean "
+               "over trials."),
         tables=(Table(key="curiosity", title="F1 and fold variance per α", data=df, display=ctx.display(rows)),))
 
 

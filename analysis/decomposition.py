@@ -97,14 +97,14 @@ def change_table(ctx: Context, decs: dict) -> tuple[Table | None, list[str]]:
     data = []
     for protocol, g, _ in ctx.protocols():
         mix = g[(g["kind"] == "mixture") & (g["alpha"] > 0)]
-        for (dataset, config), _rows in mix.groupby(["dataset", "config"], sort=False):
+        for (dataset, config), crows in mix.groupby(["dataset", "config"], sort=False):
             base = baseline(g[g["dataset"] == dataset], config)
             key, key0 = (protocol, dataset, config), (protocol, dataset, base)
             if base is None or key not in decs or key0 not in decs:
                 continue
             (dec, grid), (dec0, grid0) = decs[key], decs[key0]
             row = {"protocol": protocol, "dataset": dataset, "config": config, "reference_config": base,
-                   "model": label[config], "reference": label[base], "alpha": float(_rows["alpha"].iloc[0]),
+                   "model": label[config], "reference": label[base], "alpha": float(crows["alpha"].iloc[0]),
                    "seeds": min(dec.r, dec0.r)}
             for c in COMPONENTS:
                 ratio, lo, hi = component_ratio(dec, dec0, c, seed=ctx.seed)

@@ -10,6 +10,7 @@ from analysis import fmt
 from analysis.aggregate import baseline, config_order, pair
 from analysis.context import Context
 from analysis.document import Section, Table
+from analysis.power import wilcoxon_floor
 from analysis.stats import BOOTSTRAP_MIN_N, adjust, compare_paired, stars
 
 TITLE = "Significance against the reference (Table 6)"
@@ -88,6 +89,7 @@ def significance_section(ctx: Context) -> Section:
     if df["test_train_ratio"].isna().any():
         notes.append("Nadeau-Bengio needs n_test and n_train in the rows; missing for some comparisons")
     tables = []
+    j = int(df["n"].max())
     cells = bool((df["n_cells"] > df["n"]).any())
     boot = bool((df["n"] >= BOOTSTRAP_MIN_N).any())
     for metric, m in df.groupby("metric", sort=False):
@@ -125,7 +127,7 @@ def significance_section(ctx: Context) -> Section:
                "there); Wilcoxon signed-rank; Cohen's dz; Hedges' g (pooled SD, small-sample corrected). The "
                f"adjusted p ({ctx.correction.value}) is over all comparisons of one metric and protocol, on the "
                "paired t; * < 0.05, ** < 0.01, *** < 0.001. With J paired folds the exact Wilcoxon p cannot go "
-               "below 2 / 2^J (0.0625 for 5 folds)."))
+               f"below 2 / 2^J ({wilcoxon_floor(j):.3g} with {j} paired folds here)."))
 
 
 def _interval(lo: float, hi: float, spec: str) -> str:
