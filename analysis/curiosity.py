@@ -47,6 +47,9 @@ def curiosity_section(ctx: Context) -> Section:
                                            if fmt.finite(n) and n >= 2 else math.nan for n in df.loc[idx, "n_pairs"]]
     if df["n"].max() < 2:
         notes.append("not testable here: only one fold, so there is no fold variance to compare")
+    if mix["split_seed"].nunique() > 1:
+        notes.append("repeated k-fold: folds of different splits share samples, but Levene and Pitman–Morgan treat "
+                     "the fold units as independent, so their p and CI are optimistic here")
     experts = [c for c in df.columns if c.startswith("share:")]
     variants = df["curiosity"].nunique() > 1  # kl and entropy in one sweep: say which row is which
     rows = []

@@ -18,6 +18,7 @@ the exact chi-square (and for a ratio of residuals the exact F) interval, used d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -135,8 +136,7 @@ def decompose(grid: pd.DataFrame, *, dropped: int = 0, seed: int = 0, level: flo
         ci["resid"] = chi2_interval(ss["resid"], df["resid"], level)
     else:
         ci["fold"] = chi2_interval(ss["fold"], df["fold"], level)
-    dec.ci.update(ci)
-    return dec
+    return dataclasses.replace(dec, ci=ci)
 
 
 def component_ratio(a: Decomposition, b: Decomposition, component: str, *, seed: int = 0,
