@@ -68,7 +68,7 @@ def seed_variance_claims(ctx: Context, sections: Mapping[str, Section]) -> list[
             continue
         figure = (f"residual variance ratio {fmt.num(r['resid_ratio'], '.2f')} "
                   f"[{fmt.num(r['resid_ratio_low'], '.2f')}, {fmt.num(r['resid_ratio_high'], '.2f')}] (F); "
-                  f"fold-component ratio {fmt.num(r['fold_ratio'], '.2f')}")
+                  f"fold component {fmt.num(r['fold_0'], '.2g')} → {fmt.num(r['fold_a'], '.2g')}")
         m = int(df.loc[df["protocol"] == r["protocol"], "bf_p"].notna().sum())
         power = (f"80% power only if the ratio is ≤ {fmt.num(r['resid_detectable_ratio'], '.2f')} (F-test bound, "
                  f"df {int(r['resid_df_a'])}/{int(r['resid_df_b'])}, {alpha_text(m)})")
