@@ -12,7 +12,7 @@ from qmoe.measure import torch_threads
 from qmoe.spec import TrainConfig, TrialSpec
 from qmoe.train import _optimizer, fit
 from qmoe.trial import build_model, standardise
-from qmoe.tuning import CrossValidation, fold_rows, fold_seed
+from qmoe.cross_validation import CrossValidation, fold_rows, fold_seed
 
 # Small and quick: a narrow MLP, a few epochs.
 CFG = TrainConfig.single().replace(hidden=(64,), max_epochs=3, patience=2)
