@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.context import Context
-from analysis.document import Section, Table
+from qmoe.analysis import fmt
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
 
 TITLE = "Claims of the paper"
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable here"

@@ -6,11 +6,11 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import mean_shares, pair
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.stats import adjust, levene_median, mean_std, stars, variance_reduction
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import mean_shares, pair
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.stats import adjust, levene_median, mean_std, stars, variance_reduction
 
 TITLE = "Curiosity α per dataset (Table 4)"
 
@@ -56,7 +56,7 @@ def curiosity_section(ctx: Context) -> Section:
             "routing shares": shares_text(shares)})
     figures = ()
     if ctx.plots:
-        from analysis import plots
+        from qmoe.analysis import plots
 
         figures = tuple(plots.alpha_variance(g, model, protocol)
                         for (protocol, model), g in df.groupby(["protocol", "model"]) if g["alpha"].nunique() > 1)

@@ -6,11 +6,11 @@ import dataclasses
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order, pair
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.stats import adjust, compare_paired, stars
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order, pair
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.stats import adjust, compare_paired, stars
 
 TITLE = "Significance against the reference (Table 6)"
 METRICS = ("f1_macro", "latency_p50_us")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from analysis_fakes import F1, frame, make_row, ok_row
 
-from analysis.load import load_results, resolve_source
-from analysis.report import build_report
+from qmoe.analysis.load import load_results, resolve_source
+from qmoe.analysis.report import build_report
 from qmoe.errors import DataError
 from qmoe.record import TrialRecord
 
