@@ -1,4 +1,4 @@
-"""Sweep specs: a named grid of trials written as TOML (DESIGN §8).
+"""Sweep specs: the grid of trials a sweep runs, written as TOML (DESIGN §8).
 
 A spec file looks like::
 
@@ -23,14 +23,15 @@ A spec file looks like::
     id = "bits"
     bits = [1, 2, 4]              # shorthand for models = ["q1", "q2", "q4"]
 
-The built-in specs live in ``sweeps/specs/`` and are listed in :data:`SPECS`.
+The built-in specs live in ``sweeps/specs/`` and are listed in :data:`SPECS`. The command
+line's choices (``--dataset``, ``--folds``, ``--hparams``...) apply to any spec through
+:class:`Overrides`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from qmoe.errors import ConfigError, UnknownNameError
+from qmoe.quant_names import bitlinear_name
 from qmoe.registry import Registry
-from qmoe.spec import PROTOCOLS, TrainConfig
+from qmoe.spec import PROTOCOLS, TrainConfig, check_alpha
 
-from sweeps.parse import parse_folds
+from qmoe.sweeps.parse import parse_folds, parse_names
 
 SPEC_DIR = Path(__file__).parent / "specs"
 
@@ -92,8 +94,7 @@ class GridGroup:
                 raise ConfigError(f"{where}: model {','.join(experts)!r} repeats an expert")
             check_experts(experts, where)
         for alpha in self.alphas:
-            if not math.isfinite(alpha) or alpha < 0:
-                raise ConfigError(f"{where}: alpha {alpha!r} is invalid: curiosity strength must be >= 0")
+            check_alpha(alpha, where)
         singles = [e[0] for e in self.models if len(e) == 1]
         if singles and any(a > 0 for a in self.alphas):
             raise ConfigError(
@@ -197,6 +198,29 @@ def apply_overrides(spec: SweepSpec, *, datasets: tuple[str, ...] | None = None,
     return spec.replace(**changes)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """The command line's choices for any sweep, as typed (None keeps the spec's value)."""
+
+    datasets: str | None = None  # --dataset, comma-separated names
+    data: Path | None = None  # --data, a ready table
+    folds: str | None = None  # --folds, e.g. "1,3-5"
+    seed: int | None = None  # --seed
+    protocol: str | None = None  # --protocol
+    hparams: Path | None = None  # --hparams, a TOML of TrainConfig fields (e.g. a best.toml)
+
+    def apply(self, spec: SweepSpec) -> SweepSpec:
+        """``spec`` with these choices (see :func:`apply_overrides`).
+
+        Raises:
+            ConfigError: a malformed value (naming its flag) or an invalid result.
+        """
+        datasets = parse_names(self.datasets, flag="--dataset", example="synth") if self.datasets else None
+        return apply_overrides(spec, datasets=datasets, data=self.data,
+                               folds=parse_folds(self.folds) if self.folds is not None else None,
+                               seed=self.seed, protocol=self.protocol, hparams_file=self.hparams)
+
+
 # -- reading TOML ------------------------------------------------------------------------
 
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -235,7 +259,7 @@ def _group(raw: Any, where: str) -> GridGroup:
     for bits in _list(raw["bits"], where, "bits") if "bits" in raw else []:
         if isinstance(bits, bool) or not isinstance(bits, int):
             raise ConfigError(f"{where}: 'bits' must hold whole numbers such as 4, got {bits!r}")
-        models.append((f"q{bits}",))
+        models.append((bitlinear_name(bits),))
     if "models" not in raw and "bits" not in raw:
         raise ConfigError(f"{where}: give 'models' (e.g. [\"q4\", \"bitnet,q4,q8\"]) or 'bits' (e.g. [1, 4])")
     alphas = tuple(_number(a, where, "alphas") for a in _list(raw["alphas"], where, "alphas")) \

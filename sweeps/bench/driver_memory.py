@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from qmoe.layout import RESULTS
 from qmoe.record import TrialRecord
 from qmoe.spec import TrialSpec
 
@@ -35,9 +36,9 @@ def instant_trial(spec: TrialSpec, table: Any, *, threads: int = 1) -> Any:
 
 def _plan(n_trials: int) -> Any:
     """``n_trials`` distinct trials on synth: the bits grid (40 trials), repeated with new seeds."""
-    from sweeps.builtin import bits_spec
-    from sweeps.plan import plan_sweep
-    from sweeps.spec import apply_overrides
+    from qmoe.sweeps.builtin import bits_spec
+    from qmoe.sweeps.plan import plan_sweep
+    from qmoe.sweeps.grid import apply_overrides
 
     plan = plan_sweep(bits_spec())
     trials = list(plan.trials)
@@ -75,7 +76,8 @@ def driver_memory_profile(n_trials: int = 40, *, address: str | None = None,
         ``rss_end_mb`` (the highest RSS once every row was written); ``growth`` (end / after 5
         - 1, e.g. 0.03 for +3%); ``seconds`` (the sweep's wall time).
     """
-    from sweeps.runner import RunOptions, run_sweep
+    from qmoe.sweeps.engine import RunOptions
+    from qmoe.sweeps.runner import run_sweep
 
     if n_trials <= EARLY:
         raise ValueError(f"n_trials must be more than {EARLY}")
@@ -84,7 +86,7 @@ def driver_memory_profile(n_trials: int = 40, *, address: str | None = None,
     samples: list[tuple[int, int]] = []  # (rows written, rss bytes)
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="qmoe-memory-") as storage:
-        results = Path(storage) / "memory" / "results.parquet"
+        results = Path(storage) / "memory" / RESULTS
 
         def sample() -> None:
             while not stop.is_set():

@@ -3,15 +3,15 @@
 Sweep efficiency (issue 8) = (sum of the trials' seconds run one by one / slots) / sweep wall.
 The one-by-one seconds come from :func:`run_serially`: the same trials, in one fresh process,
 one after another, one thread each, timed around the trial function. That process gets the
-environment of a sweep worker (``sweeps.cluster.worker_env``: glibc malloc thresholds, one
+environment of a sweep worker (``qmoe.sweeps.cluster.worker_env``: glibc malloc thresholds, one
 OpenMP thread), so a sweep gains nothing from a setting the reference lacks; what the sweep
 loses against it is start-up, scheduling, slow-down of concurrent trials and the tail.
 
 A job file (JSON) says which trials and tables: every runner of the benchmark (this one, the
-Ray Tune defaults runner in :mod:`sweeps.bench_defaults`) reads the same file in its own
+Ray Tune defaults runner in :mod:`qmoe.sweeps.bench.ray_defaults`) reads the same file in its own
 process, so each pays its own imports and none inherits the bench process's state.
 
-Run as ``python -m sweeps.bench_jobs JOB.json OUT.json``.
+Run as ``python -m qmoe.sweeps.bench.jobs JOB.json OUT.json``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from qmoe.errors import QmoeError
+from qmoe.spec import TrialSpec
 
-from sweeps.plan import SweepPlan, TableRef, reload_tables, trial_from_dict, trial_to_dict
+from qmoe.sweeps.plan import SweepPlan, TableRef, reload_tables
+from qmoe.sweeps.trial_fn import resolve_trial_fn, trial_fn_ref
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +77,7 @@ def efficiency(serial: RunTimes, wall_seconds: float, slots: int) -> float:
 
 def write_job(plan: SweepPlan, path: Path) -> Path:
     """Write the plan's trials and how to load its tables (no table data) to ``path``."""
-    job = {"tables": [r.to_dict() for r in plan.refs], "trials": [trial_to_dict(t) for t in plan.trials]}
+    job = {"tables": [r.to_dict() for r in plan.refs], "trials": [t.to_dict() for t in plan.trials]}
     path.write_text(json.dumps(job), encoding="utf-8")
     return path
 
@@ -84,14 +86,7 @@ def read_job(path: Path) -> tuple[list[Any], dict[str, Any]]:
     """The trials of a job file and its tables (loaded again, checked against their hashes)."""
     job = json.loads(Path(path).read_text(encoding="utf-8"))
     tables = reload_tables([TableRef(**r) for r in job["tables"]])
-    return [trial_from_dict(t) for t in job["trials"]], tables
-
-
-def trial_fn_ref() -> str:
-    """The trial function every runner calls: ``$QMOE_TRIAL_FN`` (tests' fakes) or run_trial."""
-    from sweeps.trainable import DEFAULT_TRIAL_FN, TRIAL_FN_ENV
-
-    return os.environ.get(TRIAL_FN_ENV) or DEFAULT_TRIAL_FN
+    return [TrialSpec.from_dict(t) for t in job["trials"]], tables
 
 
 def run_module(module: str, job: Path, out: Path, *, env: Mapping[str, str] | None = None,
@@ -113,10 +108,11 @@ def run_module(module: str, job: Path, out: Path, *, env: Mapping[str, str] | No
 # -- the reference: one by one -------------------------------------------------------------
 
 def run_serially(trials: Sequence[Any], tables: Mapping[str, Any]) -> RunTimes:
-    """Run the trials one after another in this process, one thread each."""
-    from sweeps.trainable import resolve_trial_fn, tune_worker_process
+    """Run the trials one after another in this process, one thread each (the trial function
+    every runner calls: ``$QMOE_TRIAL_FN``, tests' fakes, or run_trial)."""
+    from qmoe.sweeps.worker import start_worker
 
-    tune_worker_process()
+    start_worker()  # as a sweep worker does
     fn = resolve_trial_fn(trial_fn_ref())
     times = []
     for spec in trials:
@@ -128,9 +124,9 @@ def run_serially(trials: Sequence[Any], tables: Mapping[str, Any]) -> RunTimes:
 
 def serial_times(job: Path, out: Path) -> RunTimes:
     """:func:`run_serially` on a job file, in a fresh process with a sweep worker's environment."""
-    from sweeps.cluster import worker_env
+    from qmoe.sweeps.cluster import worker_env
 
-    return RunTimes.from_dict(run_module("sweeps.bench_jobs", job, out, env=worker_env(1)))
+    return RunTimes.from_dict(run_module(__name__, job, out, env=worker_env(1)))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -9,8 +9,8 @@ called as ``fn(spec, table)``: its own default of one torch thread), Ray's statu
 result loggers on. Ray is started with ``ray.init()`` before the clock starts, as our sweep
 starts it before its own; the wall time is from the start of ``Tuner.fit`` to its end.
 
-Run as ``python -m sweeps.bench_defaults JOB.json OUT.json`` (a fresh process: its own Ray);
-see :mod:`sweeps.bench_jobs` for the job file.
+Run as ``python -m qmoe.sweeps.bench.ray_defaults JOB.json OUT.json`` (a fresh process: its own
+Ray); see :mod:`qmoe.sweeps.bench.jobs` for the job file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeps.bench_jobs import RunTimes, TrialTime, read_job, run_module, trial_fn_ref
+from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, read_job, run_module
+from qmoe.sweeps.trial_fn import trial_fn_ref
 
 
 def trial_trainable(config: dict[str, Any], tables: Mapping[str, Any], trials: Mapping[str, Any],
@@ -31,7 +32,7 @@ def trial_trainable(config: dict[str, Any], tables: Mapping[str, Any], trials: M
     """Run the trial named by ``config["trial"]`` and report its seconds (a function trainable)."""
     from ray import tune
 
-    from sweeps.trainable import resolve_trial_fn
+    from qmoe.sweeps.trial_fn import resolve_trial_fn
 
     spec = trials[config["trial"]]
     fn = resolve_trial_fn(fn_ref)
@@ -64,7 +65,7 @@ def run_with_defaults(trials: Sequence[Any], tables: Mapping[str, Any], storage:
 def defaults_times(job: Path, out: Path, address: str | None = None) -> RunTimes:
     """:func:`run_with_defaults` on a job file, in a fresh process with its own Ray (or joining
     the one at ``address``: ``ray.init()`` reads ``RAY_ADDRESS``)."""
-    return RunTimes.from_dict(run_module("sweeps.bench_defaults", job, out,
+    return RunTimes.from_dict(run_module(__name__, job, out,
                                          env={"RAY_ADDRESS": address} if address else None))
 
 

@@ -3,7 +3,7 @@
 A row (and a fresh ``best.toml``) is written on the trial's final result: its own end, or ASHA's
 stop. Tune hands that result to callbacks before it tells the searcher (Optuna) the trial is
 complete, so a command killed in between leaves a row the study has not heard of, which
-:func:`sweeps.tune.reconcile` tells it on resume.
+:func:`qmoe.sweeps.tune.study.reconcile` tells it on resume.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from sweeps.progress import LineProgress, NullProgress
-from sweeps.recorder import describe_failure
-from sweeps.space import SearchSpace
-from sweeps.store import now_iso
-from sweeps.tune_store import TuneStore, best_row
-from sweeps import tune_trainable as tt
+from qmoe.layout import COMPLETE, ERROR, STOPPED
+from qmoe.record import now_iso
+
+from qmoe.sweeps.progress import LineProgress, NullProgress
+from qmoe.sweeps.tune import tune_trainable as tt
+from qmoe.sweeps.tune.space import SearchSpace
+from qmoe.sweeps.tune.tune_store import TuneStore
+from qmoe.sweeps.tune.tuning_table import best_row
+from qmoe.sweeps.worker import describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class TuneRecorder(tune.Callback):
             return
         number = self.number(trial)
         error = result.get(tt.ERROR)
-        status = "error" if error else "complete" if result.get(tt.FINISHED) else "stopped"
+        status = ERROR if error else COMPLETE if result.get(tt.FINISHED) else STOPPED
         self._write(trial, {"trial": number, "status": status,
                             "objective": None if error else result[tt.OBJECTIVE],
                             "fold_f1": result.get(tt.FOLD_F1), "fold_epochs": result.get(tt.FOLD_EPOCHS),
@@ -88,7 +91,7 @@ class TuneRecorder(tune.Callback):
             return
         error, node, started = describe_failure(trial)
         log.warning("tuning trial %d failed after %d attempt(s): %s", number, trial.num_failures, error)
-        self._write(trial, {"trial": number, "status": "error", "error": error, "node": node or "unknown",
+        self._write(trial, {"trial": number, "status": ERROR, "error": error, "node": node or "unknown",
                             "started_at": started or self.started_at.get(number)})
 
     def _write(self, trial: Any, row: dict[str, Any]) -> None:
@@ -105,4 +108,4 @@ class TuneRecorder(tune.Callback):
         best = best_row(rows)
         if isinstance(self.progress, TuneProgress) and best is not None:
             self.progress.best = float(best["objective"])
-        self.progress.finished(str(row["trial"]), ok=row["status"] != "error")
+        self.progress.finished(str(row["trial"]), ok=row["status"] != ERROR)

@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from sweeps.tune import TuneSpec, run_tune, resume_tune
+    from qmoe.sweeps.tune.tune_runner import TuneSpec, run_tune, resume_tune
     outcome = run_tune(TuneSpec(experts=("q4",), folds=(1, 2), trials=40), name="tq4")
     outcome = resume_tune("tq4")                 # after a crash or a kill: finish the budget
 
@@ -10,30 +10,21 @@ How it runs: Ray Tune drives the trials; ``OptunaSearch`` (a seeded ``TPESampler
 each trial's settings from a define-by-run space and keeps its study in ``study.log``; a
 ``ConcurrencyLimiter`` lets it suggest only when a slot is free, so each suggestion sees every
 finished trial; ASHA stops trials whose running objective falls behind at its rungs. The
-objective is the mean validation macro-F1 over the chosen folds (:mod:`qmoe.tuning`).
+objective is the mean validation macro-F1 over the chosen folds (:mod:`qmoe.cross_validation`).
 The default settings are the first point evaluated (``points_to_evaluate``), so the best score
 is never below theirs: by construction, not by luck.
 
-Resume is a fresh Tune run that continues the same Optuna study, not ``Tuner.restore``: Ray's
-experiment snapshot lags the trials (it would re-run trials that finished after it), and its
-pickled searcher would bring back Optuna trial handles that no longer match the study. Instead
-:func:`reconcile` makes the study agree with our table (a trial killed mid-run is failed in the
-study and recorded as ``interrupted``; one recorded but not yet told is told), and the new run
-gets the rest of the budget: requested minus the trials our table counts. Never more.
-
-Seeding: the sampler is seeded with the tuning seed, offset by the study's size on a resume so
-that a resumed run does not replay the first run's random start-up points. With several trials
-at a time the order in which they finish depends on timing, so the sequence of suggestions is
+Resume is a fresh Tune run that continues the same Optuna study (see :mod:`qmoe.sweeps.tune.study`
+for why, and how the study is made to agree with our table first); the new run gets the rest of
+the budget: requested minus the trials our table counts. Never more. With several trials at a
+time the order in which they finish depends on timing, so the sequence of suggestions is
 reproducible only with ``--max-concurrent 1``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,19 +33,21 @@ import pandas as pd
 
 import qmoe
 from qmoe.errors import ConfigError
+from qmoe.layout import COUNTED
+from qmoe.record import now_iso
 
-from sweeps.cluster import ClusterInfo, check_reachable, ray_session, validate_address, worker_env
-from sweeps.parse import default_name
-from sweeps.plan import Resolver, TableRef, default_resolver, reload_tables
-from sweeps.progress import NullProgress
-from sweeps.runner import RunOptions, quiet_tune
-from sweeps.runner import _next_run_name as next_run_name
-from sweeps.space import SearchSpace, default_space
-from sweeps.spec import check_experts
-from sweeps.store import now_iso
-from sweeps.tune_store import COUNTED, SCORED, TuneStore, best_row, counted, default_row
+from qmoe.sweeps.cluster import ClusterInfo
+from qmoe.sweeps.engine import RunOptions, TuneJob, fit, last_run_name, next_run_name
+from qmoe.sweeps.grid import check_experts
+from qmoe.sweeps.parse import default_name, parse_folds, parse_names
+from qmoe.sweeps.plan import Resolver, TableRef, default_resolver, reload_tables
+from qmoe.sweeps.tune.space import SearchSpace, default_space, resolve_space
+from qmoe.sweeps.tune.study import open_study, optuna_quiet, reconcile, sampler_seed, startup_trials
+from qmoe.sweeps.tune.tune_store import TuneStore
+from qmoe.sweeps.tune.tuning_table import best_row, counted, default_row
 
 log = logging.getLogger(__name__)
+DEFAULT_TRIALS = 40
 
 
 def check_trials(trials: Any) -> int:
@@ -72,7 +65,7 @@ class TuneSpec:
     dataset: str = "synth"  # a dataset name (ignored when ``data`` is given)
     data: Path | None = None  # a ready embedding table
     folds: tuple[int, ...] | None = None  # the objective's folds; None = every fold of the table
-    trials: int = 40  # the budget: trials that finish (complete, stopped early, or errored)
+    trials: int = DEFAULT_TRIALS  # the budget: trials that finish (complete, stopped early, or errored)
     space: SearchSpace | None = None  # None = the default space of the kind of model
     seed: int = 0  # seeds the sampler and every fold's split and training
 
@@ -111,94 +104,12 @@ class TuneOutcome:
     rows: pd.DataFrame = field(repr=False)
 
 
-# -- Optuna -------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def optuna_quiet() -> Iterator[None]:
-    """Optuna's INFO lines ("A new study created...", each trial) off for the block."""
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
-def open_study(store: TuneStore) -> Any:
-    """The run's Optuna study (created if absent); call it while holding the store's lock."""
-    import optuna
-
-    return optuna.create_study(study_name=store.name, storage=store.study_storage(), direction="maximize",
-                               load_if_exists=True)
-
-
-def reconcile(store: TuneStore, manifest: Mapping[str, Any], run: str) -> int:
-    """Make the study agree with our table after a killed command; returns the trials interrupted.
-
-    - a trial still RUNNING in the study with a counted row (the command died between writing
-      the row and telling Optuna) is told its recorded result;
-    - a trial RUNNING without a row was cut short: failed in the study, recorded ``interrupted``
-      (not counted: another trial takes its place);
-    - a trial finished in the study without a row (died between telling Optuna and writing)
-      gets its row from the study.
-    """
-    from optuna.trial import TrialState
-
-    space = SearchSpace.from_dict(manifest["space"])
-    default = manifest.get("default_point")
-    study = open_study(store)
-    rows = store.read_rows()
-    by_trial = {int(r["trial"]): r for r in rows.to_dict("records")}
-    new_rows: list[dict[str, Any]] = []
-    interrupted = 0
-    for t in study.get_trials(deepcopy=False):
-        row = by_trial.get(t.number)
-        base = {"trial": t.number, "params": space.values_json(t.params), "is_default": t.params == default,
-                "run": run, "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
-                "finished_at": now_iso()}
-        if t.state == TrialState.RUNNING:
-            if row is not None and row["status"] in SCORED:
-                study.tell(t.number, float(row["objective"]))
-            else:
-                study.tell(t.number, state=TrialState.FAIL)
-            if row is None:
-                interrupted += 1
-                new_rows.append({**base, "status": "interrupted",
-                                 "error": "the command stopped while this trial ran; not counted, another "
-                                          "trial takes its place"})
-        elif t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED) and row is None:
-            ok = t.state == TrialState.COMPLETE
-            new_rows.append({**base, "status": "complete" if ok else "error", "objective": t.value if ok else None,
-                             "epochs": len(t.intermediate_values),
-                             "error": "" if ok else "failed; the command stopped before recording why"})
-    store.upsert(new_rows)
-    return interrupted
-
-
-def startup_trials(budget: int) -> int:
-    """Random trials before TPE models the results: Optuna's 10, fewer on small budgets (a
-    quarter of the budget, at least 3), so that a 12-trial run is not all random search."""
-    return min(10, max(3, budget // 4))
-
-
-def sampler_seed(seed: int, n_trials: int) -> int:
-    """The TPE seed of a run that starts with ``n_trials`` trials in the study."""
-    return (seed * 1_000_003 + n_trials) % (2**32)
-
-
 # -- running ------------------------------------------------------------------------------------
 
 def _trial_name(trial: Any) -> str:
-    from sweeps.tune_trainable import TRIAL
+    from qmoe.sweeps.tune.tune_trainable import TRIAL
 
     return f"trial-{trial.config[TRIAL]}"
-
-
-def _slots(cluster: ClusterInfo, options: RunOptions) -> int:
-    slots = max(1, math.floor(cluster.cpus / options.cpus_per_trial))
-    return min(slots, options.max_concurrent) if options.max_concurrent else slots
 
 
 def _execute(store: TuneStore, manifest: Mapping[str, Any], table: Any, options: RunOptions,
@@ -206,17 +117,15 @@ def _execute(store: TuneStore, manifest: Mapping[str, Any], table: Any, options:
     """Run the rest of the budget as one Tune run, recording rows as trials finish."""
     import optuna
     from optuna.trial import TrialState
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from sweeps.tune_recorder import TuneProgress, TuneRecorder
-    from sweeps.tune_trainable import OBJECTIVE, TunePayload, TuneTrainable
+    from qmoe.sweeps.tune.tune_recorder import TuneProgress, TuneRecorder
+    from qmoe.sweeps.tune.tune_trainable import OBJECTIVE, TunePayload, TuneTrainable
 
     space = SearchSpace.from_dict(manifest["space"])
     rows = store.read_rows()
-    remaining = int(manifest["trials"]) - counted(rows)
     study = open_study(store)
     waiting = any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
     default = manifest.get("default_point")
@@ -224,7 +133,7 @@ def _execute(store: TuneStore, manifest: Mapping[str, Any], table: Any, options:
     points = [default] if default is not None and default_row(rows) is None and not waiting else None
     sampler = optuna.samplers.TPESampler(seed=sampler_seed(int(manifest["seed"]), len(study.trials)),
                                          n_startup_trials=startup_trials(int(manifest["trials"])))
-    slots = _slots(cluster, options)
+    slots = options.slots(cluster)
     searcher = ConcurrencyLimiter(
         OptunaSearch(space=space.suggest, metric=OBJECTIVE, mode="max", points_to_evaluate=points,
                      sampler=sampler, study_name=store.name, storage=store.study_storage()),
@@ -235,32 +144,17 @@ def _execute(store: TuneStore, manifest: Mapping[str, Any], table: Any, options:
                  if space.asha else FIFOScheduler())
     payload = TunePayload(table=table, experts=tuple(manifest["experts"]), folds=tuple(manifest["folds"]),
                           seed=int(manifest["seed"]), space=space, threads=options.cpus_per_trial)
-    trainable = tune.with_resources(tune.with_parameters(TuneTrainable, payload=payload),
-                                    {"cpu": options.cpus_per_trial})
-    store.ray_dir.mkdir(exist_ok=True)
-    run = next_run_name(store.ray_dir)
-    progress = NullProgress() if options.quiet else TuneProgress(store.name, options.progress_stream)
+    run = next_run_name(store)
+    progress = options.progress(store.name, TuneProgress)
     best = best_row(rows)
     if isinstance(progress, TuneProgress) and best is not None:
         progress.best = float(best["objective"])
-    recorder = TuneRecorder(store, manifest, run, progress)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    reuse_actors=True, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(
-            name=run, storage_path=str(store.ray_dir), verbose=0, callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
-    progress.start(total=int(manifest["trials"]), done=counted(rows))
-    t0 = time.time()
-    try:
-        tuner.fit()
-    finally:
-        progress.stop()
-    wall = time.time() - t0
-    return _outcome(store, manifest, ran_in=run, interrupted=interrupted, wall=wall, slots=slots)
+    job = TuneJob(trainable=TuneTrainable, payload=payload, recorder=TuneRecorder(store, manifest, run, progress),
+                  progress=progress, total=int(manifest["trials"]), done=counted(rows), trial_name=_trial_name,
+                  search_alg=searcher, scheduler=scheduler,
+                  num_samples=int(manifest["trials"]) - counted(rows))
+    fitted = fit(store, job, options, run=run)
+    return _outcome(store, manifest, ran_in=run, interrupted=interrupted, wall=fitted.wall_seconds, slots=slots)
 
 
 def _outcome(store: TuneStore, manifest: Mapping[str, Any], *, ran_in: str | None, interrupted: int,
@@ -271,13 +165,6 @@ def _outcome(store: TuneStore, manifest: Mapping[str, Any], *, ran_in: str | Non
     return TuneOutcome(name=store.name, path=store.path, requested=int(manifest["trials"]), finished=counted(rows),
                        ran=ran, interrupted=interrupted, best=best_row(rows), default=default_row(rows),
                        best_path=best_path, wall_seconds=wall, slots=slots, rows=rows)
-
-
-def _last_run(store: TuneStore) -> str:
-    """The label of the last Tune run started (the one a kill interrupted)."""
-    if not store.ray_dir.is_dir():
-        return "run-1"
-    return f"run-{max(int(next_run_name(store.ray_dir)[4:]) - 1, 1)}"
 
 
 def _check_folds(table: Any, folds: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -315,15 +202,14 @@ def run_tune(spec: TuneSpec, *, name: str | None = None, options: RunOptions = R
     table_name = data.stem if data is not None else spec.dataset
     ref = TableRef(name=table_name, dataset=None if data else spec.dataset, data=str(data) if data else None,
                    content_hash=table.content_hash())
-    assert spec.space is not None
+    assert spec.space is not None  # set by TuneSpec.__post_init__
     manifest = {"name": store.name, "kind": "tune", "created_at": now_iso(), "qmoe_version": qmoe.__version__,
                 "model": spec.model, "experts": list(spec.experts), "table": ref.to_dict(), "folds": list(folds),
                 "trials": spec.trials, "seed": spec.seed, "space": spec.space.to_dict(),
                 "default_point": spec.space.default_point(len(spec.experts) > 1)}
-    with ray_session(options.address, env=worker_env(options.cpus_per_trial),
-                     verbose=options.verbose) as cluster:
+    with options.ray() as cluster:
         store.create(manifest)
-        with store.lock(), quiet_tune(options.verbose), optuna_quiet():
+        with store.lock(), optuna_quiet():
             return _execute(store, manifest, table, options, cluster, interrupted=0)
 
 
@@ -337,18 +223,61 @@ def resume_tune(name: str, *, trials: int | None = None, options: RunOptions = R
     """
     store = TuneStore(options.storage, name)
     manifest = store.read_manifest()
-    address = validate_address(options.address)
-    if address not in (None, "auto"):
-        check_reachable(address)  # fail before the lock file or the study is touched
+    options.check_address()  # fail before the lock file or the study is touched
     with store.lock(), optuna_quiet():
         if trials is not None:
-            manifest["trials"] = check_trials(trials)
-            store.write_manifest(manifest)
-        interrupted = reconcile(store, manifest, run=_last_run(store))
+            manifest = store.set_budget(manifest, check_trials(trials))
+        interrupted = reconcile(store, manifest, run=last_run_name(store))
         if counted(store.read_rows()) >= int(manifest["trials"]):
             return _outcome(store, manifest, ran_in=None, interrupted=interrupted, wall=0.0, slots=0)
         ref = TableRef(**manifest["table"])
         table = reload_tables([ref], resolve)[ref.name]
-        with ray_session(options.address, env=worker_env(options.cpus_per_trial),
-                         verbose=options.verbose) as cluster, quiet_tune(options.verbose):
+        with options.ray() as cluster:
             return _execute(store, manifest, table, options, cluster, interrupted=interrupted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneRequest:
+    """A ``qmoe tune`` command line, as typed: a new run (``model`` and its settings), or
+    ``resume`` of one (then only ``trials``, a new budget, may be given). Checked when made;
+    :attr:`name` is the run's name before anything runs.
+    """
+
+    model: str | None = None  # "q4" or "bitnet,q4,q8"
+    dataset: str | None = None
+    data: Path | None = None
+    folds: str | None = None  # "1,3-5"
+    trials: int | None = None  # the budget (default 40); with resume, a new budget
+    space: str | None = None  # "default" or a SPACE.toml
+    seed: int | None = None
+    resume: str | None = None  # the run to continue
+    name: str | None = None  # a new run's name (default tune-MODEL-DATE-TIME)
+    spec: TuneSpec | None = field(init=False, default=None)  # what a new run tunes
+
+    def __post_init__(self) -> None:
+        if self.trials is not None:
+            check_trials(self.trials)
+        if self.resume is not None:
+            given = [flag for flag, value in (("--model", self.model), ("--dataset", self.dataset),
+                                              ("--data", self.data), ("--folds", self.folds), ("--space", self.space),
+                                              ("--seed", self.seed), ("--name", self.name)) if value is not None]
+            if given:
+                raise ConfigError(f"--resume {self.resume} continues the run with its own settings: leave out "
+                                  f"{', '.join(given)} (only --trials and the run options may change)")
+            object.__setattr__(self, "name", self.resume)
+            return
+        if self.model is None:
+            raise ConfigError("--model is required: the model to tune, e.g. --model q4 (or --resume NAME)")
+        experts = parse_names(self.model, flag="--model", example="bitnet,q4,q8")
+        spec = TuneSpec(experts=experts, dataset=self.dataset or "synth", data=self.data,
+                        folds=parse_folds(self.folds) if self.folds is not None else None,
+                        trials=DEFAULT_TRIALS if self.trials is None else self.trials,
+                        space=resolve_space(self.space, len(experts)), seed=0 if self.seed is None else self.seed)
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "name", self.name or default_tune_name(spec.experts))
+
+    def run(self, options: RunOptions = RunOptions()) -> TuneOutcome:
+        """Start the run (:func:`run_tune`) or continue it (:func:`resume_tune`)."""
+        if self.spec is None:
+            return resume_tune(self.name, trials=self.trials, options=options)
+        return run_tune(self.spec, name=self.name, options=options)

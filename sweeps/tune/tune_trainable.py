@@ -6,7 +6,7 @@ table and the settings every trial shares ship once through the object store
 (``tune.with_parameters``); Tune's config holds the suggested values and ``study_trial``.
 
 Every step reports ``objective`` = the running mean over folds of the best validation
-macro-F1 so far (see :mod:`qmoe.tuning`), so ASHA compares trials at the same epoch.
+macro-F1 so far (see :mod:`qmoe.cross_validation`), so ASHA compares trials at the same epoch.
 A trial whose training diverges (a qmoe error) ends with objective 0.0, the value a useless
 model gets, so that Optuna moves away from such settings; our table records it as an error.
 """
@@ -19,13 +19,13 @@ from typing import Any
 
 from ray import tune
 
-from qmoe.errors import ConfigError, QmoeError
+from qmoe.cross_validation import CrossValidation
+from qmoe.errors import ConfigError, QmoeError, one_line
 from qmoe.measure import torch_threads
-from qmoe.tuning import CrossValidation
+from qmoe.record import now_iso
 
-from sweeps.space import SearchSpace
-from sweeps.store import now_iso
-from sweeps.trainable import node_label, one_line, tune_worker_process
+from qmoe.sweeps.tune.space import SearchSpace
+from qmoe.sweeps.worker import node_label, start_worker
 
 OBJECTIVE = "objective"  # the metric Optuna and ASHA see
 TRIAL = "study_trial"  # Optuna's trial number, in Tune's config
@@ -58,7 +58,7 @@ class TuneTrainable(tune.Trainable):
         if payload is None:
             raise ConfigError("TuneTrainable needs its payload: wrap it with tune.with_parameters")
         self._payload = payload
-        tune_worker_process()
+        start_worker()
         self._begin(config)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:

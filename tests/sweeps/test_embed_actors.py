@@ -1,4 +1,4 @@
-"""Feature extraction on Ray (``sweeps.extract``) and a bits sweep on a prepared ESC-50-layout folder."""
+"""Feature extraction on Ray (``qmoe.sweeps.embed_actors``) and a bits sweep on a prepared ESC-50-layout folder."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import ray
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.data.prepare import PrepareConfig, prepare_dataset
 from qmoe.errors import DataError
-from sweeps.extract import extraction_throughput, ray_runner
+from qmoe.sweeps.embed_actors import ray_runner
 from tests.dataset_layouts import make_esc50
 
 pytestmark = pytest.mark.ray
@@ -72,10 +72,3 @@ def test_cli_prepare_on_ray_then_a_bits_sweep_runs_end_to_end(ray_cluster, esc50
     assert (df["status"] == "ok").all() and set(df["dataset"]) == {"esc50"}
     assert {"q4", "q8"} <= set(df["model"]) and set(df["fold"]) == {1, 2}
     assert df["f1_macro"].between(0, 1).all()
-
-
-def test_extraction_throughput_reports_clips_per_second(ray_cluster) -> None:
-    rows = extraction_throughput(("melstats",), clips={"melstats": 32})
-    (row,) = rows
-    assert row.backbone == "melstats" and row.clips == 32 and row.workers == 2
-    assert row.clips_per_s > 0 and row.seconds > 0 and row.startup_s <= row.seconds

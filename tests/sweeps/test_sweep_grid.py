@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from qmoe.errors import ConfigError, DataError, UnknownNameError
-from sweeps import SPECS, alpha_spec, bits_spec, builtin_spec, load_spec, moe_spec, paper_spec, plan_sweep
-from sweeps.plan import expand, trial_from_dict, trial_to_dict
-from sweeps.spec import apply_overrides, load_hparams
+from qmoe.spec import TrialSpec
+from qmoe.sweeps import SPECS, alpha_spec, bits_spec, builtin_spec, load_spec, moe_spec, paper_spec, plan_sweep
+from qmoe.sweeps.plan import expand
+from qmoe.sweeps.grid import apply_overrides, load_hparams
 from tests.sweeps.fakes import FakeTable, fake_resolver
 
 
@@ -46,7 +48,7 @@ def test_alpha_options(resolver) -> None:
         alpha_spec(None, ("bitnet", "q3"))
     with pytest.raises(ConfigError, match="at least two"):
         alpha_spec(None, ("q4",))
-    with pytest.raises(ConfigError, match="negative"):
+    with pytest.raises(ConfigError, match="--values: alpha -0.1 is negative"):
         alpha_spec((-0.1,))
     assert alpha_spec((0.0,), baseline=False).group("mixture").alphas == (0.0,)
 
@@ -84,7 +86,8 @@ def test_folds_override_and_missing_fold(resolver) -> None:
 
 def test_trial_dict_round_trip_keeps_the_key(resolver) -> None:
     for trial in plan_sweep(bits_spec(), resolve=resolver).trials[:3]:
-        assert trial_from_dict(trial_to_dict(trial)).trial_key == trial.trial_key
+        assert TrialSpec.from_dict(trial.to_dict()) == trial
+        assert TrialSpec.from_dict(json.loads(json.dumps(trial.to_dict()))).trial_key == trial.trial_key
 
 
 def test_seed_and_hparams_change_keys(tmp_path, resolver) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps import bits_spec, plan_sweep
-from sweeps.bench_jobs import RunTimes, TrialTime, efficiency, read_job, run_serially, write_job
-from sweeps.spec import apply_overrides
+from qmoe.sweeps import bits_spec, plan_sweep
+from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, efficiency, read_job, run_serially, write_job
+from qmoe.sweeps.grid import apply_overrides
 
 FAKE = {"QMOE_TRIAL_FN": "tests.sweeps.fakes:fast_trial", "QMOE_FAKE_SECONDS": "0.05"}
 
@@ -47,7 +47,7 @@ def test_run_times_round_trip_and_efficiency() -> None:
 
 @pytest.mark.ray
 def test_ray_tune_defaults_run_every_trial(ray_cluster, short_plan, fake_trials, tmp_path) -> None:
-    from sweeps.bench_defaults import run_with_defaults
+    from qmoe.sweeps.bench.ray_defaults import run_with_defaults
 
     trials = short_plan.trials[:3]  # a fresh worker process per trial: a few seconds each
     times = run_with_defaults(trials, short_plan.tables, tmp_path / "tune")

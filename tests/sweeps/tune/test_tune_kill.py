@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps import RunOptions
-from sweeps.tune import open_study, optuna_quiet, resume_tune
-from sweeps.tune_store import COUNTED, TuneStore
+from qmoe.sweeps import RunOptions
+from qmoe.layout import COUNTED
+from qmoe.sweeps.tune.study import open_study, optuna_quiet
+from qmoe.sweeps.tune.tune_runner import resume_tune
+from qmoe.sweeps.tune.tune_store import TuneStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -42,7 +44,7 @@ def test_sigkill_mid_tune_then_resume_reaches_the_budget_exactly(ray_cluster, sy
     storage = tmp_path / "runs"
     table = storage / "killed" / "tuning.parquet"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "tune", "--model", "q4", "--folds", "1,2", "--trials", str(BUDGET),
+        [sys.executable, "-m", "qmoe.cli.main", "tune", "--model", "q4", "--folds", "1,2", "--trials", str(BUDGET),
          "--space", str(tmp_path / "space.toml"), "--name", "killed", "--storage", str(storage),
          "--address", ray_cluster, "--quiet"],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

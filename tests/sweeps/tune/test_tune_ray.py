@@ -9,11 +9,12 @@ import tomllib
 import pandas as pd
 import pytest
 
-from cli.main import main
-from sweeps import RunOptions
-from sweeps.space import load_space
-from sweeps.tune import TuneSpec, open_study, optuna_quiet, resume_tune, run_tune
-from sweeps.tune_store import TuneStore
+from qmoe.cli.main import main
+from qmoe.sweeps import RunOptions
+from qmoe.sweeps.tune.space import load_space
+from qmoe.sweeps.tune.study import open_study, optuna_quiet
+from qmoe.sweeps.tune.tune_runner import TuneSpec, resume_tune, run_tune
+from qmoe.sweeps.tune.tune_store import TuneStore
 
 pytestmark = pytest.mark.ray
 

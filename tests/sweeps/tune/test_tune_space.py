@@ -8,7 +8,7 @@ import pytest
 
 from qmoe.errors import ConfigError
 from qmoe.spec import TrainConfig
-from sweeps.space import SearchSpace, default_space, load_space, resolve_space
+from qmoe.sweeps.tune.space import SearchSpace, default_space, load_space, resolve_space
 
 
 def write(tmp_path: Path, text: str, name: str = "space.toml") -> Path:
@@ -106,7 +106,7 @@ def test_missing_space_file(tmp_path) -> None:
 
 def test_a_suggested_mixture_setting_trains(synth_table) -> None:
     from qmoe.measure import torch_threads
-    from qmoe.tuning import CrossValidation
+    from qmoe.cross_validation import CrossValidation
 
     space = default_space(3)
     suggested = {**space.default_point(True), "router_lr": 3e-3, "top_k": 2, "hidden": "128,64"}

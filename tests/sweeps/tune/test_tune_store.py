@@ -8,11 +8,13 @@ import tomllib
 import pytest
 
 from qmoe.errors import ConfigError
-from sweeps.space import default_space
-from sweeps.spec import apply_overrides, load_hparams
-from sweeps.builtin import bits_spec
-from sweeps.tune import open_study, optuna_quiet, reconcile
-from sweeps.tune_store import TuneStore, counted, toml_value
+from qmoe.sweeps.tune.space import default_space
+from qmoe.sweeps.grid import apply_overrides, load_hparams
+from qmoe.sweeps.builtin import bits_spec
+from qmoe.sweeps.tune.best_toml import toml_value
+from qmoe.sweeps.tune.study import open_study, optuna_quiet, reconcile
+from qmoe.sweeps.tune.tune_store import TuneStore
+from qmoe.sweeps.tune.tuning_table import counted
 
 
 def manifest(trials: int = 4) -> dict:
@@ -100,7 +102,7 @@ def test_names_and_kinds_are_told_apart(store, tmp_path) -> None:
         store.check_new()
     with pytest.raises(ConfigError, match="no tuning run 'nope'.*tuning runs there: t"):
         TuneStore(tmp_path / "runs", "nope").read_manifest()
-    from sweeps.store import SweepStore
+    from qmoe.sweeps.store import SweepStore
 
     with pytest.raises(ConfigError, match="is a tuning run, not a sweep.*qmoe tune --resume t"):
         SweepStore(tmp_path / "runs", "t").read_manifest()
