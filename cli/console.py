@@ -1,10 +1,11 @@
-"""Rendering helpers: rich tables on stdout, nothing else."""
+"""The console: results on stdout, progress and notes on stderr (rich), and small rendering helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -36,3 +37,13 @@ def record_table(row: Mapping[str, Any], title: str | None = None) -> Table:
         elif key != "hparams":
             table.add_row(key, fmt(value))
     return table
+
+
+@contextlib.contextmanager
+def continue_hint(command: str) -> Iterator[None]:
+    """On Ctrl-C in the block, say on stderr how to continue (``command``), then let it end the command."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        stderr.print(f"interrupted: finished trials are saved; continue with '{command}'")
+        raise

@@ -7,12 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import options as opt
-from cli.main import app
-from cli.render import stderr
+from qmoe.cli import options as opt
+from qmoe.cli.console import stderr
 
 
-@app.command()
 def report(
     source: Annotated[str, typer.Argument(metavar="NAME|RESULTS_PATH", help="A sweep name under --storage, or a results.parquet.")],
     storage: opt.Storage = opt.DEFAULT_STORAGE,
@@ -22,8 +20,8 @@ def report(
     correction: Annotated[str, typer.Option("--correction", help="Multiple-comparison correction: bonferroni | holm.")] = "bonferroni",
 ) -> None:
     """Per-model means ± std over folds, the paper's tables, significance tests, plots and claims."""
-    from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
-    from analysis.report import build_report
+    from qmoe.analysis.render import Format, parse_formats, to_html, to_markdown, write_report
+    from qmoe.analysis.report import build_report
 
     formats = parse_formats(fmt, out)
     needs_plots = out is not None or Format.HTML in formats
