@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.configs import precision
-from analysis.stats import mean_std
+from qmoe.analysis.configs import precision
+from qmoe.analysis.stats import mean_std
 
 
 def summarise(df: pd.DataFrame, keys: list[str], metrics: Iterable[str]) -> pd.DataFrame:

@@ -6,12 +6,12 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import fold_means, pair
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.meantest import mean_test
-from analysis.stats import adjust, mean_std, stars
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import fold_means, pair
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.meantest import mean_test
+from qmoe.analysis.stats import adjust, mean_std, stars
 
 REFERENCE_BITS = 16
 SIDE_METRICS = ("latency_p50_us", "energy_per_inference_mj", "peak_rss_mb")
@@ -74,7 +74,7 @@ def bits_section(ctx: Context) -> Section:
         rows.append(row)
     figures = ()
     if ctx.plots:
-        from analysis import plots
+        from qmoe.analysis import plots
 
         figures = tuple(plots.f1_vs_bits(g, protocol) for protocol, g in df.groupby("protocol"))
     return Section(

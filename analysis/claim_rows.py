@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.context import Context
-from analysis.document import Section
-from analysis.verdicts import UNTESTABLE
+from qmoe.analysis import fmt
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section
+from qmoe.analysis.verdicts import UNTESTABLE
 
 CLAIMS = {
     "q4": ("4-bit ≈ 16-bit F1", "99.9% of 16-bit, p = 0.873 (ESC-50)"),

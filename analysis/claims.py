@@ -11,13 +11,13 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.claim_rows import alpha_text, reason, row, section_data, untestable, where
-from analysis.claims_variance import seed_variance_claims, variance_claims
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.power import detectable_difference_ind
-from analysis.verdicts import LEVEL, directional, equivalence, threshold
+from qmoe.analysis import fmt
+from qmoe.analysis.claim_rows import alpha_text, reason, row, section_data, untestable, where
+from qmoe.analysis.claims_variance import seed_variance_claims, variance_claims
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.power import detectable_difference_ind
+from qmoe.analysis.verdicts import LEVEL, directional, equivalence, threshold
 
 TITLE = "Claims of the paper"
 COLLAPSE = 0.95  # "collapses": one expert takes at least 95% of the samples

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from analysis import fmt
-from analysis.claim_rows import alpha_text, floor_text, reason, row, section_data, untestable, where
-from analysis.context import Context
-from analysis.document import Section
-from analysis.verdicts import directional
+from qmoe.analysis import fmt
+from qmoe.analysis.claim_rows import alpha_text, floor_text, reason, row, section_data, untestable, where
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section
+from qmoe.analysis.verdicts import directional
 
 
 def variance_claims(ctx: Context, sections: Mapping[str, Section]) -> list[dict]:

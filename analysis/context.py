@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.load import Results
-from analysis.stats import Correction
+from qmoe.analysis.load import Results
+from qmoe.analysis.stats import Correction
 from qmoe.errors import ConfigError
 
 DEFAULT_SINGLE_REFERENCE = "fp32"

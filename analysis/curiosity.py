@@ -6,13 +6,13 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import baseline, fold_means, mean_shares, pair, parse_routing
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.power import corrected_floor, detectable_variance_ratio, levene_floor
-from analysis.stats import adjust, levene_median, mean_std, stars, variance_reduction
-from analysis.variance import pitman_morgan
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import baseline, fold_means, mean_shares, pair, parse_routing
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.power import corrected_floor, detectable_variance_ratio, levene_floor
+from qmoe.analysis.stats import adjust, levene_median, mean_std, stars, variance_reduction
+from qmoe.analysis.variance import pitman_morgan
 
 TITLE = "Curiosity α per dataset (Table 4)"
 
@@ -71,7 +71,7 @@ def curiosity_section(ctx: Context) -> Section:
             "routing shares": shares_text(shares)})
     figures = ()
     if ctx.plots:
-        from analysis import plots
+        from qmoe.analysis import plots
 
         figures = tuple(plots.alpha_variance(g, model, protocol)
                         for (protocol, model), g in df.groupby(["protocol", "model"]) if g["alpha"].nunique() > 1)

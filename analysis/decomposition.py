@@ -6,13 +6,13 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import baseline
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.power import corrected_floor, detectable_variance_ratio, levene_floor
-from analysis.stats import adjust, levene_median
-from analysis.variance import COMPONENTS, Decomposition, balanced, component_ratio, decompose, residuals
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import baseline
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.power import corrected_floor, detectable_variance_ratio, levene_floor
+from qmoe.analysis.stats import adjust, levene_median
+from qmoe.analysis.variance import COMPONENTS, Decomposition, balanced, component_ratio, decompose, residuals
 
 TITLE = "Variance decomposition: fold, seed and residual"
 NAMES = {"fold": "fold", "seed": "seed", "resid": "fold:seed (residual)"}

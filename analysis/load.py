@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.configs import bit_width, config_label
+from qmoe.analysis.configs import bit_width, config_label
 from qmoe.errors import DataError
+from qmoe.layout import RESULTS, ROUTING, list_sweeps
 from qmoe.record import TrialRecord
 from qmoe.spec import paper_name
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.parquet"
-ROUTING = "routing"
 REQUIRED = ("trial_key", "dataset", "fold", "model", "alpha", "protocol", "status")
 # Columns that tell two configurations of the same model apart (besides model and alpha).
 VARIANTS = (("top_k", "k={}"), ("curiosity", "{}"), ("hparams_source", "hp {}"))
@@ -59,14 +58,6 @@ class Results:
     @property
     def datasets(self) -> list[str]:
         return sorted(self.ok["dataset"].unique())
-
-
-def list_sweeps(storage: Path) -> list[str]:
-    """Sweep names under ``storage`` (folders holding a results table or a manifest)."""
-    if not storage.is_dir():
-        return []
-    return sorted(p.name for p in storage.iterdir()
-                  if p.is_dir() and ((p / RESULTS).is_file() or (p / "sweep.json").is_file()))
 
 
 def resolve_source(target: str | Path, storage: str | Path) -> Path:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as ss
 
-from analysis.aggregate import Paired
-from analysis.power import detectable_difference, tost_margin
-from analysis.stats import CONFIDENCE, nadeau_bengio, paired_t, t_interval, tost
+from qmoe.analysis.aggregate import Paired
+from qmoe.analysis.power import detectable_difference, tost_margin
+from qmoe.analysis.stats import CONFIDENCE, nadeau_bengio, paired_t, t_interval, tost
 
 PAIRED_T, BOUCKAERT_FRANK = "paired t (fold means)", "Bouckaert–Frank (cells)"
 

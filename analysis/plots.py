@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.document import Plot  # noqa: E402
+from qmoe.analysis.document import Plot  # noqa: E402
 
 DPI = 90
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}

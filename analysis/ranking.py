@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis import fmt
-from analysis.aggregate import config_order
-from analysis.context import Context
-from analysis.document import Section, Table
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
 
 TITLE = "Ranking many configurations (Friedman, Nemenyi, critical difference)"
 LEVEL = 0.05
@@ -83,7 +83,7 @@ def ranking_section(ctx: Context) -> Section:
                    Table(key=f"nemenyi_{protocol}", title=f"Nemenyi post-hoc ({protocol})", data=pd.DataFrame(pairs),
                          display=ctx.display(pair_rows))]
         if ctx.plots:
-            from analysis import plots
+            from qmoe.analysis import plots
 
             plots_.append(plots.cd_diagram(ranks, nemenyi, cd, f"Critical difference ({protocol}, {n} blocks)",
                                            protocol))

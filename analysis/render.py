@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.document import Report, Section
+from qmoe.analysis.document import Report, Section
 from qmoe.errors import ConfigError
 
 MANIFEST = ".qmoe-report.json"  # files of the last report written to a folder (stale ones are removed)

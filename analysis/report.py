@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.bits import bits_section
-from analysis.claims import claims_section
-from analysis.context import DEFAULT_MARGIN, Context, resolve_references
-from analysis.curiosity import curiosity_section
-from analysis.decomposition import decomposition_section
-from analysis.document import Report, Section
-from analysis.load import Results, load_results, resolve_source
-from analysis.ranking import ranking_section
-from analysis.routing import specialisation_section
-from analysis.significance import significance_section
-from analysis.stats import Correction
-from analysis.tables import mixtures_section, sizes_section, summary_section, trials_section
-from analysis.tuning import tuning_folder, tuning_report
+from qmoe.analysis.bits import bits_section
+from qmoe.analysis.claims import claims_section
+from qmoe.analysis.context import DEFAULT_MARGIN, Context, resolve_references
+from qmoe.analysis.curiosity import curiosity_section
+from qmoe.analysis.decomposition import decomposition_section
+from qmoe.analysis.document import Report, Section
+from qmoe.analysis.load import Results, load_results, resolve_source
+from qmoe.analysis.ranking import ranking_section
+from qmoe.analysis.routing import specialisation_section
+from qmoe.analysis.significance import significance_section
+from qmoe.analysis.stats import Correction
+from qmoe.analysis.tables import mixtures_section, sizes_section, summary_section, trials_section
+from qmoe.analysis.tuning import tuning_folder, tuning_report
 from qmoe.errors import ConfigError
 
 BUILDERS = (summary_section, bits_section, mixtures_section, curiosity_section, decomposition_section,

@@ -13,12 +13,12 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order
-from analysis.configs import highest_precision, precision
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.stats import adjust, mean_std, stars, welch
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order
+from qmoe.analysis.configs import highest_precision, precision
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.stats import adjust, mean_std, stars, welch
 from qmoe.spec import unique_names
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def specialisation_section(ctx: Context) -> Section:
             experts_rows += _per_expert(ident, samples, names, high)
             tests.append(_welch(ident, samples, high, notes))
             if ctx.plots:
-                from analysis import plots
+                from qmoe.analysis import plots
 
                 figures.append(plots.confidence_by_expert(samples, r0["label"], dataset, protocol))
     if not tests:

@@ -6,12 +6,12 @@ import dataclasses
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import baseline, config_order, pair
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.power import wilcoxon_floor
-from analysis.stats import BOOTSTRAP_MIN_N, adjust, compare_paired, stars
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import baseline, config_order, pair
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.power import wilcoxon_floor
+from qmoe.analysis.stats import BOOTSTRAP_MIN_N, adjust, compare_paired, stars
 
 TITLE = "Significance against the reference (Table 6)"
 METRICS = ("f1_macro", "latency_p50_us")

@@ -6,11 +6,11 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order, summarise
-from analysis.configs import base_name, bit_width, precision
-from analysis.context import Context
-from analysis.document import Section, Table
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order, summarise
+from qmoe.analysis.configs import base_name, bit_width, precision
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
 
 SUMMARY_METRICS = ("f1_macro", "f1_weighted", "accuracy", "latency_p50_us",
                    "energy_per_inference_mj", "size_kb", "params", "peak_rss_mb")
@@ -85,7 +85,7 @@ def summary_section(ctx: Context) -> Section:
         tables.append(_by_dataset(ctx, summary))
     figures = ()
     if ctx.plots:
-        from analysis import plots
+        from qmoe.analysis import plots
 
         figures = tuple(plots.latency_by_model(g, config_order(g), protocol) for protocol, g, _ in ctx.protocols()
                         if pd.to_numeric(g["latency_p50_us"], errors="coerce").notna().any())

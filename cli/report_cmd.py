@@ -7,12 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import options as opt
-from cli.main import app
-from cli.render import stderr
+from qmoe.cli import options as opt
+from qmoe.cli.console import stderr
 
 
-@app.command()
 def report(
     source: Annotated[str, typer.Argument(metavar="NAME|RESULTS_PATH", help="A sweep name under --storage, or a results.parquet.")],
     storage: opt.Storage = opt.DEFAULT_STORAGE,
@@ -23,8 +21,8 @@ def report(
     margin: Annotated[float, typer.Option("--margin", help="Equivalence margin in F1 for '≈' claims (TOST); 0.01 = one F1 point.")] = 0.01,
 ) -> None:
     """Per-model means ± std over folds, the paper's tables, significance tests, plots and claims."""
-    from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
-    from analysis.report import build_report
+    from qmoe.analysis.render import Format, parse_formats, to_html, to_markdown, write_report
+    from qmoe.analysis.report import build_report
 
     formats = parse_formats(fmt, out)
     needs_plots = out is not None or Format.HTML in formats

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qmoe.bench_targets import FLOOR_TARGET, SPEEDUP_TARGETS
 from qmoe.measure import measure_latency, measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
@@ -34,11 +35,6 @@ PAPER_DIMS = (1536, (640, 320), 50)  # EfficientNet-B3 embedding -> [640, 320] -
 MIXTURE = ("bitnet", "q4", "q8")  # BitNet-Q4/8-QMoE, experts [256, 128, 64], M = 10 router passes
 FP32_START, FP32_END = "fp32 eager (start)", "fp32 eager (end)"
 TORCH_INT8 = "ptq8 (torch dynamic int8)"
-
-#: Issue 8's batch-1 speed-up targets over torch fp32 eager: (label, quantizers, minimum).
-SPEEDUP_TARGETS = (("1-bit >= 8x", ("binary", "q1"), 8.0), ("ternary >= 5x", ("bitnet",), 5.0),
-                   ("2-bit >= 5x", ("q2",), 5.0), ("int8 >= 2x", ("q8", "ptq8", "q4"), 2.0))
-FLOOR_TARGET = ("1-bit within 3x of its floor", ("binary", "q1"), 3.0)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from analysis_fakes import F1, MIX, frame, make_row, ok_row
 
-from analysis.load import load_results, resolve_source
-from analysis.report import build_report
+from qmoe.analysis.load import load_results, resolve_source
+from qmoe.analysis.report import build_report
 from qmoe.errors import DataError
 from qmoe.record import TrialRecord
 
@@ -132,9 +132,9 @@ def test_analysis_imports_no_ray_sweeps_cli_and_no_matplotlib_without_plots(writ
     import sys
 
     path = write_table([ok_row("q4", f, v) for f, v in enumerate(F1["q4"], 1)])
-    code = ("import sys; from analysis.report import build_report; from analysis.render import to_markdown; "
+    code = ("import sys; from qmoe.analysis.report import build_report; from qmoe.analysis.render import to_markdown; "
             f"to_markdown(build_report({str(path)!r}, plots=False)); "
-            "print(sorted(m for m in ('ray', 'sweeps', 'cli', 'matplotlib', 'torch') if m in sys.modules))")
+            "print(sorted(m for m in ('ray', 'qmoe.sweeps', 'qmoe.cli', 'matplotlib', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"

@@ -9,10 +9,10 @@ import pytest
 from analysis_fakes import MIX, make_row, ok_row
 from scipy import stats as ss
 
-from analysis.aggregate import pair
-from analysis.load import load_results
-from analysis.meantest import BOUCKAERT_FRANK, PAIRED_T
-from analysis.report import build_report
+from qmoe.analysis.aggregate import pair
+from qmoe.analysis.load import load_results
+from qmoe.analysis.meantest import BOUCKAERT_FRANK, PAIRED_T
+from qmoe.analysis.report import build_report
 
 Q16 = [0.82, 0.84, 0.50, 0.83, 0.81]  # fold 3 is a disaster for q16 only
 Q4 = [0.81, 0.83, None, 0.82, 0.80]  # q4 errored on fold 3

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as ss
 from statsmodels.stats.weightstats import ttost_paired
 
-from analysis import power
+from qmoe.analysis import power
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 6, 8])

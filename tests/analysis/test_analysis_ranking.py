@@ -11,7 +11,7 @@ import scikit_posthocs as sp
 from analysis_fakes import F1, make_row, ok_row
 from scipy import stats as ss
 
-from analysis.report import build_report
+from qmoe.analysis.report import build_report
 
 MODELS = ("fp32", "q16", "q4", "q2")
 

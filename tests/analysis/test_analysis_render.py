@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from analysis_fakes import frame, make_row, paper_rows, write_routing
 
-from analysis import render
-from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
-from analysis.report import build_report
+from qmoe.analysis import render
+from qmoe.analysis.render import Format, parse_formats, to_html, to_markdown, write_report
+from qmoe.analysis.report import build_report
 from qmoe.errors import ConfigError
 
 

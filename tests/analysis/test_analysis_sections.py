@@ -12,7 +12,7 @@ from analysis_fakes import F1, MIX, MIX_F1, MIX_SHARES, frame, make_row, ok_row,
 from scipy import stats as ss
 from statsmodels.stats.multitest import multipletests
 
-from analysis.report import build_report
+from qmoe.analysis.report import build_report
 from qmoe.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as ss
 from statsmodels.stats.multitest import multipletests
 
-from analysis import stats
+from qmoe.analysis import stats
 from qmoe.errors import ConfigError
 
 A = np.array([0.822, 0.843, 0.799, 0.827, 0.804])  # candidate, one value per fold

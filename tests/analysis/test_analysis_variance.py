@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as ss
 
-from analysis.variance import (balanced, chi2_interval, component_ratio, decompose, f_ratio_interval, pitman_morgan,
+from qmoe.analysis.variance import (balanced, chi2_interval, component_ratio, decompose, f_ratio_interval, pitman_morgan,
                                residuals)
 
 FOLD_SD, SEED_SD, NOISE_SD = 0.03, 0.01, 0.005  # the components the simulations are built from

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from analysis_fakes import MIX, ok_row
 
-from analysis import verdicts
-from analysis.report import build_report
+from qmoe.analysis import verdicts
+from qmoe.analysis.report import build_report
 
 BASE = 0.75
 WIDE = np.array([0.05, -0.05, 0.045, -0.045, 0.04, -0.04, 0.05, -0.05, 0.045, -0.045])  # plain routing, 10 folds

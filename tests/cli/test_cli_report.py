@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.record import TrialRecord
 
 F1 = {"fp32": [0.81, 0.84, 0.79, 0.83], "q16": [0.82, 0.85, 0.80, 0.83], "q4": [0.82, 0.84, 0.80, 0.83],
@@ -132,7 +132,7 @@ def test_usage_errors_exit_2(capsys, args: list[str]) -> None:
 
 
 def test_console_script_bad_path(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "report", str(tmp_path / "nope.parquet")],
+    proc = subprocess.run([sys.executable, "-m", "qmoe.cli.main", "report", str(tmp_path / "nope.parquet")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "nope.parquet" in proc.stderr
