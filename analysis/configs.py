@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 
-_QBITS = re.compile(r"^q(\d+)$")
+from qmoe.quant_names import bitlinear_bits
+
 # Bits per weight of each quantizer family; ternary BitNet stores log2(3) bits of information.
 _PRECISION = {"fp32": 32.0, "ptq8": 8.0, "bitnet": math.log2(3), "binary": 1.0}
 
@@ -17,8 +17,7 @@ def base_name(expert: str) -> str:
 
 def bit_width(model: str) -> int | None:
     """The k of a single BitLinear model ``q{k}`` (``q16`` -> 16); None for anything else."""
-    match = _QBITS.match(base_name(model))
-    return int(match.group(1)) if match else None
+    return bitlinear_bits(base_name(model))
 
 
 def precision(expert: str) -> float:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.load import Results
-from analysis.stats import Correction
+from qmoe.analysis.load import Results
+from qmoe.analysis.stats import Correction
 from qmoe.errors import ConfigError
 
 DEFAULT_SINGLE_REFERENCE = "fp32"
+DEFAULT_MARGIN = 0.01  # equivalence margin of "≈": one F1 point
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +29,8 @@ class Context:
     single_reference: str | None = None
     mixture_reference: str | None = None
     plots: bool = True
-    seed: int = 0  # bootstrap seed
+    seed: int = 0  # seed of the bootstrap and the generalised-pivot draws
+    margin: float = DEFAULT_MARGIN  # equivalence margin (F1) of the "≈ 16-bit" claim, TOST
 
     @property
     def multi_protocol(self) -> bool:

@@ -68,6 +68,12 @@ def pvalue(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
+def p_is(p) -> str:
+    """``p = 0.012`` or ``p < 0.001`` (for running text)."""
+    text = pvalue(p)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 def percent(x, digits: int = 1, signed: bool = False) -> str:
     """A fraction as a percentage: 0.853 -> ``85.3%``."""
     if not finite(x):

@@ -13,27 +13,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.configs import bit_width, config_label
+from qmoe.analysis.configs import bit_width, config_label
 from qmoe.errors import DataError
+from qmoe.layout import RESULTS, ROUTING, list_sweeps
 from qmoe.record import TrialRecord
 from qmoe.spec import paper_name
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.parquet"
-ROUTING = "routing"
 REQUIRED = ("trial_key", "dataset", "fold", "model", "alpha", "protocol", "status")
 # Columns that tell two configurations of the same model apart (besides model and alpha).
-VARIANTS = (("top_k", "k={}"), ("seed", "seed {}"), ("hparams_source", "hp {}"))
+VARIANTS = (("top_k", "k={}"), ("curiosity", "{}"), ("hparams_source", "hp {}"))
+# Replicates of one configuration on one fold: the training seed and the seeded fold assignment
+# (repeated k-fold). A table without them has one seed and one split; without ``curiosity`` every
+# mixture used the KL curiosity (the only one before the column existed).
+REPLICATES = ("seed", "split_seed")
+DEFAULTS = {"seed": 0, "split_seed": 0, "curiosity": "kl"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Results:
     """A results table ready for analysis.
 
-    ``ok`` holds the finished trials, one row per (protocol, dataset, config, fold), with the
-    added columns ``config`` (an identity string), ``label`` (display name), ``kind``
-    (``single`` | ``mixture``) and ``bits`` (k of a ``q{k}`` model, else NA).
+    ``ok`` holds the finished trials, one row per (protocol, dataset, config, split_seed, fold,
+    seed) cell, with the added columns ``config`` (an identity string), ``label`` (display name),
+    ``kind`` (``single`` | ``mixture``) and ``bits`` (k of a ``q{k}`` model, else NA).
     """
 
     path: Path
@@ -54,14 +58,6 @@ class Results:
     @property
     def datasets(self) -> list[str]:
         return sorted(self.ok["dataset"].unique())
-
-
-def list_sweeps(storage: Path) -> list[str]:
-    """Sweep names under ``storage`` (folders holding a results table or a manifest)."""
-    if not storage.is_dir():
-        return []
-    return sorted(p.name for p in storage.iterdir()
-                  if p.is_dir() and ((p / RESULTS).is_file() or (p / "sweep.json").is_file()))
 
 
 def resolve_source(target: str | Path, storage: str | Path) -> Path:
@@ -153,6 +149,11 @@ def _label(ok: pd.DataFrame) -> pd.DataFrame:
     """Add config / label / kind / bits; fill identity fields the table may lack."""
     ok = ok.copy()
     ok["fold"] = pd.to_numeric(ok["fold"], errors="coerce").fillna(0).astype(int)
+    for column in REPLICATES:
+        values = ok[column] if column in ok.columns else pd.Series(DEFAULTS[column], index=ok.index)
+        ok[column] = pd.to_numeric(values, errors="coerce").fillna(DEFAULTS[column]).astype(int)
+    curiosity = ok["curiosity"] if "curiosity" in ok.columns else pd.Series(None, index=ok.index, dtype="string")
+    ok["curiosity"] = curiosity.astype("string").fillna(DEFAULTS["curiosity"]).astype(str)
     ok["alpha"] = pd.to_numeric(ok["alpha"], errors="coerce").fillna(0.0).astype(float)
     ok["model"] = ok["model"].astype(str).str.strip()
     ok["dataset"] = ok["dataset"].astype(str)
@@ -179,8 +180,8 @@ def _label(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dedupe(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One row per (protocol, dataset, config, fold): the latest finished one."""
-    key = ["protocol", "dataset", "config", "fold"]
+    """One row per (protocol, dataset, config, split_seed, fold, seed): the latest finished one."""
+    key = ["protocol", "dataset", "config", "split_seed", "fold", "seed"]
     order = ok["finished_at"].astype("string").fillna("")
     ok = ok.assign(_order=order).sort_values("_order", kind="stable")
     dup = ok.duplicated(key, keep="last")

@@ -1,7 +1,13 @@
-"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes."""
+"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes.
+
+Every figure is drawn with ``text.parse_math`` and ``text.usetex`` off: dataset and model names
+are data, and a name such as ``$x_$`` would otherwise be parsed as mathtext and crash the figure
+(or silently render as math).
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 
@@ -13,9 +19,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.document import Plot  # noqa: E402
+from qmoe.analysis.document import Plot  # noqa: E402
 
 DPI = 90
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def plain_text(func):
+    """Run a figure builder (drawing and saving) with every string rendered as plain text."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(PLAIN_TEXT):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def slug(*parts: object) -> str:
@@ -32,6 +48,7 @@ def _png(fig, key: str, title: str) -> Plot:
     return Plot(key=key, title=title, png=buf.getvalue())
 
 
+@plain_text
 def f1_vs_bits(data: pd.DataFrame, protocol: str) -> Plot:
     """Mean F1 per bit-width with ±1 std error bars, one line per dataset.
 
@@ -54,6 +71,7 @@ def f1_vs_bits(data: pd.DataFrame, protocol: str) -> Plot:
     return _png(fig, slug("f1-vs-bits", protocol), title)
 
 
+@plain_text
 def alpha_variance(data: pd.DataFrame, model: str, protocol: str) -> Plot:
     """Left: F1 std over folds against alpha per dataset. Right: routing shares per alpha.
 
@@ -92,6 +110,7 @@ def alpha_variance(data: pd.DataFrame, model: str, protocol: str) -> Plot:
     return _png(fig, slug("alpha", model.replace(",", "+"), protocol), title)
 
 
+@plain_text
 def confidence_by_expert(samples: pd.DataFrame, label: str, dataset: str, protocol: str) -> Plot:
     """Distribution (box plot) of router confidence of the samples each expert received."""
     experts = sorted(samples["expert"].astype(str).unique())
@@ -106,6 +125,7 @@ def confidence_by_expert(samples: pd.DataFrame, label: str, dataset: str, protoc
     return _png(fig, slug("confidence", label, dataset, protocol), title)
 
 
+@plain_text
 def latency_by_model(ok: pd.DataFrame, order: list[str], protocol: str) -> Plot:
     """Per model: box plot over folds (and datasets) of the batch-1 latency p50, p99 as dots."""
     labels, p50s, p99s = [], [], []
@@ -132,6 +152,7 @@ def latency_by_model(ok: pd.DataFrame, order: list[str], protocol: str) -> Plot:
     return _png(fig, slug("latency", protocol), title)
 
 
+@plain_text
 def tuning_progress(data: pd.DataFrame, default: float | None, name: str) -> Plot:
     """Objective per trial (dots by status) and the best so far (a step line) vs trial number.
 
@@ -154,3 +175,18 @@ def tuning_progress(data: pd.DataFrame, default: float | None, name: str) -> Plo
     title = f"Tuning progress: {name}"
     ax.set_title(title)
     return _png(fig, slug("tuning", name), title)
+
+
+@plain_text
+def cd_diagram(ranks: pd.Series, pvalues: pd.DataFrame, cd: float, title: str, protocol: str) -> Plot:
+    """Critical-difference diagram (``scikit_posthocs.critical_difference_diagram``, Demšar 2006).
+
+    ``ranks``: mean rank per configuration label (1 = best); ``pvalues``: the Nemenyi p matrix.
+    Configurations joined by a bar do not differ at 0.05.
+    """
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(ranks) + 1.6))
+    sp.critical_difference_diagram(ranks, pvalues, ax=ax, cd=cd, label_props={"fontsize": 8})
+    ax.set_title(title, fontsize=9)
+    return _png(fig, slug("cd", protocol), title)

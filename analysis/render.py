@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.document import Report, Section
+from qmoe.analysis.document import Report, Section
 from qmoe.errors import ConfigError
 
 MANIFEST = ".qmoe-report.json"  # files of the last report written to a folder (stale ones are removed)
@@ -52,8 +52,14 @@ def parse_formats(value: str | None, out: Path | None) -> tuple[Format, ...]:
 
 
 # -- markdown ---------------------------------------------------------------------------------
+def md_text(value: object) -> str:
+    """Text as markdown shows it literally: HTML escaped (as report.html does), backslashes and
+    ``$`` (math in many renderers) escaped, so that a name such as ``<b>$x$</b>`` reads as written."""
+    return html.escape(str(value), quote=False).replace("\\", "\\\\").replace("$", "\\$")
+
+
 def _cell(value: object) -> str:
-    return " ".join(str(value).split()).replace("|", "\\|")
+    return " ".join(md_text(value).split()).replace("|", "\\|")
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -67,25 +73,25 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _md_section(number: int, s: Section, plot_dir: str | None) -> list[str]:
-    out = [f"## {number}. {s.title}", ""]
+    out = [f"## {number}. {md_text(s.title)}", ""]
     if s.reason:
-        return out + [f"_{s.reason}_", ""]
+        return out + [f"_{md_text(s.reason)}_", ""]
     if s.intro:
-        out += [s.intro, ""]
+        out += [md_text(s.intro), ""]
     for t in s.tables:
-        out += [f"**{t.title}**", "", markdown_table(t.display), ""]
-        out += [f"- {n}" for n in t.notes] + ([""] if t.notes else [])
+        out += [f"**{md_text(t.title)}**", "", markdown_table(t.display), ""]
+        out += [f"- {md_text(n)}" for n in t.notes] + ([""] if t.notes else [])
     for p in s.plots:
-        out += [f"![{p.title}]({plot_dir}/{p.key}.png)" if plot_dir else f"_plot: {p.title} (in the HTML report)_",
-                ""]
+        title = md_text(p.title).replace("[", "\\[").replace("]", "\\]")  # alt text must not close early
+        out += [f"![{title}]({plot_dir}/{p.key}.png)" if plot_dir else f"_plot: {title} (in the HTML report)_", ""]
     if s.notes:
-        out += [f"- {n}" for n in s.notes] + [""]
+        out += [f"- {md_text(n)}" for n in s.notes] + [""]
     return out
 
 
 def to_markdown(report: Report, *, plot_dir: str | None = None) -> str:
     """The report as markdown; figures are linked from ``plot_dir`` when given, else only named."""
-    lines = [f"# {report.title}", ""] + [f"- {h}" for h in report.header] + [""]
+    lines = [f"# {md_text(report.title)}", ""] + [f"- {md_text(h)}" for h in report.header] + [""]
     for i, s in enumerate(report.sections):
         lines += _md_section(i, s, plot_dir)
     return "\n".join(lines).rstrip() + "\n"

@@ -5,25 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.bits import bits_section
-from analysis.claims import claims_section
-from analysis.context import Context, resolve_references
-from analysis.curiosity import curiosity_section
-from analysis.document import Report, Section
-from analysis.load import Results, load_results, resolve_source
-from analysis.routing import specialisation_section
-from analysis.significance import significance_section
-from analysis.stats import Correction
-from analysis.tables import mixtures_section, sizes_section, summary_section, trials_section
-from analysis.tuning import tuning_folder, tuning_report
+from qmoe.analysis.bits import bits_section
+from qmoe.analysis.claims import claims_section
+from qmoe.analysis.context import DEFAULT_MARGIN, Context, resolve_references
+from qmoe.analysis.curiosity import curiosity_section
+from qmoe.analysis.decomposition import decomposition_section
+from qmoe.analysis.document import Report, Section
+from qmoe.analysis.load import Results, load_results, resolve_source
+from qmoe.analysis.ranking import ranking_section
+from qmoe.analysis.routing import specialisation_section
+from qmoe.analysis.significance import significance_section
+from qmoe.analysis.stats import Correction
+from qmoe.analysis.tables import mixtures_section, sizes_section, summary_section, trials_section
+from qmoe.analysis.tuning import tuning_folder, tuning_report
+from qmoe.errors import ConfigError
 
-BUILDERS = (summary_section, bits_section, mixtures_section, curiosity_section, significance_section,
-            specialisation_section, sizes_section)
+BUILDERS = (summary_section, bits_section, mixtures_section, curiosity_section, decomposition_section,
+            significance_section, ranking_section, specialisation_section, sizes_section)
 
 
 def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
                  references: Sequence[str] | None = None, correction: str | Correction = Correction.BONFERRONI,
-                 plots: bool = True, seed: int = 0) -> Report:
+                 plots: bool = True, seed: int = 0, margin: float = DEFAULT_MARGIN) -> Report:
     """Read a sweep's results table and compute every section of the report.
 
     Args:
@@ -35,7 +38,8 @@ def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
             whose plain routing every mixture is compared against (default: each its own).
         correction: multiple-comparison correction, ``bonferroni`` or ``holm``.
         plots: draw the figures (off for plain markdown, which cannot embed them).
-        seed: seed of the bootstrap resampling.
+        seed: seed of the bootstrap resampling and the generalised-pivot draws.
+        margin: equivalence margin in F1 of the "≈" claims (TOST), ``--margin``.
 
     Returns:
         The report: header lines and sections; a section the data cannot support carries a
@@ -43,9 +47,11 @@ def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
 
     Raises:
         DataError: no such sweep or file, not a results table, an empty table.
-        ConfigError: an unknown reference or correction.
+        ConfigError: an unknown reference or correction, a margin that is not a positive number.
     """
     corr = Correction.parse(correction)
+    if not (isinstance(margin, (int, float)) and 0 < margin < 1):
+        raise ConfigError(f"--margin {margin!r} is not an F1 difference in (0, 1): give e.g. 0.01 (one F1 point)")
     tuning = tuning_folder(source, storage)
     if tuning is not None:  # a qmoe tune run: its own report
         return tuning_report(tuning, plots=plots)
@@ -53,7 +59,7 @@ def build_report(source: str | Path, *, storage: str | Path = "qmoe-runs",
     results = load_results(path)
     single, mixture = resolve_references(results, references)
     ctx = Context(results=results, correction=corr, single_reference=single, mixture_reference=mixture,
-                  plots=plots, seed=seed)
+                  plots=plots, seed=seed, margin=float(margin))
     name = path.parent.name if path.name == "results.parquet" else path.stem
     title, header = f"qmoe report: {name}", header_lines(results)
     if results.ok.empty:
@@ -80,6 +86,11 @@ def header_lines(results: Results) -> tuple[str, ...]:
             lines.append(f"{dataset}: {g['config'].nunique()} configuration(s), fold(s) "
                          f"{', '.join(map(str, folds))}")
         lines.append(f"protocol(s): {', '.join(results.protocols)}")
+        seeds, splits = ok["seed"].nunique(), ok["split_seed"].nunique()
+        lines.append(f"replicates: {seeds} seed(s) per fold" + (f", {splits} seeded fold assignments (repeated k-fold)"
+                                                                  if splits > 1 else ", one fold assignment")
+                     + ("; every test pairs by (fold, seed) and averages the seeds of a fold where folds must be "
+                        "independent" if seeds > 1 or splits > 1 else ""))
         methods = sorted(set(ok["energy_method"].dropna().astype(str)))
         if not methods or set(methods) <= {"off"}:
             lines.append("energy: not measured in this sweep (energy figures show '-')")

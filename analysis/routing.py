@@ -13,12 +13,12 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order
-from analysis.configs import highest_precision, precision
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.stats import adjust, mean_std, stars, welch
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order
+from qmoe.analysis.configs import highest_precision, precision
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.stats import adjust, mean_std, stars, welch
 from qmoe.spec import unique_names
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def specialisation_section(ctx: Context) -> Section:
             experts_rows += _per_expert(ident, samples, names, high)
             tests.append(_welch(ident, samples, high, notes))
             if ctx.plots:
-                from analysis import plots
+                from qmoe.analysis import plots
 
                 figures.append(plots.confidence_by_expert(samples, r0["label"], dataset, protocol))
     if not tests:
@@ -135,7 +135,7 @@ def _per_expert(ident: dict, samples: pd.DataFrame, names: list[str], high: str 
 def _welch(ident: dict, samples: pd.DataFrame, high: str | None, notes: list[str]) -> dict:
     means = samples.groupby("expert")["confidence"].mean()
     row = {**ident, "high_expert": high or "", "n_high": 0, "n_rest": 0, "conf_high": math.nan,
-           "conf_rest": math.nan, "rel_diff": math.nan, "t": math.nan, "p": math.nan,
+           "conf_rest": math.nan, "rel_diff": math.nan, "t": math.nan, "p": math.nan, "sd_pooled": math.nan,
            "lowest_expert": str(means.idxmin()) if len(means) else ""}
     if high is None:
         notes.append(f"{ident['model']} ({ident['dataset']}): no single highest-precision expert, no test")
@@ -148,5 +148,8 @@ def _welch(ident: dict, samples: pd.DataFrame, high: str | None, notes: list[str
     if len(a) < 2 or len(b) < 2:
         notes.append(f"{ident['model']} ({ident['dataset']}): {high} received {len(a)} sample(s) and the "
                      f"others {len(b)}; Welch's test needs at least two on each side")
+    pooled = (math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+              if len(a) >= 2 and len(b) >= 2 else math.nan)  # for the power of the claim
     return row | {"n_high": len(a), "n_rest": len(b), "conf_high": ca, "conf_rest": cb,
-                  "rel_diff": (ca - cb) / cb if fmt.finite(cb) and cb else math.nan, "t": t, "p": p}
+                  "rel_diff": (ca - cb) / cb if fmt.finite(cb) and cb else math.nan, "t": t, "p": p,
+                  "sd_pooled": pooled}

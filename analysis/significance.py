@@ -6,11 +6,12 @@ import dataclasses
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order, pair
-from analysis.context import Context
-from analysis.document import Section, Table
-from analysis.stats import adjust, compare_paired, stars
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import baseline, config_order, pair
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
+from qmoe.analysis.power import wilcoxon_floor
+from qmoe.analysis.stats import BOOTSTRAP_MIN_N, adjust, compare_paired, stars
 
 TITLE = "Significance against the reference (Table 6)"
 METRICS = ("f1_macro", "latency_p50_us")
@@ -46,9 +47,10 @@ def comparisons(ctx: Context, ok: pd.DataFrame) -> tuple[list[tuple[str, str]], 
         else:
             for model in dict.fromkeys(model_of[c] for c in mixtures):
                 mine = [c for c in mixtures if model_of[c] == model]
-                base = [c for c in mine if alpha_of[c] == 0]
-                if base:
-                    pairs += [(c, base[0]) for c in mine if c != base[0]]
+                for c in mine:  # each curiosity config against its own model's plain routing
+                    base = baseline(ok, c) if alpha_of[c] > 0 else None
+                    if base is not None:
+                        pairs.append((c, base))
             if not any(alpha_of[c] == 0 for c in mixtures) or all(alpha_of[c] == 0 for c in mixtures):
                 why.append("no mixture has both plain routing (α = 0) and curiosity (α > 0) trials")
     return pairs, why
@@ -68,10 +70,11 @@ def significance_section(ctx: Context) -> Section:
                     p = pair(d, cand, ref, metric, e)
                     if p.missing and metric == METRICS[0]:
                         notes.append(f"{dataset} ({protocol}): {p.missing}; tested on the {p.n} paired fold(s)")
-                    stats = compare_paired(p.a, p.b, test_train_ratio=p.test_train_ratio, seed=ctx.seed)
+                    stats = compare_paired(p.a, p.b, test_train_ratio=p.test_train_ratio, seed=ctx.seed,
+                                           cells_a=p.cells["a"], cells_b=p.cells["b"])
                     data.append({"protocol": protocol, "metric": metric, "dataset": dataset,
                                  "candidate": label[cand], "reference": label[ref], "candidate_config": cand,
-                                 "reference_config": ref, "folds": fmt.folds(p.folds),
+                                 "reference_config": ref, "folds": p.fold_text,
                                  "test_train_ratio": p.test_train_ratio, **dataclasses.asdict(stats)})
     if not data:
         reason = "; ".join(dict.fromkeys(reasons)) or "no comparisons"
@@ -86,17 +89,26 @@ def significance_section(ctx: Context) -> Section:
     if df["test_train_ratio"].isna().any():
         notes.append("Nadeau-Bengio needs n_test and n_train in the rows; missing for some comparisons")
     tables = []
+    j = int(df["n"].max())
+    cells = bool((df["n_cells"] > df["n"]).any())
+    boot = bool((df["n"] >= BOOTSTRAP_MIN_N).any())
     for metric, m in df.groupby("metric", sort=False):
         spec = fmt.METRICS[metric].spec
-        rows = [{"protocol": r["protocol"], "dataset": r["dataset"],
-                 "comparison": f"{r['candidate']} vs {r['reference']}", "n": r["n"],
-                 "Δ mean": fmt.num(r["mean_diff"], "+" + spec.lstrip(",")),
-                 "95% CI": (f"[{fmt.num(r['ci_low'], spec)}, {fmt.num(r['ci_high'], spec)}]"
-                            if fmt.finite(r["ci_low"]) else "-"),
-                 "p (paired t)": fmt.pvalue(r["p_t"]), "p (N-B)": fmt.pvalue(r["p_nb"]),
-                 "p (Wilcoxon)": fmt.pvalue(r["p_wilcoxon"]), "dz": fmt.num(r["dz"], ".2f"),
-                 "g": fmt.num(r["hedges_g"], ".2f"), f"p ({ctx.correction.value})": fmt.pvalue(r["p_adj"]),
-                 "sig.": r["sig"]} for r in m.to_dict("records")]
+        rows = []
+        for r in m.to_dict("records"):
+            row = {"protocol": r["protocol"], "dataset": r["dataset"],
+                   "comparison": f"{r['candidate']} vs {r['reference']}", "n": r["n"],
+                   "Δ mean": fmt.num(r["mean_diff"], "+" + spec.lstrip(",")),
+                   "95% CI (t)": _interval(r["ci_low"], r["ci_high"], spec)}
+            if boot:
+                row["95% CI (BCa)"] = _interval(r["boot_low"], r["boot_high"], spec)
+            row |= {"p (paired t)": fmt.pvalue(r["p_t"]), "p (N-B)": fmt.pvalue(r["p_nb"])}
+            if cells:
+                row |= {"cells": r["n_cells"], "p (B-F, cells)": fmt.pvalue(r["p_bf"])}
+            row |= {"p (Wilcoxon)": fmt.pvalue(r["p_wilcoxon"]), "dz": fmt.num(r["dz"], ".2f"),
+                    "g": fmt.num(r["hedges_g"], ".2f"), f"p ({ctx.correction.value})": fmt.pvalue(r["p_adj"]),
+                    "sig.": r["sig"]}
+            rows.append(row)
         tables.append(Table(key=f"significance_{metric}", title=f"{fmt.METRICS[metric].header}: candidate − reference",
                             data=m.reset_index(drop=True), display=ctx.display(rows)))
     if reasons:
@@ -106,9 +118,17 @@ def significance_section(ctx: Context) -> Section:
         intro=("Δ = candidate − reference on the folds both have. References: "
                f"{ctx.single_reference or '-'} for single models, "
                + (f"{ctx.mixture_reference} (α = 0)" if ctx.mixture_reference else "each mixture's plain routing (α = 0)")
-               + " for mixtures. Paired t (scipy ttest_rel); Nadeau-Bengio corrected t (variance × (1/J + "
-               "n_test/n_train), J − 1 df); Wilcoxon signed-rank; Cohen's dz; Hedges' g (pooled SD, small-sample "
-               "corrected); 95% BCa bootstrap CI of the mean difference (9999 resamples, seeded). The adjusted p "
-               f"({ctx.correction.value}) is over all comparisons of one metric and protocol, on the paired t; "
-               "* < 0.05, ** < 0.01, *** < 0.001. With J paired folds the exact Wilcoxon p cannot go below "
-               "2 / 2^J (0.0625 for 5 folds)."))
+               + " for mixtures. Every fold-level test uses one value per fold: the mean over its seeds. Paired t "
+               "(scipy ttest_rel) and its 95% t-interval of the mean difference (the interval shown at any n: a "
+               f"BCa bootstrap of 5 folds is too narrow; the BCa column appears only from {BOOTSTRAP_MIN_N} pairs "
+               "on); Nadeau-Bengio corrected t (variance × (1/J + n_test/n_train), J − 1 df); with seeds, the "
+               "Bouckaert–Frank corrected repeated k-fold t on the J = k·r cells (same formula, k·r − 1 df; with "
+               "seeds on the same folds the cells of a fold share their test set, so prefer the fold-level tests "
+               "there); Wilcoxon signed-rank; Cohen's dz; Hedges' g (pooled SD, small-sample corrected). The "
+               f"adjusted p ({ctx.correction.value}) is over all comparisons of one metric and protocol, on the "
+               "paired t; * < 0.05, ** < 0.01, *** < 0.001. With J paired folds the exact Wilcoxon p cannot go "
+               f"below 2 / 2^J ({wilcoxon_floor(j):.3g} with {j} paired folds here)."))
+
+
+def _interval(lo: float, hi: float, spec: str) -> str:
+    return f"[{fmt.num(lo, spec)}, {fmt.num(hi, spec)}]" if fmt.finite(lo) else "-"

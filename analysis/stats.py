@@ -15,11 +15,16 @@ from enum import Enum
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import ttost_paired
 
 from qmoe.errors import ConfigError
 
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
+# Below this many paired values the BCa interval of a mean is too narrow (its acceleration and
+# bias terms are estimated from the same handful of values; at n = 5 it excluded 0 where the
+# paired t did not). The t-interval is exact under normality at any n and is shown instead.
+BOOTSTRAP_MIN_N = 20
 CONFIDENCE = 0.95
 
 
@@ -78,6 +83,10 @@ def nadeau_bengio(a, b, test_train_ratio: float) -> tuple[float, float]:
     ``t = mean(d) / sqrt((1/J + n_test/n_train) * var(d))`` with J differences, var ddof 1,
     and a two-sided p from Student's t with J - 1 degrees of freedom. The ``n_test/n_train``
     term inflates the variance for the overlap of training sets across folds.
+
+    Given the k x r cells of r repeats (seeds or seeded splits) of k-fold CV, J = k r and this is
+    the corrected repeated k-fold cv test of Bouckaert & Frank (2004):
+    ``t = mean(d) / sqrt((1/(k r) + n2/n1) var(d))``, p from ``scipy.stats.t`` with k r - 1 df.
     """
     d = _arr(a) - _arr(b)
     j = len(d)
@@ -88,6 +97,46 @@ def nadeau_bengio(a, b, test_train_ratio: float) -> tuple[float, float]:
         return math.nan, math.nan
     t = float(np.mean(d)) / math.sqrt((1.0 / j + test_train_ratio) * var)
     return t, float(2 * stats.t.sf(abs(t), df=j - 1))
+
+
+def t_interval(a, b, level: float = CONFIDENCE) -> tuple[float, float]:
+    """The paired t confidence interval of the mean difference a - b (``ttest_rel(...).confidence_interval``).
+
+    It excludes 0 exactly when the two-sided paired t has p < 1 - level.
+    """
+    a, b = _arr(a), _arr(b)
+    if len(a) < 2:
+        return math.nan, math.nan
+    d = a - b
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    res = _quiet(stats.ttest_rel, a, b)
+    if res is None:
+        return math.nan, math.nan
+    ci = res.confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
+
+
+def tost(a, b, margin: float) -> tuple[float, float]:
+    """Equivalence of paired a and b within ±margin: TOST p (``statsmodels ttost_paired``) and the
+    one-sided p that the difference lies beyond the margin on the side of the estimate.
+
+    TOST p < level shows |mean(a - b)| < margin; the second p < level shows the opposite
+    (``scipy.stats.ttest_1samp`` of the differences against ±margin).
+    """
+    a, b = _arr(a), _arr(b)
+    if len(a) < 2 or not (math.isfinite(margin) and margin > 0):
+        return math.nan, math.nan
+    d = a - b
+    if np.all(d == d[0]):  # no spread: the verdict is certain either way
+        inside = abs(float(d[0])) < margin
+        return (0.0, 1.0) if inside else (1.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_tost = float(ttost_paired(a, b, -margin, margin)[0])
+    upper = float(np.mean(d)) >= 0
+    res = _quiet(stats.ttest_1samp, d, margin if upper else -margin, alternative="greater" if upper else "less")
+    return p_tost, (math.nan if res is None else float(res.pvalue))
 
 
 def wilcoxon(a, b) -> tuple[float, float]:
@@ -203,20 +252,35 @@ class PairedComparison:
     p_wilcoxon: float
     dz: float
     hedges_g: float
-    ci_low: float
+    ci_low: float  # paired t-interval
     ci_high: float
+    boot_low: float  # BCa bootstrap interval, only from BOOTSTRAP_MIN_N pairs on
+    boot_high: float
+    n_cells: int  # paired (fold, seed) cells behind the fold means
+    t_bf: float  # Bouckaert-Frank corrected repeated k-fold t on the cells
+    p_bf: float
 
 
-def compare_paired(a, b, *, test_train_ratio: float, seed: int = BOOTSTRAP_SEED) -> PairedComparison:
-    """Paired t, Nadeau-Bengio t, Wilcoxon, Cohen's dz, Hedges' g and a bootstrap CI of a - b."""
+def compare_paired(a, b, *, test_train_ratio: float, seed: int = BOOTSTRAP_SEED, cells_a=None,
+                   cells_b=None) -> PairedComparison:
+    """Paired t, Nadeau-Bengio t, Wilcoxon, Cohen's dz, Hedges' g and CIs of a - b on fold values.
+
+    With ``cells_a``/``cells_b`` (every paired fold x seed cell, when there are more cells than
+    folds) the Bouckaert-Frank corrected repeated k-fold t is computed on them as well.
+    """
     a, b = _arr(a), _arr(b)
     t, p_t = paired_t(a, b)
     t_nb, p_nb = nadeau_bengio(a, b, test_train_ratio)
     w, p_w = wilcoxon(a, b)
-    lo, hi = bootstrap_ci(a, b, seed=seed)
+    lo, hi = t_interval(a, b)
+    blo, bhi = bootstrap_ci(a, b, seed=seed) if len(a) >= BOOTSTRAP_MIN_N else (math.nan, math.nan)
+    n_cells = len(a) if cells_a is None else len(_arr(cells_a))
+    t_bf, p_bf = (nadeau_bengio(cells_a, cells_b, test_train_ratio) if n_cells > len(a)
+                  else (math.nan, math.nan))
     return PairedComparison(
         n=len(a), mean_a=float(np.mean(a)) if len(a) else math.nan,
         mean_b=float(np.mean(b)) if len(b) else math.nan,
         mean_diff=float(np.mean(a - b)) if len(a) else math.nan,
         t=t, p_t=p_t, t_nb=t_nb, p_nb=p_nb, w=w, p_wilcoxon=p_w,
-        dz=cohens_dz(a, b), hedges_g=hedges_g(a, b), ci_low=lo, ci_high=hi)
+        dz=cohens_dz(a, b), hedges_g=hedges_g(a, b), ci_low=lo, ci_high=hi, boot_low=blo, boot_high=bhi,
+        n_cells=n_cells, t_bf=t_bf, p_bf=p_bf)

@@ -6,11 +6,11 @@ import math
 
 import pandas as pd
 
-from analysis import fmt
-from analysis.aggregate import config_order, summarise
-from analysis.configs import base_name, bit_width, precision
-from analysis.context import Context
-from analysis.document import Section, Table
+from qmoe.analysis import fmt
+from qmoe.analysis.aggregate import config_order, summarise
+from qmoe.analysis.configs import base_name, bit_width, precision
+from qmoe.analysis.context import Context
+from qmoe.analysis.document import Section, Table
 
 SUMMARY_METRICS = ("f1_macro", "f1_weighted", "accuracy", "latency_p50_us",
                    "energy_per_inference_mj", "size_kb", "params", "peak_rss_mb")
@@ -49,7 +49,8 @@ def summary_section(ctx: Context) -> Section:
         return Section.skipped("summary", title, "no finished trials to average")
     keys = ["protocol", "dataset", "config", "label", "kind"]
     summary = summarise(ok, keys, SUMMARY_METRICS)
-    n_folds = ok.groupby(keys)["fold"].nunique().rename("n_folds").reset_index()
+    units = ok.assign(_unit=list(zip(ok["split_seed"], ok["fold"])))
+    n_folds = units.groupby(keys)["_unit"].nunique().rename("n_folds").reset_index()
     summary = summary.merge(n_folds, on=keys, how="left")
     err = ctx.results.errors
     failed = err.groupby(["protocol", "dataset", "config"]).size() if not err.empty else pd.Series(dtype=int)
@@ -84,12 +85,14 @@ def summary_section(ctx: Context) -> Section:
         tables.append(_by_dataset(ctx, summary))
     figures = ()
     if ctx.plots:
-        from analysis import plots
+        from qmoe.analysis import plots
 
         figures = tuple(plots.latency_by_model(g, config_order(g), protocol) for protocol, g, _ in ctx.protocols()
                         if pd.to_numeric(g["latency_p50_us"], errors="coerce").notna().any())
     return Section(key="summary", title=title, tables=tuple(tables), notes=tuple(notes), plots=figures,
-                   intro="Mean ± standard deviation (ddof 1) over the test folds; n = folds averaged.")
+                   intro="Mean ± standard deviation (ddof 1) over the test folds; n = folds averaged. With several "
+                         "seeds a fold's value is the mean over its seeds (the seed spread is in the variance "
+                         "decomposition).")
 
 
 def _by_dataset(ctx: Context, summary: pd.DataFrame) -> Table:

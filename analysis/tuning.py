@@ -15,17 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.document import Report, Section, Table
+from qmoe.analysis.document import Report, Section, Table
 from qmoe.errors import DataError
+from qmoe.layout import BEST, COUNTED, INTERRUPTED, SCORED, STUDY, TUNING, TUNING_RUN, kind_of
+from qmoe.layout import TUNE_MANIFEST as MANIFEST
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "tune.json"
-TUNING = "tuning.parquet"
-STUDY = "study.log"
-BEST = "best.toml"
-COUNTED = ("complete", "stopped", "error")
-SCORED = ("complete", "stopped")
 IMPORTANCE_SEED = 0
 
 
@@ -38,7 +34,7 @@ def tuning_folder(source: str | Path, storage: str | Path) -> Path | None:
     if "/" not in text and path.suffix != ".parquet":
         candidates.insert(0, Path(storage).expanduser() / text)
     for folder in candidates:
-        if (folder / MANIFEST).is_file():
+        if kind_of(folder) == TUNING_RUN:
             return folder
     return None
 
@@ -87,13 +83,13 @@ def trials_section(name: str, rows: pd.DataFrame, plots: bool) -> Section:
     default = rows.loc[rows["is_default"].fillna(False).astype(bool) & rows["status"].isin(SCORED), "objective"]
     figures = ()
     if plots and rows["objective"].notna().any():
-        from analysis import plots as p
+        from qmoe.analysis import plots as p
 
         figures = (p.tuning_progress(rows, float(default.iloc[0]) if len(default) else None, name),)
     notes = ["objective = mean over folds of the best validation macro-F1 (each fold's validation split "
              "carved from its training folds; the test fold never read)",
              "stopped = ended early by ASHA: its objective is that of the epochs it ran (a lower bound)"]
-    if (rows["status"] == "interrupted").any():
+    if (rows["status"] == INTERRUPTED).any():
         notes.append("interrupted = cut short by a killed command: not counted against the budget")
     return Section(key="tuning-trials", title="Tuning: best so far vs trial number", notes=tuple(notes),
                    tables=(Table(key="tuning-trials", title="Trials in order", data=data, display=display),),
@@ -169,7 +165,7 @@ def tuning_report(folder: Path, *, plots: bool = True) -> Report:
               f"tuning run of {manifest.get('model')} on {table.get('name')} (table {table.get('content_hash')}), "
               f"folds {', '.join(map(str, manifest.get('folds', [])))}, seed {manifest.get('seed')}",
               f"trials: {counted} of {manifest.get('trials')} finished"
-              + (f", {int((rows['status'] == 'interrupted').sum())} interrupted" if (rows["status"] == "interrupted").any()
+              + (f", {int((rows['status'] == INTERRUPTED).sum())} interrupted" if (rows["status"] == INTERRUPTED).any()
                  else ""),
               f"search space: {manifest.get('space', {}).get('source', 'default')}"]
     if (folder / BEST).is_file():

@@ -11,13 +11,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli import options as opt
-from cli.main import app
-from cli.render import stderr, stdout
+from qmoe.cli import options as opt
+from qmoe.cli.console import stderr, stdout
 from qmoe.errors import ConfigError
 
 data_app = typer.Typer(help="Datasets and embedding tables.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 
 @data_app.command("synth")
@@ -93,13 +91,9 @@ def prepare(
     )
     runner = None
     if not in_process:
-        from sweeps.cluster import check_reachable, validate_address
-        from sweeps.extract import ray_runner
+        from qmoe.sweeps.embed_actors import ray_runner
 
-        address = validate_address(address)
-        if address not in (None, "auto"):
-            check_reachable(address)  # before the cache is written to
-        runner = ray_runner(address)
+        runner = ray_runner(address)  # a bad address fails here, before the cache is written to
     with _progress(quiet) as bar:
         tasks: dict[str, int] = {}
 

@@ -14,18 +14,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import options as opt
-from cli.main import app
+from qmoe.cli import options as opt
 
 
-@app.command()
 def export(
     source: Annotated[str, typer.Argument(metavar="DIR|TRIAL_KEY", help="A folder of qmoe trial --save DIR, or the key of a trial a sweep saved (STORAGE/*/models/TRIAL_KEY/).")],
     out: Annotated[Path, typer.Option("--out", help="The .qmoe file to write.")] = Path("model.qmoe"),
     storage: opt.Storage = opt.DEFAULT_STORAGE,
 ) -> None:
     """Write a trained trial's deployed model as one .qmoe file (no pickle), for qmoe predict."""
-    from cli.render import stderr
+    from qmoe.cli.console import stderr
     from qmoe.export.lower import export_trial
 
     result = export_trial(source, out, storage=storage)
@@ -34,7 +32,6 @@ def export(
           f"qmoe predict {result.path} --data TABLE.parquet)")
 
 
-@app.command()
 def predict(
     model: Annotated[Path, typer.Argument(metavar="MODEL.qmoe", help="A file written by qmoe export.")],
     data: Annotated[Path, typer.Option("--data", help="An embedding table (.parquet) with clip_id and e0..e{D-1}.")],

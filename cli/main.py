@@ -1,7 +1,8 @@
 """The ``qmoe`` command: a Typer app whose commands parse, call one library function, render.
 
-Errors: a :class:`qmoe.errors.QmoeError` (or a usage error) is printed as one line on stderr
-with exit code 1 (usage: 2) and no traceback unless ``--debug`` is given.
+Every command is registered here, in one place (:func:`build_app`); the command modules only
+define them. Errors: a :class:`qmoe.errors.QmoeError` (or a usage error) is printed as one line
+on stderr with exit code 1 (usage: 2) and no traceback unless ``--debug`` is given.
 """
 
 from __future__ import annotations
@@ -12,19 +13,12 @@ import sys
 
 import typer
 
-from qmoe.errors import QmoeError
+from qmoe.cli import bench_cmd, data_cmd, export_cmd, report_cmd, sweep_cmd, trial_cmd, tune_cmd
+from qmoe.errors import QmoeError, one_line
 
-app = typer.Typer(
-    name="qmoe",
-    help="Curiosity-driven quantized mixture-of-experts experiments, run as Ray Tune sweeps.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 _state = {"debug": False}
 
 
-@app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
@@ -34,21 +28,34 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register_commands() -> None:
-    # Each module adds its commands to `app`; imported here so `cli.main` is the one entry.
-    from cli import data_cmd, export_cmd, trial_cmd  # noqa: F401
+def build_app() -> typer.Typer:
+    """The ``qmoe`` app with every command."""
+    app = typer.Typer(
+        name="qmoe",
+        help="Curiosity-driven quantized mixture-of-experts experiments, run as Ray Tune sweeps.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    app.add_typer(data_cmd.data_app, name="data")
+    app.command()(trial_cmd.trial)
+    app.add_typer(sweep_cmd.sweep_app, name="sweep")
+    app.command()(sweep_cmd.resume)
+    app.command()(sweep_cmd.status)
+    app.command()(report_cmd.report)
+    app.command()(bench_cmd.bench)
+    app.command()(tune_cmd.tune)
+    app.command()(export_cmd.export)
+    app.command()(export_cmd.predict)
+    return app
 
-    for optional in ("cli.sweep_cmd", "cli.report_cmd", "cli.bench_cmd", "cli.tune_cmd"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as err:
-            if err.name != optional:
-                raise
+
+app = build_app()
 
 
 def _fail(message: str, code: int) -> int:
-    first = " ".join(str(message).split()) or "failed"
-    print(f"qmoe: error: {first}", file=sys.stderr)
+    print(f"qmoe: error: {one_line(message, limit=None) or 'failed'}", file=sys.stderr)
     return code
 
 
@@ -58,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in args
-    _register_commands()
     try:
         # Without standalone mode, click returns a command's `raise typer.Exit(n)` as n.
         code = app(args=args, prog_name="qmoe", standalone_mode=False)
@@ -87,8 +93,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # `python -m cli.main`: run the `cli.main` module instance, the one commands register on.
-    from cli.main import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # python -m qmoe.cli.main
+    sys.exit(main())

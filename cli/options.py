@@ -1,11 +1,23 @@
-"""Options shared by several commands, declared once as ``Annotated`` aliases."""
+"""Options shared by several commands, declared once: ``Annotated`` aliases, and the groups of
+them that several commands take (:class:`RunArgs`, :class:`SweepArgs`) added by :func:`with_args`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from qmoe.sweeps.engine import RunOptions
+    from qmoe.sweeps.grid import Overrides
 
 Dataset = Annotated[str, typer.Option("--dataset", help="Dataset name (synth, esc50, urbansound8k, quinn).")]
 Data = Annotated[Optional[Path], typer.Option("--data", help="A ready embedding table (.parquet); overrides --dataset.")]
@@ -36,3 +48,69 @@ Trials = Annotated[Optional[int], typer.Option("--trials", help="Trials to finis
 Space = Annotated[Optional[str], typer.Option("--space", help="Search space: default, or a SPACE.toml with params, fixed and scheduler tables.")]
 TuneSeed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the sampler and of every fold's split and training; default 0.")]
 Resume = Annotated[Optional[str], typer.Option("--resume", metavar="NAME", help="Continue tuning run NAME up to its budget (never beyond).")]
+
+
+def verbose() -> bool:
+    """Whether ``qmoe --verbose`` was given (it sets the root logger to INFO)."""
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The options of every command that runs trials on Ray (``qmoe sweep ...``, ``resume``, ``tune``)."""
+
+    storage: Storage = DEFAULT_STORAGE
+    address: Address = None
+    cpus_per_trial: CpusPerTrial = 1
+    max_concurrent: MaxConcurrent = None
+    max_failures: MaxFailures = 2
+    quiet: Quiet = False
+
+    def run_options(self) -> RunOptions:
+        """The library's :class:`~qmoe.sweeps.engine.RunOptions` of these flags."""
+        from qmoe.sweeps.engine import RunOptions
+
+        return RunOptions(storage=self.storage, address=self.address, cpus_per_trial=self.cpus_per_trial,
+                          max_concurrent=self.max_concurrent, max_failures=self.max_failures, quiet=self.quiet,
+                          verbose=verbose())
+
+
+@dataclass(frozen=True)
+class SweepArgs(RunArgs):
+    """The options of every ``qmoe sweep`` command: the run options and the spec's overrides."""
+
+    dataset: SweepDataset = None
+    data: Data = None
+    folds: Folds = None
+    name: SweepName = None
+    seed: SweepSeed = None
+    protocol: SweepProtocol = None
+    hparams: Hparams = None
+    dry_run: DryRun = False
+
+    def overrides(self) -> Overrides:
+        """The library's :class:`~qmoe.sweeps.grid.Overrides` of these flags."""
+        from qmoe.sweeps.grid import Overrides
+
+        return Overrides(datasets=self.dataset, data=self.data, folds=self.folds, seed=self.seed,
+                         protocol=self.protocol, hparams=self.hparams)
+
+
+def with_args(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the options of dataclass ``cls`` to a command; it receives them as ``args=cls(...)``."""
+    hints = typing.get_type_hints(cls, include_extras=True)  # the Annotated options
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                    annotation=hints[f.name]) for f in fields(cls)]
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "args"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            args = cls(**{f.name: kwargs.pop(f.name) for f in fields(cls)})
+            return fn(args=args, **kwargs)
+
+        command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+        return command
+
+    return decorate

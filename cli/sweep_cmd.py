@@ -1,19 +1,12 @@
 """``qmoe sweep alpha|bits|moe|paper|run``, ``qmoe resume`` and ``qmoe status``.
 
-Each command parses its own flags, builds a sweep spec with one library call and hands it
-to :func:`_launch`; the options every sweep shares are declared once in ``cli.options`` and
-added to each command by :func:`sweep_options`. The sweep machinery (pandas, Ray) is imported
-by the commands that run, not when the CLI starts.
+Each ``qmoe sweep`` command turns its own flags into a sweep spec with one library call and
+hands it to :func:`_launch`; the options every sweep shares are :class:`~qmoe.cli.options.SweepArgs`.
+The sweep machinery (pandas, Ray) is imported by the commands that run, not when the CLI starts.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -21,111 +14,49 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cli import options as opt
-from cli.main import app
-from cli.render import fmt, stderr, stdout
-from sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
-from sweeps.parse import default_name, parse_floats, parse_folds, parse_ints, parse_names
-from sweeps.spec import SweepSpec, apply_overrides, load_spec
+from qmoe.cli import options as opt
+from qmoe.cli.console import continue_hint, fmt, stderr, stdout
+from qmoe.cli.options import RunArgs, SweepArgs, with_args
+from qmoe.sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
+from qmoe.sweeps.grid import SweepSpec, load_spec
+from qmoe.sweeps.parse import parse_floats, parse_ints, parse_names
 
 sweep_app = typer.Typer(help="Run a grid of trials as a Ray Tune sweep (results in STORAGE/NAME).",
                         no_args_is_help=True)
-app.add_typer(sweep_app, name="sweep")
 
 Values = Annotated[Optional[str], typer.Option("--values", help="Comma-separated values, e.g. 0.02,0.2,0.3.")]
 
 
-@dataclass(frozen=True)
-class SweepArgs:
-    """The options shared by every ``qmoe sweep`` command (see ``cli.options``)."""
-
-    dataset: opt.SweepDataset = None
-    data: opt.Data = None
-    folds: opt.Folds = None
-    name: opt.SweepName = None
-    storage: opt.Storage = opt.DEFAULT_STORAGE
-    address: opt.Address = None
-    cpus_per_trial: opt.CpusPerTrial = 1
-    max_concurrent: opt.MaxConcurrent = None
-    max_failures: opt.MaxFailures = 2
-    seed: opt.SweepSeed = None
-    protocol: opt.SweepProtocol = None
-    hparams: opt.Hparams = None
-    dry_run: opt.DryRun = False
-    quiet: opt.Quiet = False
-
-
-def sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Add :class:`SweepArgs`' options to a command; it receives them as ``args``."""
-    hints = typing.get_type_hints(SweepArgs, include_extras=True)  # the Annotated options
-    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                annotation=hints[f.name]) for f in fields(SweepArgs)]
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "args"]
-
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> None:
-        args = SweepArgs(**{f.name: kwargs.pop(f.name) for f in fields(SweepArgs)})
-        fn(args=args, **kwargs)
-
-    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    return command
-
-
-def _run_options(args: SweepArgs) -> Any:
-    from sweeps.runner import RunOptions
-
-    return RunOptions(storage=args.storage, address=args.address, cpus_per_trial=args.cpus_per_trial,
-                      max_concurrent=args.max_concurrent, max_failures=args.max_failures, quiet=args.quiet,
-                      verbose=_verbose())
-
-
-def _verbose() -> bool:
-    return logging.getLogger().getEffectiveLevel() <= logging.INFO  # qmoe --verbose
-
-
 def _launch(spec: SweepSpec, args: SweepArgs) -> None:
-    """Apply the shared options to ``spec``, then dry-run or run it and print the summary."""
-    spec = apply_overrides(
-        spec, datasets=parse_names(args.dataset, flag="--dataset", example="synth") if args.dataset else None,
-        data=args.data, folds=parse_folds(args.folds) if args.folds is not None else None,
-        seed=args.seed, protocol=args.protocol, hparams_file=args.hparams)
-    from sweeps.plan import plan_sweep
-    from sweeps.runner import run_sweep
-    from sweeps.store import SweepStore
+    """Plan ``spec`` with the shared options, then print the trials (``--dry-run``) or run them."""
+    from qmoe.sweeps.runner import plan_command, run_sweep
 
-    name = args.name or default_name(spec.kind)
-    options = _run_options(args)
-    if not args.dry_run:
-        SweepStore(options.storage, name).check_new()  # fail before loading tables
-    plan = plan_sweep(spec)
+    plan, name = plan_command(spec, args.overrides(), name=args.name, storage=args.storage, dry_run=args.dry_run)
     for dataset, why in plan.skipped.items():
         stderr.print(f"note: leaving out {dataset}: {why}")
     if args.dry_run:
-        stdout.print(_trials_table(plan.trials, title=f"{spec.kind}: {spec.description}"))
+        stdout.print(_trials_table(plan.trials, title=f"{plan.spec.kind}: {plan.spec.description}"))
         print(f"{len(plan.trials)} trials")
         return
-    try:
-        outcome = run_sweep(plan, name=name, options=options)
-    except KeyboardInterrupt:
-        stderr.print(f"interrupted: finished trials are saved; continue with 'qmoe resume {name}'")
-        raise
+    with continue_hint(f"qmoe resume {name}"):
+        outcome = run_sweep(plan, name=name, options=args.run_options())
     _report(outcome)
 
 
 @sweep_app.command("alpha")
-@sweep_options
+@with_args(SweepArgs)
 def alpha(values: Values = None,
           experts: Annotated[Optional[str], typer.Option("--experts", help="The mixture's quantizers; default bitnet,q4,q8.")] = None,
           no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Leave out alpha = 0 (plain routing).")] = False,
           *, args: SweepArgs) -> None:
     """Curiosity strength alpha of one mixture (default 0.02,0.2,0.3 plus the alpha = 0 baseline)."""
-    alphas = parse_floats(values, minimum=0.0, what="alpha") if values is not None else None
+    alphas = parse_floats(values) if values is not None else None
     names = parse_names(experts, flag="--experts", example="bitnet,q4,q8") if experts is not None else None
     _launch(alpha_spec(alphas, names, baseline=not no_baseline), args)
 
 
 @sweep_app.command("bits")
-@sweep_options
+@with_args(SweepArgs)
 def bits(values: Values = None, *, args: SweepArgs) -> None:
     """Single models at each bit-width (default 1,2,4,8,16) plus fp32, bitnet and ptq8 references."""
     widths = parse_ints(values, example="1,2,4,8,16") if values is not None else None
@@ -133,51 +64,44 @@ def bits(values: Values = None, *, args: SweepArgs) -> None:
 
 
 @sweep_app.command("moe")
-@sweep_options
+@with_args(SweepArgs)
 def moe(values: Values = None, *, args: SweepArgs) -> None:
     """The paper's mixtures, each with plain routing and curiosity routing (--values: alphas, default 0.3)."""
-    alphas = parse_floats(values, minimum=0.0, what="alpha", example="0.2,0.3") if values is not None else None
+    alphas = parse_floats(values, example="0.2,0.3") if values is not None else None
     _launch(moe_spec(alphas), args)
 
 
 @sweep_app.command("paper")
-@sweep_options
+@with_args(SweepArgs)
 def paper(*, args: SweepArgs) -> None:
     """The whole Table 1 grid on every prepared dataset (esc50, quinn, urbansound8k), all folds."""
     _launch(paper_spec(), args)
 
 
 @sweep_app.command("run")
-@sweep_options
+@with_args(SweepArgs)
 def run(spec_file: Annotated[Path, typer.Argument(help="A sweep spec (TOML); see sweeps/specs/ for examples.")],
         *, args: SweepArgs) -> None:
     """Any grid written as a spec file."""
     _launch(load_spec(spec_file), args)
 
 
-@app.command()
-def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")],
-           storage: opt.Storage = opt.DEFAULT_STORAGE, address: opt.Address = None,
-           cpus_per_trial: opt.CpusPerTrial = 1, max_concurrent: opt.MaxConcurrent = None,
-           max_failures: opt.MaxFailures = 2, quiet: opt.Quiet = False) -> None:
+@with_args(RunArgs)
+def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")], *, args: RunArgs) -> None:
     """Finish a sweep: run its errored and unfinished trials; finished ones are never re-run."""
-    from sweeps.runner import RunOptions, resume_sweep
+    from qmoe.sweeps.runner import resume_sweep
 
-    options = RunOptions(storage=storage, address=address, cpus_per_trial=cpus_per_trial,
-                         max_concurrent=max_concurrent, max_failures=max_failures, quiet=quiet,
-                         verbose=_verbose())
-    outcome = resume_sweep(name, options=options)
+    outcome = resume_sweep(name, options=args.run_options())
     if outcome.ran == 0:
         stderr.print(f"sweep {name}: nothing to do, all {outcome.total} trials have an ok row")
     _report(outcome)
 
 
-@app.command()
 def status(name: Annotated[str, typer.Argument(help="The sweep to describe.")],
            storage: opt.Storage = opt.DEFAULT_STORAGE,
            address: Annotated[Optional[str], typer.Option("--address", help="Accepted for symmetry with sweep/resume; status reads the results table only.")] = None) -> None:
     """Counts of a sweep's trials by state, each error, and the per-model summary."""
-    from sweeps.status import sweep_status
+    from qmoe.sweeps.status import sweep_status
 
     del address  # the results table is on the storage: no Ray needed
     st = sweep_status(name, storage)
@@ -200,11 +124,11 @@ def status(name: Annotated[str, typer.Argument(help="The sweep to describe.")],
 # -- rendering -------------------------------------------------------------------------------
 
 def _trials_table(trials: Any, title: str) -> Table:
+    from qmoe.spec import paper_name
+
     table = Table(title=title)
     for col in ("#", "trial_key", "dataset", "fold", "model", "experts", "alpha"):
         table.add_column(col)
-    from qmoe.spec import paper_name
-
     for i, t in enumerate(trials, 1):
         table.add_row(str(i), t.trial_key, t.dataset, str(t.fold), paper_name(t.experts, t.alpha),
                       t.model, fmt(t.alpha))
@@ -214,13 +138,13 @@ def _trials_table(trials: Any, title: str) -> Table:
 def _summary_table(results: Any) -> Table:
     import pandas as pd
 
-    from sweeps.status import summarize
+    from qmoe.sweeps.status import summary_by_config
 
     table = Table(title="summary: macro-F1 mean ± std over the folds that finished",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("dataset", "model", "α", "folds", "macro-F1", "p50 µs", "KB"):
         table.add_column(col, no_wrap=True)
-    for r in summarize(results).itertuples():
+    for r in summary_by_config(results).itertuples():
         f1 = "-" if pd.isna(r.f1_macro_mean) else f"{r.f1_macro_mean:.3f} ± {r.f1_macro_std:.3f}"
         folds = f"{r.folds_ok}" + (f" +{r.folds_error} err" if r.folds_error else "")
         table.add_row(r.dataset, r.paper_name, fmt(r.alpha), folds, f1, fmt(r.latency_p50_us),
@@ -230,6 +154,8 @@ def _summary_table(results: Any) -> Table:
 
 def _report(outcome: Any) -> None:
     """The summary table on stdout; timings and what is left to do on stderr."""
+    from qmoe.layout import RESULTS
+
     stdout.print(_summary_table(outcome.results))
     line = f"sweep {outcome.name}: {outcome.ok} ok, {outcome.errors} errors, {outcome.pending} pending"
     if outcome.ran:
@@ -240,7 +166,7 @@ def _report(outcome: Any) -> None:
             line += (f", efficiency {outcome.efficiency:.2f} on {outcome.slots} slots"
                      f" ({outcome.nodes} node{'s' if outcome.nodes != 1 else ''})")
     stderr.print(line)
-    stderr.print(f"results: {outcome.path / 'results.parquet'}")
+    stderr.print(f"results: {outcome.path / RESULTS}")
     if outcome.errors or outcome.pending:
         stderr.print(f"see 'qmoe status {outcome.name}' for the errors; 'qmoe resume {outcome.name}' "
                      "re-runs the trials without an ok row")

@@ -7,13 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import options as opt
-from cli.main import app
-from cli.render import record_table, stderr, stdout
+from qmoe.cli import options as opt
+from qmoe.cli.console import record_table, stderr, stdout
 from qmoe.errors import ConfigError
 
 
-@app.command()
 def trial(
     model: Annotated[str, typer.Option("--model", help="A quantizer (q4) or a mixture (bitnet,q4,q8).")] = "q4",
     fold: Annotated[int, typer.Option("--fold", help="The test fold.")] = 1,

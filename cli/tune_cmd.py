@@ -3,65 +3,31 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import typer
 from rich import box
 from rich.table import Table
 
-from cli import options as opt
-from cli.main import app
-from cli.render import fmt, stderr, stdout
-from qmoe.errors import ConfigError
-from sweeps.parse import parse_folds, parse_names
+from qmoe.cli import options as opt
+from qmoe.cli.console import continue_hint, fmt, stderr, stdout
+from qmoe.cli.options import RunArgs, with_args
 
-DEFAULT_TRIALS = 40
 SHOWN = 10  # trials listed, best first
 
 
-@app.command()
+@with_args(RunArgs)
 def tune(model: opt.Model = None, dataset: opt.OneDataset = None, data: opt.Data = None,
          folds: opt.Folds = None, trials: opt.Trials = None, space: opt.Space = None, seed: opt.TuneSeed = None,
-         resume: opt.Resume = None, name: opt.SweepName = None, storage: opt.Storage = opt.DEFAULT_STORAGE,
-         address: opt.Address = None, cpus_per_trial: opt.CpusPerTrial = 1,
-         max_concurrent: opt.MaxConcurrent = None, max_failures: opt.MaxFailures = 2,
-         quiet: opt.Quiet = False) -> None:
+         resume: opt.Resume = None, name: opt.SweepName = None, *, args: RunArgs) -> None:
     """Search training hyper-parameters on the mean validation macro-F1 of the folds (test folds
     never seen); the best settings go to STORAGE/NAME/best.toml, for 'qmoe sweep ... --hparams'."""
-    from sweeps.runner import RunOptions
-    from sweeps.space import resolve_space
-    from sweeps.tune import TuneSpec, check_trials, default_tune_name, resume_tune, run_tune
+    from qmoe.sweeps.tune.tune_runner import TuneRequest
 
-    options = RunOptions(storage=storage, address=address, cpus_per_trial=cpus_per_trial,
-                         max_concurrent=max_concurrent, max_failures=max_failures, quiet=quiet,
-                         verbose=logging.getLogger().getEffectiveLevel() <= logging.INFO)
-    if trials is not None:
-        check_trials(trials)
-    if resume is not None:
-        given = [flag for flag, value in (("--model", model), ("--dataset", dataset), ("--data", data),
-                                          ("--folds", folds), ("--space", space), ("--seed", seed),
-                                          ("--name", name)) if value is not None]
-        if given:
-            raise ConfigError(f"--resume {resume} continues the run with its own settings: leave out "
-                              f"{', '.join(given)} (only --trials and the run options may change)")
-        name = resume
-        call = lambda: resume_tune(resume, trials=trials, options=options)  # noqa: E731
-    else:
-        if model is None:
-            raise ConfigError("--model is required: the model to tune, e.g. --model q4 (or --resume NAME)")
-        experts = parse_names(model, flag="--model", example="bitnet,q4,q8")
-        spec = TuneSpec(experts=experts, dataset=dataset or "synth", data=data,
-                        folds=parse_folds(folds) if folds is not None else None,
-                        trials=DEFAULT_TRIALS if trials is None else trials,
-                        space=resolve_space(space, len(experts)), seed=0 if seed is None else seed)
-        name = name or default_tune_name(spec.experts)
-        call = lambda: run_tune(spec, name=name, options=options)  # noqa: E731
-    try:
-        outcome = call()
-    except KeyboardInterrupt:
-        stderr.print(f"interrupted: finished trials are saved; continue with 'qmoe tune --resume {name}'")
-        raise
+    request = TuneRequest(model=model, dataset=dataset, data=data, folds=folds, trials=trials, space=space,
+                          seed=seed, resume=resume, name=name)
+    with continue_hint(f"qmoe tune --resume {request.name}"):
+        outcome = request.run(args.run_options())
     _report(outcome)
 
 
@@ -73,6 +39,8 @@ def _short(value: object) -> str:
 
 def _report(outcome: Any) -> None:
     """The best trials and best-vs-default on stdout; counts, timings and paths on stderr."""
+    from qmoe.layout import TUNING
+
     rows = outcome.rows[outcome.rows["objective"].notna()].sort_values(["objective", "trial"],
                                                                        ascending=[False, True])
     table = Table(title=f"tuning {outcome.name}: trials by mean validation macro-F1 (best {SHOWN})",
@@ -101,7 +69,7 @@ def _report(outcome: Any) -> None:
     stderr.print(done)
     if outcome.best_path is not None:
         stderr.print(f"best settings: {outcome.best_path} (use: qmoe sweep ... --hparams {outcome.best_path})")
-    stderr.print(f"tuning table: {outcome.path / 'tuning.parquet'}; report: qmoe report {outcome.name}")
+    stderr.print(f"tuning table: {outcome.path / TUNING}; report: qmoe report {outcome.name}")
     if outcome.finished < outcome.requested:
         stderr.print(f"{outcome.requested - outcome.finished} trial(s) missing: 'qmoe tune --resume {outcome.name}'")
         raise typer.Exit(1)

@@ -1,7 +1,9 @@
 """qmoe: curiosity-driven quantized mixture-of-experts, the science core.
 
-This package never imports ray, typer or rich (the orchestration and CLI live in
-``sweeps`` and ``cli``); a test enforces it.
+The core never imports ray, typer or rich: the orchestration, the analysis and the CLI are the
+sub-packages ``qmoe.sweeps``, ``qmoe.analysis`` and ``qmoe.cli``, kept in the repository's
+top-level folders ``sweeps/``, ``analysis/`` and ``cli/`` (see setup.py), and imported only
+by each other, downwards; ``tests/test_layering.py`` enforces it.
 """
 
 __version__ = "0.1.0"

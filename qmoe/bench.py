@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qmoe.bench_targets import SPEEDUP_TARGETS, THROUGHPUT_TARGET
 from qmoe.measure import LatencyStats, measure_latency, measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
@@ -44,15 +45,6 @@ FP32_START, FP32_END = "fp32 eager (start)", "fp32 eager (end)"
 TORCH_INT8 = "ptq8 (torch dynamic int8)"
 
 KERNEL, CALL = " (kernel alone)", "call alone"
-
-#: Issue 14's batch-1 speed-up targets over torch fp32 eager: (label, quantizers, minimum).
-SPEEDUP_TARGETS = (("1-bit >= 20x", ("binary", "q1"), 20.0), ("ternary >= 10x", ("bitnet",), 10.0),
-                   ("2-bit >= 10x", ("q2",), 10.0), ("int8 >= 3x", ("q8", "ptq8", "q4"), 3.0))
-#: Issue 14: at batch 256 every deployed form at least as fast as torch fp32 eager.
-THROUGHPUT_TARGET = ("batch 256 >= torch fp32", 1.0)
-#: Issue 14: a QAT epoch at most this many fp32 epochs (qmoe bench's training table).
-QAT_EPOCH_TARGET = 1.2
-
 
 @dataclass(frozen=True)
 class Bandwidth:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qmoe.bench_targets import SINGLE_TRIAL_TARGET_S
 from qmoe.data.sized import SizedConfig, sized_table
 from qmoe.measure import torch_threads
 from qmoe.spec import TrialSpec
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 #: Every single-model quantizer, then the paper's BitNet-Q4/8 mixture (curious, alpha 0.3).
 DEFAULT_MODELS = ("fp32", "q1", "q2", "q4", "q8", "q16", "bitnet", "ptq8", "binary", "bitnet,q4,q8")
 MIXTURE_ALPHA = 0.3  # curiosity strength of the mixtures in the list
-SINGLE_TRIAL_TARGET_S = 60.0  # issue 8: a single-model trial at ESC-50 size, one core
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,10 @@ class UnknownNameError(ConfigError):
 
 class TrainingError(QmoeError):
     """Training could not produce a usable model (e.g. the loss diverged to NaN)."""
+
+
+def one_line(err: BaseException | str, limit: int | None = 500) -> str:
+    """A message on one line (whitespace runs collapsed), at most ``limit`` characters (None: all):
+    how the CLI prints an error and how a results row records one."""
+    text = " ".join(str(err).split()) or (type(err).__name__ if isinstance(err, BaseException) else "")
+    return text[:limit]

@@ -6,11 +6,17 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
 import qmoe
 from qmoe.spec import TrialSpec, paper_name
+
+
+def now_iso() -> str:
+    """UTC time to the millisecond: the format of ``started_at`` / ``finished_at``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def package_version(name: str) -> str:
@@ -99,10 +105,6 @@ class TrialRecord:
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                for k, v in self.to_row().items()}
         return json.dumps(row, sort_keys=False)
-
-    def routing_stats(self) -> dict[str, dict[str, float]]:
-        """The parsed ``routing`` column ({} for single models)."""
-        return json.loads(self.routing) if self.routing else {}
 
     @staticmethod
     def identity(spec: TrialSpec) -> dict[str, Any]:

@@ -11,11 +11,13 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from qmoe.errors import ConfigError
+from qmoe.quant_names import bitlinear_bits
 
 PROTOCOLS = ("clean", "paper")
 
@@ -130,8 +132,7 @@ class TrialSpec:
         object.__setattr__(self, "experts", experts)
         if not experts or any(not e for e in experts):
             raise ConfigError("--model is empty: give a quantizer (e.g. q4) or a list (bitnet,q4,q8)")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ConfigError(f"--alpha {self.alpha!r} is invalid: curiosity strength must be >= 0")
+        check_alpha(self.alpha, "--alpha")
         if self.alpha > 0 and len(experts) == 1:
             raise ConfigError("--alpha applies to mixtures only: give several experts, e.g. --model bitnet,q4,q8")
         if self.protocol not in PROTOCOLS:
@@ -171,6 +172,33 @@ class TrialSpec:
         digest = hashlib.sha256(f"{self.seed}:{self.trial_key}".encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON-able data (a sweep's manifest holds its trials so);
+        :meth:`from_dict` inverts it."""
+        assert self.train is not None  # set by __post_init__
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "experts": list(self.experts), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TrialSpec:
+        """Rebuild a spec written by :meth:`to_dict`."""
+        raw = dict(raw)
+        return cls(**{**raw, "experts": tuple(raw["experts"]), "train": TrainConfig(**raw["train"])})
+
+
+def check_alpha(alpha: Any, where: str) -> float:
+    """``alpha`` as a float if it is a valid curiosity strength (finite, >= 0), else a ConfigError
+    naming ``where`` (a flag, or a spec file and group): the one check of alpha."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        problem = "not a number"
+    elif not math.isfinite(alpha):
+        problem = "not a finite number"
+    elif alpha < 0:
+        problem = "negative"
+    else:
+        return float(alpha)
+    raise ConfigError(f"{where}: alpha {alpha!r} is {problem}: curiosity strength must be >= 0")
+
 
 def paper_name(experts: tuple[str, ...], alpha: float) -> str:
     """The paper's display name: ``Q4-Base``, ``BitNet-Q4/8-QMoE``, ``...-QMoE-C`` when alpha > 0."""
@@ -179,12 +207,12 @@ def paper_name(experts: tuple[str, ...], alpha: float) -> str:
         e = experts[0]
         return single.get(e, f"{e.upper()}-Base")
     parts: list[str] = []
-    bits = [e[1:] for e in experts if e.startswith("q") and e[1:].isdigit()]
+    bits = [str(k) for k in map(bitlinear_bits, experts) if k is not None]
     if "bitnet" in experts:
         parts.append("BitNet")
     if bits:
         parts.append("Q" + "/".join(bits))
-    others = [e for e in experts if e != "bitnet" and not (e.startswith("q") and e[1:].isdigit())]
+    others = [e for e in experts if e != "bitnet" and bitlinear_bits(e) is None]
     label = "-".join(parts + [{"ptq8": "Q8PTQ", "fp32": "FP32"}.get(o, o.upper()) for o in others])
     return f"{label}-QMoE" + ("-C" if alpha > 0 else "")
 

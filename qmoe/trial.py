@@ -6,7 +6,6 @@ import json
 import logging
 import platform
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from qmoe.measure import (KG_TO_G, KG_TO_UG, KWH_TO_MJ, KWH_TO_WH, EnergyMeter, 
                           measure_throughput, peak_rss_mb, reset_peak_rss, torch_threads)
 from qmoe.models import Expert, MixtureOfExperts, MoEOutput
 from qmoe.quant import deploy, deploy_form, get_quantizer, size_report
-from qmoe.record import TrialRecord
-from qmoe.routing import routing_samples, routing_summary
+from qmoe.record import TrialRecord, now_iso
+from qmoe.routing_stats import routing_samples, routing_summary
 from qmoe.spec import TrialSpec
 from qmoe.train import fit
 
@@ -38,10 +37,6 @@ class TrialResult:
 
     record: TrialRecord
     samples: pd.DataFrame | None  # clip_id, expert, confidence, uncertainty, kl, correct, ...
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def check_spec(spec: TrialSpec, table: EmbeddingTable) -> None:

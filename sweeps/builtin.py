@@ -7,8 +7,10 @@ flags stand for, so that the TOML file stays the one place that says what a swee
 from __future__ import annotations
 
 from qmoe.errors import ConfigError, UnknownNameError
+from qmoe.quant_names import bitlinear_bits, bitlinear_name
+from qmoe.spec import check_alpha
 
-from sweeps.spec import SweepSpec, builtin_spec, check_experts, known_quantizers
+from qmoe.sweeps.grid import SweepSpec, builtin_spec, check_experts, known_quantizers
 
 
 def alpha_spec(values: tuple[float, ...] | None = None, experts: tuple[str, ...] | None = None,
@@ -30,9 +32,8 @@ def alpha_spec(values: tuple[float, ...] | None = None, experts: tuple[str, ...]
             raise ConfigError("--experts needs at least two quantizers for a mixture, e.g. bitnet,q4,q8")
         check_experts(experts, "--experts")
     models = (tuple(experts),) if experts is not None else group.models
-    alphas = tuple(values) if values is not None else tuple(a for a in group.alphas if a > 0)
-    if any(a < 0 for a in alphas):
-        raise ConfigError(f"--values: alpha {min(alphas):g} is negative; curiosity strength must be >= 0")
+    alphas = tuple(check_alpha(a, "--values") for a in values) if values is not None \
+        else tuple(a for a in group.alphas if a > 0)
     alphas = ((0.0,) if baseline else ()) + tuple(a for a in alphas if not (baseline and a == 0))
     if not alphas:
         raise ConfigError("--values and --no-baseline leave no alpha to run: give at least one value")
@@ -48,11 +49,11 @@ def bits_spec(values: tuple[int, ...] | None = None) -> SweepSpec:
     spec = builtin_spec("bits")
     if values is None:
         return spec
-    models = tuple((f"q{b}",) for b in values)
-    widths = sorted(int(q[1:]) for q in known_quantizers() if q[:1] == "q" and q[1:].isdigit())
-    for (name,) in models:
+    models = tuple((bitlinear_name(b),) for b in values)
+    widths = sorted(k for k in map(bitlinear_bits, known_quantizers()) if k is not None)
+    for b, (name,) in zip(values, models):
         if name not in known_quantizers():
-            raise UnknownNameError(f"--values: no {name[1:]}-bit quantizer; known bit-widths: "
+            raise UnknownNameError(f"--values: no {b}-bit quantizer; known bit-widths: "
                                    f"{','.join(map(str, widths))}")
     return spec.replace_group("bits", models=models)
 
@@ -66,9 +67,8 @@ def moe_spec(values: tuple[float, ...] | None = None) -> SweepSpec:
     spec = builtin_spec("moe")
     if values is None:
         return spec
-    if any(a < 0 for a in values):
-        raise ConfigError(f"--values: alpha {min(values):g} is negative; curiosity strength must be >= 0")
-    return spec.replace_group("mixtures", alphas=(0.0,) + tuple(a for a in values if a != 0))
+    alphas = tuple(check_alpha(a, "--values") for a in values)
+    return spec.replace_group("mixtures", alphas=(0.0,) + tuple(a for a in alphas if a != 0))
 
 
 def paper_spec() -> SweepSpec:

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from qmoe.errors import ConfigError
+from qmoe.errors import ConfigError, one_line
 from qmoe.malloc import MALLOC_ENV
 
 #: Environment of every worker of our jobs (runtime_env); glibc reads MALLOC_* at process start.
@@ -123,7 +123,7 @@ def ray_session(address: str | None, *, env: Mapping[str, str], num_cpus: int | 
             raise ConfigError(
                 f"--address {address}: the cluster wants its authentication token: set RAY_AUTH_MODE=token "
                 "and make the token available (~/.ray/auth_token or RAY_AUTH_TOKEN), as on its nodes") from None
-        raise ConfigError(f"--address {address}: no Ray cluster there ({one_line(err)}); start one with "
+        raise ConfigError(f"--address {address}: no Ray cluster there ({one_line(err, 300)}); start one with "
                           "'ray start --head', or leave out --address for an embedded Ray") from None
     try:
         yield _info(address or "", embedded=address is None)
@@ -138,7 +138,3 @@ def _info(address: str, *, embedded: bool) -> ClusterInfo:
     cpus = float(ray.cluster_resources().get("CPU", 0.0))
     return ClusterInfo(address=address, cpus=cpus, nodes=len(nodes), embedded=embedded,
                        client=address.startswith("ray://"))
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]

@@ -47,12 +47,11 @@ def _split(text: str, flag: str, example: str) -> list[str]:
     return pieces
 
 
-def parse_floats(text: str, *, flag: str = "--values", example: str = "0.02,0.2,0.3",
-                 minimum: float | None = None, what: str = "value") -> tuple[float, ...]:
+def parse_floats(text: str, *, flag: str = "--values", example: str = "0.02,0.2,0.3") -> tuple[float, ...]:
     """``"0.02,0.2"`` -> ``(0.02, 0.2)``, order kept, duplicates dropped.
 
     Raises:
-        ConfigError: empty, not a number, not finite, or below ``minimum``.
+        ConfigError: empty, not a number, or not finite.
     """
     out: list[float] = []
     for piece in _split(text, flag, example):
@@ -62,8 +61,6 @@ def parse_floats(text: str, *, flag: str = "--values", example: str = "0.02,0.2,
             raise ConfigError(f"{flag}: {piece!r} is not a number; write e.g. {example}") from None
         if not math.isfinite(value):
             raise ConfigError(f"{flag}: {piece!r} is not a finite number")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{flag}: {what} {piece} is below {minimum:g}; use values >= {minimum:g}")
         if value not in out:
             out.append(value)
     return tuple(out)

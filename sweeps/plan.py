@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from qmoe.errors import ConfigError, DataError
-from qmoe.spec import TrainConfig, TrialSpec
+from qmoe.spec import TrialSpec
 
-from sweeps.spec import SweepSpec
+from qmoe.sweeps.grid import SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +172,3 @@ def reload_tables(refs: list[TableRef], resolve: Resolver | None = None) -> dict
                 f"!= {ref.content_hash}): its results would mix two tables; start a new sweep instead")
         tables[ref.name] = table
     return tables
-
-
-def trial_to_dict(trial: TrialSpec) -> dict[str, Any]:
-    """A trial spec as plain JSON-able data (inverse of :func:`trial_from_dict`)."""
-    assert trial.train is not None
-    out = {f.name: getattr(trial, f.name) for f in dataclasses.fields(trial)}
-    out["experts"] = list(trial.experts)
-    out["train"] = trial.train.to_dict()
-    return out
-
-
-def trial_from_dict(raw: Mapping[str, Any]) -> TrialSpec:
-    """Rebuild a :class:`TrialSpec` written by :func:`trial_to_dict`."""
-    raw = dict(raw)
-    train = TrainConfig(**raw.pop("train"))
-    return TrialSpec(**{**raw, "experts": tuple(raw["experts"]), "train": train})

@@ -7,40 +7,23 @@ Ray's retries (``FailureConfig``) gets an error row with the error text, its nod
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import ray.cloudpickle as cloudpickle
 from ray import tune
-from ray.exceptions import RayActorError
 
-from qmoe.record import TrialRecord
+from qmoe.layout import OK
+from qmoe.record import TrialRecord, now_iso
 from qmoe.spec import TrialSpec
 
-from sweeps.progress import NullProgress
-from sweeps.store import SweepStore, now_iso
-from sweeps.trainable import ROW, SAMPLES, TrialCrashed, one_line
+from qmoe.sweeps.progress import NullProgress
+from qmoe.sweeps.store import SweepStore
+from qmoe.sweeps.trainable import ROW, SAMPLES
+from qmoe.sweeps.worker import describe_failure
 
 log = logging.getLogger(__name__)
-
-
-def describe_failure(trial: Any) -> tuple[str, str, str]:
-    """``(error, node, started_at)`` of a Tune trial that errored ('' when unknown)."""
-    exc: BaseException | None = None
-    if trial.pickled_error_file:
-        with contextlib.suppress(Exception), open(trial.pickled_error_file, "rb") as fh:
-            exc = cloudpickle.load(fh)
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, TrialCrashed):
-        return cause.error, cause.node, cause.started_at
-    if isinstance(exc, RayActorError) or isinstance(cause, RayActorError):
-        return f"worker process died: {one_line(exc)}", "", ""
-    text = str(exc) if exc is not None else str(trial.get_error() or "unknown error")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1][:500] if lines else "unknown error"), "", ""
 
 
 class Recorder(tune.Callback):
@@ -86,7 +69,7 @@ class Recorder(tune.Callback):
             self.store.write_samples(key, samples)
         self.store.upsert([row])
         self.recorded.add(key)
-        self.progress.finished(key, ok=row["status"] == "ok")
+        self.progress.finished(key, ok=row["status"] == OK)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]

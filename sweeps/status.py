@@ -1,4 +1,4 @@
-"""What a sweep holds: counts by state, each error, and a per-configuration summary.
+"""What a sweep holds: counts by state, each error, and a summary per configuration.
 
 Reads the sweep's files only (no Ray), so it works while a sweep runs and after it ended.
 """
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweeps.plan import trial_from_dict
-from sweeps.store import SweepStore
+from qmoe.layout import ERROR, OK
+from qmoe.spec import TrialSpec
+
+from qmoe.sweeps.store import SweepStore
 
 SUMMARY_KEYS = ["dataset", "paper_name", "model", "alpha"]
 
@@ -31,10 +33,6 @@ class SweepStatus:
     errors: pd.DataFrame = field(repr=False)  # trial_key, paper_name, dataset, fold, alpha, error
     results: pd.DataFrame = field(repr=False)
 
-    @property
-    def finished(self) -> bool:
-        return self.pending == 0 and self.error == 0
-
 
 def sweep_status(name: str, storage: str | Path) -> SweepStatus:
     """The state of sweep ``name`` under ``storage``.
@@ -44,19 +42,19 @@ def sweep_status(name: str, storage: str | Path) -> SweepStatus:
     """
     store = SweepStore(storage, name)
     manifest = store.read_manifest()
-    keys = [trial_from_dict(t).trial_key for t in manifest["trials"]]
+    keys = [TrialSpec.from_dict(t).trial_key for t in manifest["trials"]]
     results = store.read_results()
     results = results[results["trial_key"].isin(keys)]
-    ok = int((results["status"] == "ok").sum())
-    error = int((results["status"] == "error").sum())
-    errors = results.loc[results["status"] == "error",
+    ok = int((results["status"] == OK).sum())
+    error = int((results["status"] == ERROR).sum())
+    errors = results.loc[results["status"] == ERROR,
                          ["trial_key", "paper_name", "dataset", "fold", "alpha", "error"]]
     return SweepStatus(name=store.name, path=store.path, kind=manifest.get("kind", ""), total=len(keys),
                        ok=ok, error=error, pending=len(keys) - ok - error, running=store.is_locked(),
                        errors=errors.reset_index(drop=True), results=results.reset_index(drop=True))
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
+def summary_by_config(results: pd.DataFrame) -> pd.DataFrame:
     """One line per dataset x model x alpha: folds ok/error, macro-F1 mean and std, latency, size.
 
     The std is over folds (ddof 1), as in the paper's tables; NaN with a single fold.
@@ -64,7 +62,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     if results.empty:
         return pd.DataFrame(columns=SUMMARY_KEYS + ["folds_ok", "folds_error", "f1_macro_mean",
                                                     "f1_macro_std", "latency_p50_us", "size_kb"])
-    ok = results["status"] == "ok"
+    ok = results["status"] == OK
     grouped = results.assign(_ok=ok, _err=~ok).groupby(SUMMARY_KEYS, sort=False, dropna=False)
     out = grouped.agg(folds_ok=("_ok", "sum"), folds_error=("_err", "sum"))
     good = results[ok].groupby(SUMMARY_KEYS, sort=False, dropna=False)

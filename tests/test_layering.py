@@ -1,4 +1,9 @@
-"""Imports only go down: cli -> sweeps, analysis -> qmoe (DESIGN §1)."""
+"""Imports only go down: cli -> sweeps, analysis -> qmoe (DESIGN §1).
+
+The folders ``sweeps/``, ``analysis/`` and ``cli/`` are installed inside the ``qmoe`` name
+(``qmoe.sweeps``, ``qmoe.analysis``, ``qmoe.cli``; see setup.py), so each layer is a folder
+of the repository and an import prefix; the science core is ``qmoe`` without those three.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +15,59 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+UPPER = ("qmoe.sweeps", "qmoe.analysis", "qmoe.cli")
+#: folder -> import prefixes its modules must not import.
 FORBIDDEN = {
-    "qmoe": {"ray", "typer", "rich", "sweeps", "analysis", "cli"},
-    "sweeps": {"cli", "analysis"},
-    "analysis": {"sweeps", "cli", "ray"},
+    "qmoe": ("ray", "typer", "rich", *UPPER),
+    "sweeps": ("qmoe.cli", "qmoe.analysis"),
+    "analysis": ("qmoe.sweeps", "qmoe.cli", "ray"),
 }
+#: The folders' own names are not importable once installed: nothing may import them bare.
+BARE = ("sweeps", "analysis", "cli")
 
 
-def imported_roots(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
+    """Every module an absolute import in ``path`` names (``from a import b`` names a and a.b)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    roots = set()
+    names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
+            names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def hits(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_package_imports_only_downwards(package: str) -> None:
     bad = {}
     for path in sorted((ROOT / package).rglob("*.py")):
-        hits = imported_roots(path) & FORBIDDEN[package]
-        if hits:
-            bad[str(path.relative_to(ROOT))] = sorted(hits)
+        found = hits(imported_modules(path), FORBIDDEN[package])
+        if found:
+            bad[str(path.relative_to(ROOT))] = found
     assert not bad, f"{package} imports upwards or sideways: {bad}"
+
+
+def test_nothing_imports_the_folders_by_their_bare_names() -> None:
+    bad = {}
+    for folder in ("qmoe", *BARE, "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            found = hits(imported_modules(path), BARE)
+            if found:
+                bad[str(path.relative_to(ROOT))] = found
+    assert not bad, f"import these as qmoe.sweeps, qmoe.analysis, qmoe.cli: {bad}"
 
 
 def test_layering_checker_catches_a_bad_import(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
-    bad.write_text("import os\nfrom ray import tune\n")
-    assert "ray" in imported_roots(bad)
+    bad.write_text("import os\nfrom ray import tune\nfrom qmoe import sweeps\nimport cli.main\n")
+    modules = imported_modules(bad)
+    assert hits(modules, FORBIDDEN["qmoe"]) == ["qmoe.sweeps", "ray", "ray.tune"]
+    assert hits(modules, BARE) == ["cli.main"]
 
 
 def test_import_qmoe_does_not_load_ray() -> None:

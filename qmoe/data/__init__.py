@@ -20,64 +20,25 @@ from typing import TYPE_CHECKING
 
 from qmoe.lazy import lazy_exports
 
-_EXPORTS: dict[str, str] = {
-    # table
-    "EmbeddingTable": "table",
-    "load_table": "table",
-    "save_table": "table",
-    "table_from_arrays": "table",
-    "validate_frame": "validate",
-    # splits
-    "Split": "splits",
-    "SplitProtocol": "splits",
-    "parse_protocol": "splits",
-    "stratified_group_folds": "splits",
-    "train_val_test_indices": "splits",
-    # synth
-    "CLASS_NAMES": "synth",
-    "SynthConfig": "synth",
-    "generate_clips": "synth",
-    # features
-    "BACKBONES": "features",
-    "Clip": "features",
-    "LogMelConfig": "features",
-    "embed_clips": "features",
-    "log_mel": "features",
-    # datasets
-    "DATASETS": "datasets",
-    "DATA_CODE_VERSION": "datasets",
-    "DatasetSpec": "datasets",
-    "build_synth_table": "datasets",
-    "default_cache_dir": "datasets",
-    "prepared_table_path": "datasets",
-    "resolve_table": "datasets",
-    "synth_table_path": "datasets",
-    "PreparedInfo": "datasets",
-    "list_prepared": "datasets",
-    "prepared_backbones": "datasets",
-    # real datasets -> tables
-    "ADAPTERS": "adapters",
-    "AdapterOptions": "adapters",
-    "ClipRef": "adapters",
-    "Manifest": "adapters",
-    "build_manifest": "adapters",
-    "BadAudio": "prepare",
-    "PrepareConfig": "prepare",
-    "PrepareResult": "prepare",
-    "prepare_dataset": "prepare",
-    "ExtractSettings": "extract",
-    "Embedder": "extract",
-    "WorkItem": "extract",
-    "BatchResult": "extract",
-    "TIMM_BACKBONES": "image_backbones",
-    "mel_image": "image_backbones",
-    "load_clip": "audio",
+_MODULES: dict[str, tuple[str, ...]] = {  # submodule -> the names it exports
+    "table": ("EmbeddingTable", "load_table", "save_table", "table_from_arrays"),
+    "validate": ("validate_frame",),
+    "splits": ("Split", "SplitProtocol", "parse_protocol", "stratified_group_folds",
+               "train_val_test_indices"),
+    "synth": ("CLASS_NAMES", "SynthConfig", "generate_clips"),
+    "backbones": ("BACKBONES", "embed_clips"),
+    "features": ("Clip", "LogMelConfig", "log_mel"),
+    "datasets": ("DATASETS", "DATA_CODE_VERSION", "DatasetSpec", "build_synth_table", "default_cache_dir",
+                 "prepared_table_path", "resolve_table", "synth_table_path", "PreparedInfo", "list_prepared",
+                 "prepared_backbones"),
+    "adapters": ("ADAPTERS", "AdapterOptions", "ClipRef", "Manifest", "build_manifest"),
+    "prepare": ("BadAudio", "PrepareConfig", "PrepareResult", "prepare_dataset"),
+    "extract": ("ExtractSettings", "Embedder", "WorkItem", "BatchResult"),
+    "image_backbones": ("TIMM_BACKBONES", "mel_image"),
+    "audio": ("load_clip",),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _MODULES, globals())
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
@@ -99,7 +60,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from qmoe.data.extract import BatchResult, Embedder, ExtractSettings, WorkItem
     from qmoe.data.image_backbones import TIMM_BACKBONES, mel_image
     from qmoe.data.prepare import BadAudio, PrepareConfig, PrepareResult, prepare_dataset
-    from qmoe.data.features import BACKBONES, Clip, LogMelConfig, embed_clips, log_mel
+    from qmoe.data.backbones import BACKBONES, embed_clips
+    from qmoe.data.features import Clip, LogMelConfig, log_mel
     from qmoe.data.splits import (
         Split,
         SplitProtocol,

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import qmoe
-from qmoe.data.features import LogMelConfig, embed_clips
+from qmoe.data.backbones import embed_clips
+from qmoe.data.features import LogMelConfig
 from qmoe.data.synth import CLASS_NAMES, SynthConfig, generate_clips
 from qmoe.data.table import EmbeddingTable, load_table, save_table, table_from_arrays
 from qmoe.errors import DataError

@@ -1,7 +1,7 @@
 """The per-batch work of feature extraction: files -> clips -> log-Mel -> backbone -> rows.
 
 Pure functions and one small class, with no notion of where they run: ``prepare_dataset``
-calls them in this process, ``sweeps.extract`` calls them inside Ray actors (one
+calls them in this process, ``qmoe.sweeps.embed_actors`` calls them inside Ray actors (one
 :class:`Embedder` per actor, so the network is built once per worker, not per batch).
 
 A batch never fails because of one bad file: each file that cannot be decoded becomes a
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from qmoe.data.audio import AudioError, load_clip
-from qmoe.data.features import BACKBONES, LogMelConfig, log_mel
+from qmoe.data.backbones import BACKBONES
+from qmoe.data.features import LogMelConfig, log_mel
 from qmoe.data.image_backbones import INPUT_SIZES, NEEDS_WEIGHTS, TOP_DB, needs_weights
 from qmoe.errors import ConfigError
 

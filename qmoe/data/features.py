@@ -2,18 +2,15 @@
 
 ``log_mel`` turns a waveform into a log-Mel spectrogram (torchaudio; STFT window 2048,
 hop 512, 128 bands by default), resampling first when the clip's rate differs from the
-configured one. A *backbone* pools a batch of log-Mels into fixed-size vectors; backbones
-live in the ``BACKBONES`` registry as factories ``(**options) -> Backbone``: the weight-free
-``melstats`` here, the timm image backbones in :mod:`qmoe.data.image_backbones` (imported at
-the end of this module, so that the registry is complete; timm itself loads only when one
-of them is built).
+configured one. A *backbone* pools a batch of log-Mels into fixed-size vectors: the
+weight-free ``melstats`` here, the timm image backbones in :mod:`qmoe.data.image_backbones`;
+:mod:`qmoe.data.backbones` registers both and embeds clips with one of them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -23,7 +20,6 @@ import torchaudio
 import torchaudio.functional as AF
 
 from qmoe.errors import ConfigError, DataError
-from qmoe.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +145,6 @@ class Backbone(Protocol):
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor: ...
 
 
-#: Backbone factories by name: ``BACKBONES.get(name)(**options) -> Backbone``.
-BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
-
-
-@BACKBONES.register("melstats")
 def melstats(*, delta_win: int = 5) -> Backbone:
     """The weight-free default backbone: per-band statistics over time.
 
@@ -176,67 +167,3 @@ def melstats(*, delta_win: int = 5) -> Backbone:
         return torch.cat(parts, dim=-1)  # (B, 4 * n_mels)
 
     return pool
-
-
-def embed_clips(
-    clips: Iterable[Clip],
-    backbone: str = "melstats",
-    cfg: LogMelConfig = LogMelConfig(),
-    *,
-    batch_size: int = 64,
-    backbone_options: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Embed clips with a registered backbone.
-
-    Clips of equal length and rate are batched together (no padding, so a clip's
-    embedding does not depend on its neighbours); the output keeps the input order.
-
-    Args:
-        clips: the clips (anything with ``waveform`` and ``sample_rate``).
-        backbone: a name in ``BACKBONES``.
-        cfg: log-Mel settings.
-        batch_size: clips per forward pass.
-        backbone_options: keyword arguments for the backbone factory.
-
-    Returns:
-        float32 array of shape (N, D).
-
-    Raises:
-        UnknownNameError: for an unknown backbone (lists the known ones).
-        DataError: if there are no clips or one is empty.
-    """
-    model = BACKBONES.get(backbone)(**(backbone_options or {}))
-    pending: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
-    done: list[tuple[list[int], np.ndarray]] = []
-
-    def flush(key: tuple[int, int]) -> None:
-        items = pending.pop(key)
-        wave = torch.from_numpy(np.stack([w for _, w in items]))  # (B, S)
-        with torch.no_grad():
-            emb = model(log_mel(wave, cfg, sample_rate=key[0]))  # (B, D)
-        done.append(([i for i, _ in items], emb.numpy().astype(np.float32, copy=False)))
-
-    n = 0
-    for i, clip in enumerate(clips):
-        wave = np.asarray(clip.waveform, dtype=np.float32).reshape(-1)
-        if wave.size == 0:
-            raise DataError(f"clip {getattr(clip, 'clip_id', i)!r} has an empty waveform")
-        key = (int(clip.sample_rate), wave.size)
-        pending.setdefault(key, []).append((i, wave))
-        if len(pending[key]) >= batch_size:
-            flush(key)
-        n = i + 1
-    for key in list(pending):
-        flush(key)
-    if n == 0:
-        raise DataError("embed_clips got no clips")
-    dim = done[0][1].shape[1]
-    out = np.empty((n, dim), dtype=np.float32)
-    for idx, emb in done:
-        out[idx] = emb
-    log.debug("embedded %d clips with %s -> %d-d", n, backbone, dim)
-    return out
-
-
-# The timm backbones add themselves to BACKBONES (cheap: timm is imported when one is built).
-import qmoe.data.image_backbones  # noqa: E402,F401

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from qmoe.data.cache import sha256_file
-from qmoe.data.features import BACKBONES, Backbone
+from qmoe.data.features import Backbone
 from qmoe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,9 @@ def build_timm(name: str, *, state_dict: Mapping[str, torch.Tensor] | None = Non
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def _timm_factory(name: str):
+def timm_backbone(name: str):
+    """The factory of timm backbone ``name`` (registered in :data:`qmoe.data.backbones.BACKBONES`)."""
+
     def factory(*, state_dict: Mapping[str, torch.Tensor] | None = None, weights_source: str = "<state dict>",
                 random_init: bool = False, seed: int = 0) -> Backbone:
         model = build_timm(name, state_dict=state_dict, weights_source=weights_source,
@@ -246,10 +248,6 @@ def _timm_factory(name: str):
 
     factory.__doc__ = f"timm {name} on the Mel image, {TIMM_BACKBONES[name]}-d pooled features."
     return factory
-
-
-for _name in TIMM_BACKBONES:
-    BACKBONES.add(_name, _timm_factory(_name))
 
 
 def needs_weights(backbone: str) -> bool:

@@ -6,7 +6,7 @@ Steps, each failing with one :class:`~qmoe.errors.QmoeError` before anything is 
 2. every file gets a content hash (:class:`~qmoe.data.cache.FileHasher`);
 3. embeddings of (content, settings) pairs seen before come from the cache; the rest go to a
    *runner* in batches (:func:`~qmoe.data.extract.run_in_process` by default; the CLI passes
-   ``sweeps.extract.ray_runner`` to spread them over Ray workers);
+   ``qmoe.sweeps.embed_actors.ray_runner`` to spread them over Ray workers);
 4. unreadable files are skipped and reported, or stop the run (``on_bad_audio``);
 5. the table is validated and written atomically with its metadata.
 

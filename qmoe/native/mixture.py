@@ -18,6 +18,7 @@ from qmoe.errors import ConfigError
 from qmoe.native import kernels
 from qmoe.native.layers import Layer, lower
 from qmoe.native.mlp import as_rows, assemble, check_chain
+from qmoe.native.packing import aligned_bytes
 
 
 def frozen_masks(seed: int, samples: int, width: int, dropout: float) -> np.ndarray:
@@ -110,6 +111,7 @@ class NativeMixture:
         self.experts = tuple(tuple(chain) for chain in chains[:-1])
         self.router, self.alpha = router, float(alpha)
         self.in_dim, self.n_classes, self.n_experts, self.top_k = d, n_c, n_e, top_k
+        self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, self.mix)))
         self.width = n_c + 4 * n_e + top_k
 
     @property
@@ -121,14 +123,14 @@ class NativeMixture:
         """The mixture on float rows ``x`` (B, D)."""
         x = as_rows(x, self.in_dim)
         out = np.empty((x.shape[0] + 1, self.width), np.float32)
-        self._drivers.mixture(x, self.meta, self.fp, self.w, self.mix, out)
+        self._drivers.mixture(x, self.meta, self.fp, self.w, self.mix, self.scratch, out)
         return self.split(out)
 
     def run_at(self, address: int, rows: int, out: np.ndarray) -> None:
         """Run on ``rows`` contiguous float32 rows at ``address`` into ``out`` (rows + 1,
         C + 4N + k): per row the concatenated fields of :class:`MixtureOutput`, then the
         load-balancing loss in ``out[rows, 0]`` (:meth:`split` separates them)."""
-        self._drivers.mixture_at(address, rows, self.meta, self.fp, self.w, self.mix, out)
+        self._drivers.mixture_at(address, rows, self.meta, self.fp, self.w, self.mix, self.scratch, out)
 
     def split(self, out: np.ndarray) -> MixtureOutput:
         """The fields of a raw output (B + 1, C + 4N + k), as views (``selected`` as int64)."""

@@ -71,6 +71,8 @@ class NativeMLP:
         self.lowered = tuple(lower(layer, code) for layer, code in zip(layers, codes))
         self.meta, self.fp, self.w = assemble(self.lowered)
         self.in_dim, self.out_dim = self.lowered[0].d, self.lowered[-1].n
+        # the kernels' working memory, allocated once (calls hold the GIL: never shared)
+        self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, np.empty(0, np.int64))))
 
     @property
     def layouts(self) -> tuple[str, ...]:
@@ -86,10 +88,10 @@ class NativeMLP:
         """float32 outputs (B, N) of float rows ``x`` (B, D)."""
         x = as_rows(x, self.in_dim)
         out = np.empty((x.shape[0], self.out_dim), np.float32)
-        self._drivers.mlp(x, self.meta, self.fp, self.w, out)
+        self._drivers.mlp(x, self.meta, self.fp, self.w, self.scratch, out)
         return out
 
     def run_at(self, address: int, rows: int, out: np.ndarray) -> None:
         """Run on ``rows`` contiguous float32 rows at ``address`` (which the caller keeps alive,
         e.g. a torch tensor's ``data_ptr()``) into ``out`` (rows, N) float32."""
-        self._drivers.mlp_at(address, rows, self.meta, self.fp, self.w, out)
+        self._drivers.mlp_at(address, rows, self.meta, self.fp, self.w, self.scratch, out)

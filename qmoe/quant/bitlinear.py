@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from qmoe.errors import ConfigError
+from qmoe.quant import qat_kernels
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import packed_linear
@@ -52,6 +54,15 @@ def _grid(weight: Tensor, mu: Tensor, scale: Tensor, bits: int) -> Tensor:
 
 def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
     mu, scale = bitlinear_scale(weight, bits)
+    if qat_kernels.fusable(weight):  # the same values in one pass (qmoe.quant.qat_kernels)
+        out = torch.empty_like(weight)
+        w, o, m, s = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1), np.float32(mu), np.float32(scale)
+        if bits == 1:
+            qat_kernels.signs(w, m, s, o)
+        else:
+            qmax = 2 ** (bits - 1) - 1
+            qat_kernels.grid(w, m, s, np.float32(-qmax - 1), np.float32(qmax), o)
+        return out, None
     if bits == 1:
         return sign_pm1_(weight - mu).mul_(scale), None
     return _grid(weight, mu, scale, bits).mul_(scale), None

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qmoe.quant import qat_kernels
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import packed_linear
@@ -30,24 +32,37 @@ class _TernarySTE(torch.autograd.Function):
     """``clip(round(W / gamma), -1, 1) * alpha`` per row, with the straight-through gradients
     of :func:`ternary_weight` written out.
 
-    Cheaper than the autograd graph of the same formula: one node; one (out, in) temporary in
-    the forward and two in the backward (the rest in place, on memory still in cache); nothing
-    of that size kept between the two (the backward recomputes ``round(W / gamma)`` from the
-    weight, bit for bit); and float passes only (torch's CPU kernels on bool masks are 5-30x
-    slower than a float pass).
+    Cheaper than the autograd graph of the same formula: one node. On contiguous float32 CPU
+    tensors (:mod:`qmoe.quant.qat_kernels`) the forward quantizes in one pass (the row means by
+    torch, as :func:`ternary_gamma`), keeping ``round(W / gamma)`` as int8 for the backward,
+    which is one pass with no division. Elsewhere, torch's ops: one (out, in)
+    temporary in the forward, two in the backward, ``round(W / gamma)`` recomputed bit for bit,
+    float passes only (torch's CPU kernels on bool masks are 5-30x slower than a float pass).
     """
 
     @staticmethod
     def forward(ctx, weight: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
         buf = weight.abs()  # (out, in)
         gamma = buf.mean(dim=1).clamp_min_(EPS)  # (out,), = ternary_gamma(weight)
-        ctx.save_for_backward(weight, alpha, gamma)
-        q = torch.div(weight, gamma[:, None], out=buf).round_().clamp_(-1, 1)  # (out, in) ternary
-        return q.mul_(alpha[:, None])
+        if qat_kernels.fusable(weight, alpha):  # one pass; round(W / gamma) kept for the backward
+            rounded = torch.empty(weight.shape, dtype=torch.int8)
+            np_ = qat_kernels.as_np
+            qat_kernels.ternary(np_(weight), gamma.numpy(), np_(alpha), buf.numpy(), rounded.numpy())
+            ctx.save_for_backward(weight, alpha, gamma, rounded)
+            return buf
+        ctx.save_for_backward(weight, alpha, gamma, None)
+        return _ternary_values(weight, gamma, alpha, out=buf)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
-        weight, alpha, gamma = ctx.saved_tensors
+        weight, alpha, gamma, rounded = ctx.saved_tensors
+        if rounded is not None and qat_kernels.fusable(grad):  # one pass, no division
+            ratio = (alpha.detach() / gamma).neg_()  # (out,)
+            grad_w, grad_alpha = torch.empty_like(weight), torch.empty_like(gamma)
+            qat_kernels.ternary_grads(rounded.numpy(), ratio.numpy(), qat_kernels.as_np(grad), grad_w.numpy(),
+                                      grad_alpha.numpy())
+            return (grad_w if ctx.needs_input_grad[0] else None,
+                    grad_alpha if ctx.needs_input_grad[1] else None)
         r = torch.div(weight, gamma[:, None]).round_()  # (out, in) integers, as in the forward
         grad_alpha = grad_w = None
         if ctx.needs_input_grad[1]:  # product rule: sum_in grad * ternary value
@@ -69,7 +84,16 @@ def ternary_weight(weight: Tensor, alpha: Tensor) -> Tensor:
     """
     if torch.is_grad_enabled() and (weight.requires_grad or alpha.requires_grad):
         return _TernarySTE.apply(weight, alpha)
-    q = torch.div(weight, ternary_gamma(weight)[:, None]).round_().clamp_(-1, 1)  # (out, in)
+    return _ternary_values(weight, ternary_gamma(weight), alpha, out=torch.empty_like(weight))
+
+
+def _ternary_values(weight: Tensor, gamma: Tensor, alpha: Tensor, out: Tensor) -> Tensor:
+    """``clip(round(W / gamma), -1, 1) * alpha`` per row into ``out`` (out, in)."""
+    if qat_kernels.fusable(weight, gamma, alpha, out):  # the same values in one pass
+        np_ = qat_kernels.as_np
+        qat_kernels.ternary(np_(weight), np_(gamma), np_(alpha), out.numpy(), np.empty((0, 0), np.int8))
+        return out
+    q = torch.div(weight, gamma[:, None], out=out).round_().clamp_(-1, 1)  # (out, in) ternary
     return q.mul_(alpha[:, None])
 
 

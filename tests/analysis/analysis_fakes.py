@@ -72,9 +72,14 @@ def ok_row(model: str, fold: int, f1: float, *, alpha: float = 0.0, dataset: str
     return make_row(**(fields | extra))
 
 
+# Columns a newer sweep writes (repeated k-fold, the curiosity variant) that TrialRecord may lack.
+EXTRA = ("split_seed", "curiosity")
+
+
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows -> a DataFrame with exactly the results columns, in order."""
-    return pd.DataFrame(rows, columns=TrialRecord.columns())
+    """Rows -> a DataFrame with the results columns in order, plus any of EXTRA the rows carry."""
+    extra = [c for c in EXTRA if c not in TrialRecord.columns() and any(c in r for r in rows)]
+    return pd.DataFrame(rows, columns=[*TrialRecord.columns(), *extra])
 
 
 def paper_rows(datasets: tuple[str, ...] = ("esc50",), folds: tuple[int, ...] = FOLDS) -> list[dict]:

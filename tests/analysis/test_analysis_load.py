@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_fakes import F1, frame, make_row, ok_row
+from analysis_fakes import F1, MIX, frame, make_row, ok_row
 
-from analysis.load import load_results, resolve_source
-from analysis.report import build_report
+from qmoe.analysis.load import load_results, resolve_source
+from qmoe.analysis.report import build_report
 from qmoe.errors import DataError
 from qmoe.record import TrialRecord
 
@@ -96,10 +96,28 @@ def test_labels_and_missing_columns(tmp_path: Path) -> None:
     assert set(TrialRecord.columns()) <= set(results.ok.columns)
 
 
-def test_variants_of_one_model_get_distinct_labels(write_table) -> None:
-    rows = [ok_row("q4", 1, 0.8, seed=0), ok_row("q4", 1, 0.81, seed=1, trial_key="other")]
-    results = load_results(write_table(rows))
-    assert sorted(results.ok["label"]) == ["Q4-Base [seed 0]", "Q4-Base [seed 1]"]
+def test_variants_of_one_model_get_distinct_labels_and_seeds_are_replicates(write_table) -> None:
+    rows = [ok_row("q4", 1, 0.8, hparams_source="default"), ok_row("q4", 1, 0.81, hparams_source="tuned", trial_key="t"),
+            ok_row("q4", 1, 0.82, seed=1, trial_key="s1"),
+            ok_row(MIX, 1, 0.7, alpha=0.2, curiosity="kl", trial_key="k"),
+            ok_row(MIX, 1, 0.71, alpha=0.2, curiosity="entropy", trial_key="e")]
+    ok = load_results(write_table(rows)).ok
+    assert sorted(ok["label"].unique()) == ["BitNet-Q4/8-QMoE-C α=0.2 [entropy]", "BitNet-Q4/8-QMoE-C α=0.2 [kl]",
+                                            "Q4-Base [hp default]", "Q4-Base [hp tuned]"]
+    # a second seed is a replicate of the same configuration, not a configuration of its own
+    default = ok[ok["label"] == "Q4-Base [hp default]"]
+    assert default["config"].nunique() == 1 and sorted(default["seed"]) == [0, 1]
+
+
+def test_a_table_without_split_seed_or_curiosity_has_one_split_and_kl(write_table) -> None:
+    ok = load_results(write_table([ok_row(MIX, f, 0.7, alpha=0.2) for f in (1, 2)])).ok
+    assert list(ok["split_seed"]) == [0, 0] and list(ok["curiosity"]) == ["kl", "kl"]
+    assert "[kl]" not in ok["label"].iloc[0]  # one variant: no suffix
+
+
+def test_cells_differing_in_seed_or_split_are_not_duplicates(write_table) -> None:
+    rows = [ok_row("q4", 1, 0.8, seed=s, split_seed=x, trial_key=f"{s}-{x}") for s in (0, 1) for x in (0, 1)]
+    assert len(load_results(write_table(rows)).ok) == 4
 
 
 def test_a_table_of_only_errors_says_there_is_nothing_to_analyse(write_table) -> None:
@@ -114,9 +132,9 @@ def test_analysis_imports_no_ray_sweeps_cli_and_no_matplotlib_without_plots(writ
     import sys
 
     path = write_table([ok_row("q4", f, v) for f, v in enumerate(F1["q4"], 1)])
-    code = ("import sys; from analysis.report import build_report; from analysis.render import to_markdown; "
+    code = ("import sys; from qmoe.analysis.report import build_report; from qmoe.analysis.render import to_markdown; "
             f"to_markdown(build_report({str(path)!r}, plots=False)); "
-            "print(sorted(m for m in ('ray', 'sweeps', 'cli', 'matplotlib', 'torch') if m in sys.modules))")
+            "print(sorted(m for m in ('ray', 'qmoe.sweeps', 'qmoe.cli', 'matplotlib', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"

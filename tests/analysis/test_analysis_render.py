@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from analysis_fakes import frame, make_row, paper_rows, write_routing
 
-from analysis import render
-from analysis.render import Format, parse_formats, to_html, to_markdown, write_report
-from analysis.report import build_report
+from qmoe.analysis import render
+from qmoe.analysis.render import Format, parse_formats, to_html, to_markdown, write_report
+from qmoe.analysis.report import build_report
 from qmoe.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ def test_every_plot_kind_is_drawn(report) -> None:
 def test_markdown_has_every_section_in_order(report) -> None:
     md = to_markdown(report)
     heads = re.findall(r"^## (\d+)\. ", md, flags=re.M)
-    assert heads == [str(i) for i in range(9)]
+    assert heads == [str(i) for i in range(11)]
     assert md.startswith("# qmoe report: sweep")
     assert "| esc50 | Q4-Base | 9 | q4-0-esc50-9-clean | boom |" in md.split("## 1.")[0]
     assert "(in the HTML report)" in md and "](plots/" not in md
@@ -133,3 +133,32 @@ def test_parse_formats() -> None:
 def test_markdown_table_escapes_pipes() -> None:
     md = render.markdown_table(pd.DataFrame({"a": ["x|y"], "b": ["line\nbreak"]}))
     assert md.splitlines()[2] == "| x\\|y | line break |"
+
+
+def test_odd_names_reach_every_plot_and_are_escaped_in_md_and_html(tmp_path: Path) -> None:
+    # "$x_$" is invalid mathtext (matplotlib would raise from a legend or title), "<b>" is HTML and
+    # "|" breaks a markdown table: every figure kind is drawn and both documents show the names as text.
+    odd = "$x_$ <b>bold</b> | pipe"
+    rows = [r | {"dataset": odd, "trial_key": r["trial_key"] + "-odd",
+                 "paper_name": f"{odd} {r['paper_name']}"} for r in paper_rows()]
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    frame(rows).to_parquet(folder / "results.parquet")
+    write_routing(folder / "routing", rows)
+    report = build_report(folder / "results.parquet", plots=True)
+    keys = {p.key.split("-")[0] for p in report.plots()}
+    assert {"f1", "alpha", "confidence", "latency", "cd"} <= keys
+    out = tmp_path / "out"
+    write_report(report, out, parse_formats(None, out))
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    escaped_md = "\\$x_\\$ &lt;b&gt;bold&lt;/b&gt; \\| pipe"
+    assert escaped_md in md and "<b>" not in md
+    assert "&lt;b&gt;bold&lt;/b&gt; | pipe" in page and "<b>" not in page
+    lines, header, checked = md.splitlines(), "", 0
+    for i, line in enumerate(lines):  # every table row keeps its header's column count
+        if line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = line
+        elif line.startswith("| ") and "pipe" in line:
+            assert len(re.findall(r"(?<!\\)\|", line)) == len(re.findall(r"(?<!\\)\|", header)), line
+            checked += 1
+    assert checked > 10

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as ss
 from statsmodels.stats.multitest import multipletests
 
-from analysis import stats
+from qmoe.analysis import stats
 from qmoe.errors import ConfigError
 
 A = np.array([0.822, 0.843, 0.799, 0.827, 0.804])  # candidate, one value per fold
@@ -110,7 +110,14 @@ def test_compare_paired_bundles_the_same_numbers() -> None:
     assert c.n == 5 and c.mean_diff == pytest.approx((A - B).mean())
     assert c.p_t == pytest.approx(ss.ttest_rel(A, B).pvalue)
     assert c.p_wilcoxon == pytest.approx(ss.wilcoxon(A, B).pvalue)
-    assert (c.ci_low, c.ci_high) == stats.bootstrap_ci(A, B, seed=0)
+    ci = ss.ttest_rel(A, B).confidence_interval()
+    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
+    # at n = 5 no bootstrap interval: here BCa would exclude 0 where the t-interval (p = 0.19) does not
+    assert math.isnan(c.boot_low) and stats.bootstrap_ci(A, B, seed=0)[0] > 0 > c.ci_low
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.8, 0.02, 25), rng.normal(0.79, 0.02, 25)
+    big = stats.compare_paired(a, b, test_train_ratio=RATIO, seed=0)
+    assert (big.boot_low, big.boot_high) == stats.bootstrap_ci(a, b, seed=0)  # from BOOTSTRAP_MIN_N pairs on
 
 
 def test_stars() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.record import TrialRecord
-from sweeps import alpha_spec, plan_sweep
-from sweeps.runner import manifest_for
-from sweeps.spec import apply_overrides
-from sweeps.store import SweepStore
+from qmoe.sweeps import alpha_spec, plan_sweep
+from qmoe.sweeps.runner import manifest_for
+from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.store import SweepStore
 from tests.dataset_layouts import make_esc50
 
 UNREACHABLE = "127.0.0.1:9"  # the discard port: nothing listens there
@@ -31,7 +31,7 @@ CASES = [
     # -- qmoe sweep: names, lists and ranges, numbers
     ("sweep-kind", ["sweep", "nope"], 2, "'nope'", "--help"),
     ("sweep-values-word", ["sweep", "alpha", "--values", "0.2,abc"], 1, "'abc'", "e.g. 0.02,0.2,0.3"),
-    ("sweep-values-negative", ["sweep", "alpha", "--values", "-0.1"], 1, "alpha -0.1", "use values >= 0"),
+    ("sweep-values-negative", ["sweep", "alpha", "--values", "-0.1"], 1, "alpha -0.1", "must be >= 0"),
     ("sweep-values-hole", ["sweep", "alpha", "--values", "0.2,,0.3"], 1, "empty item", "e.g. 0.02,0.2,0.3"),
     ("sweep-values-nan", ["sweep", "alpha", "--values", "nan"], 1, "'nan'", "finite"),
     ("sweep-folds-reversed", ["sweep", "alpha", "--folds", "3-1"], 1, "'3-1'", "a <= b"),
@@ -242,7 +242,7 @@ def test_a_real_process_prints_the_same_one_line(inputs, tmp_path, case) -> None
     if args[0] in ("sweep", "resume", "tune"):
         args += ["--storage", str(runs)]
     before = snapshot(tmp_path, bad, runs, Path(os.environ["QMOE_CACHE"]))
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "qmoe.cli.main", *args], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.count("\n") == 1 and culprit in proc.stderr and fix in proc.stderr, proc.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.main import main
+from qmoe.cli.main import main
 from tests.dataset_layouts import make_esc50, make_quinn, make_urbansound8k
 
 

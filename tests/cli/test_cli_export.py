@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.runtime.format import META_KEY, model_header, model_tensors, write_model_file
 from tests.qmoe.runtime.test_runtime_format import Boom, mixture
 
@@ -93,7 +93,7 @@ def test_export_of_something_that_is_not_a_saved_trial(capsys, tmp_path: Path) -
 
 
 def test_predict_imports_no_torch_even_on_errors(files) -> None:
-    code = ("import json, sys\nfrom cli.main import main\n"
+    code = ("import json, sys\nfrom qmoe.cli.main import main\n"
             f"rc = main(['predict', {str(files['random'])!r}, '--data', {str(files['table'])!r}])\n"
             "print(json.dumps([rc, [m for m in ('torch', 'pandas', 'sklearn', 'ray') if m in sys.modules]]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

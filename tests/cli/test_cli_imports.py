@@ -18,7 +18,7 @@ HEAVY = ("torch", "sklearn", "numba", "ray", "pandas")
 
 def loaded_after(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:
     """(exit code, heavy modules in sys.modules) after ``qmoe ARGS`` in a fresh interpreter."""
-    code = ("import json, sys\nfrom cli.main import main\n"
+    code = ("import json, sys\nfrom qmoe.cli.main import main\n"
             f"code = main({args!r})\n"
             f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -41,10 +41,10 @@ def test_status_reads_the_table_without_torch_or_ray(tmp_path) -> None:
 
 
 def test_sweeps_package_is_lazy() -> None:
-    code = "import sys, sweeps; from sweeps import parse_folds; print('pandas' in sys.modules, 'ray' in sys.modules)"
+    code = "import sys; from qmoe import sweeps; from qmoe.sweeps import parse_folds; print('pandas' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "False"]
-    import sweeps
+    from qmoe import sweeps
 
     assert set(sweeps.__all__) <= set(dir(sweeps))
     assert all(getattr(sweeps, name) is not None for name in sweeps.__all__)  # every export resolves

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.record import TrialRecord
 
 F1 = {"fp32": [0.81, 0.84, 0.79, 0.83], "q16": [0.82, 0.85, 0.80, 0.83], "q4": [0.82, 0.84, 0.80, 0.83],
@@ -65,6 +65,31 @@ def test_report_out_writes_the_files(capsys, tmp_path: Path) -> None:
     assert "data:image/png;base64," in (out_dir / "report.html").read_text()
 
 
+def test_names_with_math_html_and_pipes_are_plain_text(capsys, tmp_path: Path) -> None:
+    # A dataset and models whose names look like mathtext (an invalid expression: matplotlib's
+    # parser would raise), HTML and markdown table syntax: the report is written and shows them
+    # as written.
+    dataset, model_name = "$x_$ <b>data|set</b>", "<b>$\\nosuch$|Q</b>"
+    rows = []
+    for model, values in F1.items():
+        for fold, f1 in enumerate(values, start=1):
+            rows.append({"trial_key": f"{model}-{fold}", "dataset": dataset, "fold": fold, "model": model,
+                         "paper_name": f"{model_name} {model}", "n_experts": 1, "alpha": 0.0, "top_k": 1,
+                         "protocol": "clean", "seed": 0, "status": "ok", "error": "", "f1_macro": f1,
+                         "latency_p50_us": 100.0 + fold, "latency_p99_us": 130.0 + fold, "n_train": 800,
+                         "n_test": 200})
+    out_dir = tmp_path / "report"
+    code, _, err = run(capsys, "report", str(results(tmp_path / "odd", rows)), "--out", str(out_dir), "--margin", "0.02")
+    assert code == 0, err
+    md = (out_dir / "report.md").read_text()
+    page = (out_dir / "report.html").read_text()
+    assert "\\$x_\\$ &lt;b&gt;data\\|set&lt;/b&gt;" in md  # in a table cell: HTML, $ and | escaped
+    assert "&lt;b&gt;\\$\\\\nosuch\\$\\|Q&lt;/b&gt; q4" in md
+    assert "<b>" not in md and "<b>" not in page and "&lt;b&gt;data|set&lt;/b&gt;" in page
+    assert "TOST ±0.02" in md
+    assert len(list((out_dir / "plots").glob("*.png"))) >= 3  # latency, F1 vs bits, CD diagram
+
+
 def test_report_format_html_on_stdout(capsys, tmp_path: Path) -> None:
     code, out, _ = run(capsys, "report", str(results(tmp_path / "bits")), "--format", "html")
     assert code == 0 and out.startswith("<!DOCTYPE html>") and "data:image/png;base64," in out
@@ -87,6 +112,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["report", good, "--reference", "q3"], "--reference 'q3'"),
         (["report", good, "--correction", "fdr"], "--correction 'fdr'"),
         (["report", good, "--format", "csv"], "give --out DIR"),
+        (["report", good, "--margin", "0"], "--margin 0.0"),
     ]
 
 
@@ -106,7 +132,7 @@ def test_usage_errors_exit_2(capsys, args: list[str]) -> None:
 
 
 def test_console_script_bad_path(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "report", str(tmp_path / "nope.parquet")],
+    proc = subprocess.run([sys.executable, "-m", "qmoe.cli.main", "report", str(tmp_path / "nope.parquet")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "nope.parquet" in proc.stderr

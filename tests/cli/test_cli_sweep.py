@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -47,8 +47,8 @@ def test_paper_notes_unprepared_datasets(capsys, synth_table, tmp_path, monkeypa
     (["sweep", "alpha", "--values", ""], 1, "--values is empty"),
     (["sweep", "alpha", "--values", "0.2,abc"], 1, "'abc'"),
     (["sweep", "alpha", "--values", "0.2,,0.3"], 1, "--values"),
-    (["sweep", "alpha", "--values", "-0.1"], 1, "alpha -0.1 is below 0"),
-    (["sweep", "alpha", "--values=0.3,-1"], 1, "below 0"),
+    (["sweep", "alpha", "--values", "-0.1"], 1, "alpha -0.1 is negative"),
+    (["sweep", "alpha", "--values=0.3,-1"], 1, "alpha -1.0 is negative"),
     (["sweep", "bits", "--values", "3"], 1, "no 3-bit quantizer"),
     (["sweep", "bits", "--values", "4.5"], 1, "'4.5'"),
     (["sweep", "alpha", "--folds", "7"], 1, "fold 7"),

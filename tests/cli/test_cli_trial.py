@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -47,7 +47,7 @@ def test_bad_input_is_one_line_and_nonzero(capsys, args, code, needle) -> None:
 def test_console_script_exit_code_and_no_traceback(tmp_path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "trial", "--data", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "qmoe.cli.main", "trial", "--data", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "bad.parquet" in proc.stderr and "Traceback" not in proc.stderr

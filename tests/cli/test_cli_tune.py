@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from cli.main import main
-from sweeps.space import default_space
-from sweeps.tune import open_study, optuna_quiet
-from sweeps.tune_store import TuneStore
+from qmoe.cli.main import main
+from qmoe.sweeps.tune.space import default_space
+from qmoe.sweeps.tune.study import open_study, optuna_quiet
+from qmoe.sweeps.tune.tune_store import TuneStore
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

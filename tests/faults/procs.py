@@ -13,7 +13,7 @@ import pandas as pd
 
 def qmoe(*args: str, env: dict[str, str]) -> subprocess.Popen:
     """``qmoe ARGS`` as a real process (its own driver), output captured as text."""
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "qmoe.cli.main", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -17,9 +17,9 @@ import json
 import pandas as pd
 import pytest
 
-from cli.main import main
-from sweeps import sweep_status
-from sweeps.store import SCHEMA
+from qmoe.cli.main import main
+from qmoe.sweeps import sweep_status
+from qmoe.sweeps.store import SCHEMA
 
 pytestmark = pytest.mark.ray
 

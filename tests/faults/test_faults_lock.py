@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from sweeps.store import SweepStore
+from qmoe.cli.main import main
+from qmoe.sweeps.store import SweepStore
 from tests.faults.procs import one_error_line, qmoe, rows, stop, wait_for
 
 pytestmark = pytest.mark.ray

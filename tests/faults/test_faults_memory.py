@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.bench_memory import driver_memory_profile
+from qmoe.sweeps.bench.driver_memory import driver_memory_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
-from sweeps.spec import apply_overrides
+from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
+from qmoe.sweeps.grid import apply_overrides
 from tests.sweeps.fakes import fast_trial
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep
-from sweeps.spec import apply_overrides
-from sweeps.store import SweepStore
+from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep
+from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.store import SweepStore
 from tests.faults.fault_fns import fault_trial, read_log
 from tests.sweeps.fakes import FakeTable, fake_resolver
 

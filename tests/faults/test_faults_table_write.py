@@ -17,10 +17,10 @@ import textwrap
 import pandas as pd
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 from qmoe.record import TrialRecord
 from qmoe.spec import TrialSpec
-from sweeps.store import SweepStore
+from qmoe.sweeps.store import SweepStore
 from tests.faults.procs import rows, stop, wait_for
 
 TORN = ".results.parquet.*.tmp"
@@ -32,7 +32,7 @@ def test_kill_mid_write_keeps_the_previous_table(tmp_path) -> None:
         from pathlib import Path
         from qmoe.record import TrialRecord
         from qmoe.spec import TrialSpec
-        from sweeps.store import SweepStore
+        from qmoe.sweeps.store import SweepStore
         from tests.faults.torn_write import install
 
         def row(fold):

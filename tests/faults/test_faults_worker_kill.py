@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
-from sweeps.spec import apply_overrides
+from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
+from qmoe.sweeps.grid import apply_overrides
 from tests.faults.fault_fns import fault_trial, read_log
 
 pytestmark = pytest.mark.ray
@@ -29,6 +29,13 @@ def four_trials(resolver):
     return plan_sweep(apply_overrides(alpha_spec((0.3,)), folds=(1, 2)), resolve=resolver)
 
 
+def sweep_with(plan, tmp_path: Path, name: str, max_failures: int, **faults):
+    """Run ``plan`` with :func:`fault_trial` given ``faults``; its outcome."""
+    fn = functools.partial(fault_trial, **faults)
+    return run_sweep(plan, name=name, options=RunOptions(storage=tmp_path, trial_fn=fn, max_failures=max_failures,
+                                                         quiet=True))
+
+
 def starts(log: Path) -> Counter:
     return Counter(k for k, event, _, _ in read_log(log) if event == "start")
 
@@ -36,9 +43,7 @@ def starts(log: Path) -> Counter:
 def test_worker_killed_from_inside_is_retried(ray_cluster, tmp_path, resolver) -> None:
     log = tmp_path / "log"
     plan = four_trials(resolver)
-    fn = functools.partial(fault_trial, seconds=0.4, log=str(log), kill_fold=1, kill_attempts=1)
-    out = run_sweep(plan, name="killed", options=RunOptions(storage=tmp_path, trial_fn=fn, max_failures=2,
-                                                            quiet=True))
+    out = sweep_with(plan, tmp_path, "killed", 2, seconds=0.4, log=str(log), kill_fold=1, kill_attempts=1)
     assert (out.total, out.ok, out.errors, out.pending) == (4, 4, 0, 0)
     df = pd.read_parquet(out.path / "results.parquet")
     assert len(df) == 4 and df["trial_key"].is_unique and (df["status"] == "ok").all()
@@ -73,10 +78,8 @@ def test_worker_killed_from_outside_is_retried(ray_cluster, tmp_path, resolver) 
 
     killer = threading.Thread(target=kill_the_victim_mid_training, daemon=True)
     killer.start()
-    fn = functools.partial(fault_trial, seconds=0.3, log=str(log), pid_dir=str(pids), slow_key=victim,
-                           slow_seconds=2.0)
-    out = run_sweep(plan, name="shot", options=RunOptions(storage=tmp_path, trial_fn=fn, max_failures=2,
-                                                          quiet=True))
+    out = sweep_with(plan, tmp_path, "shot", 2, seconds=0.3, log=str(log), pid_dir=str(pids), slow_key=victim,
+                     slow_seconds=2.0)
     killer.join(timeout=5)
     assert killed, "the victim's pid file never appeared"
     assert (out.ok, out.errors, out.pending) == (4, 0, 0)
@@ -90,9 +93,7 @@ def test_worker_killed_from_outside_is_retried(ray_cluster, tmp_path, resolver) 
 def test_worker_killed_every_time_is_recorded_as_an_error(ray_cluster, tmp_path, resolver) -> None:
     log = tmp_path / "log"
     plan = four_trials(resolver)
-    fn = functools.partial(fault_trial, seconds=0.2, log=str(log), kill_fold=2, kill_attempts=99)
-    out = run_sweep(plan, name="doomed", options=RunOptions(storage=tmp_path, trial_fn=fn, max_failures=1,
-                                                            quiet=True))
+    out = sweep_with(plan, tmp_path, "doomed", 1, seconds=0.2, log=str(log), kill_fold=2, kill_attempts=99)
     assert (out.ok, out.errors, out.pending) == (2, 2, 0)  # the sweep finished anyway
     df = pd.read_parquet(out.path / "results.parquet").set_index("trial_key")
     errors = df[df["status"] == "error"]

@@ -43,7 +43,7 @@ def install(marker: Path, n: int) -> None:
 def main(argv: list[str]) -> int:
     marker, n, *args = argv
     install(Path(marker), int(n))
-    from cli.main import main as qmoe
+    from qmoe.cli.main import main as qmoe
 
     return qmoe(args)
 

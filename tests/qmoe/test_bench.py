@@ -100,7 +100,7 @@ def test_import_memory_layers_grow() -> None:
 
 @pytest.mark.slow
 def test_qmoe_bench_prints_every_table(capsys) -> None:
-    from cli.main import main
+    from qmoe.cli.main import main
 
     assert main(["bench", "--rounds", "1", "--no-sweep", "--no-extraction"]) == 0
     out = capsys.readouterr().out.replace("\n", "").replace("│", "").replace(" ", "")

@@ -67,7 +67,7 @@ def test_fp32_is_informative_but_not_saturated(synth_table) -> None:
 def test_mixture_records_routing(synth_table) -> None:
     res = run_trial(spec("bitnet,q4,q8", alpha=0.3), synth_table)
     r = res.record
-    stats = r.routing_stats()
+    stats = json.loads(r.routing)
     assert set(stats) == {"bitnet", "q4", "q8"}
     assert sum(s["share"] for s in stats.values()) == pytest.approx(1.0)
     assert r.paper_name == "BitNet-Q4/8-QMoE-C" and r.n_experts == 3

@@ -27,7 +27,7 @@ def test_sweep_on_two_nodes(two_nodes, synth_table, tmp_path) -> None:
     address = two_nodes.address
     env = {**two_nodes.env, "QMOE_TRIAL_FN": "tests.sweeps.fakes:fast_trial", "QMOE_FAKE_SECONDS": "1.5"}
     two_nodes.wait_for_nodes(2)  # the worker node joins a few seconds after the head
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "sweep", "alpha", "--values", "0.3", "--folds", "1-4",
+    proc = subprocess.run([sys.executable, "-m", "qmoe.cli.main", "sweep", "alpha", "--values", "0.3", "--folds", "1-4",
                            "--address", address, "--storage", str(tmp_path), "--name", "two"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

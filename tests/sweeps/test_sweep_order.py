@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sweeps.plan import expand, longest_first, plan_sweep
-from sweeps.spec import spec_from_dict
+from qmoe.sweeps.plan import expand, longest_first, plan_sweep
+from qmoe.sweeps.grid import spec_from_dict
 from tests.sweeps.fakes import FakeTable, fake_resolver
 
 GRID = {"grid": [{"models": ["q4", "fp32"]},

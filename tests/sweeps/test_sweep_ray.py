@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from qmoe.errors import ConfigError
-from sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep, sweep_status
-from sweeps.spec import apply_overrides
-from sweeps.store import SweepStore
+from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep, sweep_status
+from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.store import SweepStore
 from tests.sweeps import fakes
 
 pytestmark = pytest.mark.ray

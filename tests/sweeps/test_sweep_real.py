@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from cli.main import main
+from qmoe.cli.main import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -12,17 +12,17 @@ import psutil
 import pytest
 
 from qmoe.errors import ConfigError
-from sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
-from sweeps import cluster
-from sweeps.runner import _first_start, _process_start
-from sweeps.store import SweepStore
+from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
+from qmoe.sweeps import cluster
+from qmoe.sweeps.runner import _first_start, _process_start
+from qmoe.sweeps.store import SweepStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_process_start_is_before_the_first_statement_and_not_before_psutils() -> None:
     # psutil adds the start tick to a boot time rounded down to the second: it can only be early.
-    code = ("import time; t = time.time()\nimport psutil\nfrom sweeps.runner import _process_start\n"
+    code = ("import time; t = time.time()\nimport psutil\nfrom qmoe.sweeps.runner import _process_start\n"
             "print(psutil.Process().create_time(), _process_start(), t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     coarse, precise, first_statement = map(float, out.stdout.split())
@@ -33,7 +33,7 @@ def test_process_start_falls_back_to_psutil(monkeypatch) -> None:
     def no_clock_ticks(name):
         raise ValueError(name)
 
-    monkeypatch.setattr("sweeps.runner.os.sysconf", no_clock_ticks)
+    monkeypatch.setattr("qmoe.sweeps.runner.os.sysconf", no_clock_ticks)
     assert _process_start() == psutil.Process().create_time()
     assert _process_start() <= time.time()
 

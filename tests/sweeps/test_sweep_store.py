@@ -15,7 +15,8 @@ import pytest
 from qmoe.errors import ConfigError
 from qmoe.record import TrialRecord
 from qmoe.spec import TrialSpec
-from sweeps.store import SCHEMA, SweepStore, list_sweeps, merge_rows
+from qmoe.layout import list_sweeps
+from qmoe.sweeps.store import SCHEMA, SweepStore, merge_rows
 
 
 def row(fold: int, status: str = "ok", f1: float | None = 0.8, **extra) -> dict:
@@ -109,7 +110,7 @@ def test_lock_refuses_a_second_command(store) -> None:
 
 
 def test_lock_dies_with_a_killed_process(store) -> None:
-    code = ("import sys, time; from sweeps.store import SweepStore; "
+    code = ("import sys, time; from qmoe.sweeps.store import SweepStore; "
             f"s = SweepStore({str(store.storage)!r}, 's1'); cm = s.lock(); cm.__enter__(); "
             "print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -155,12 +156,12 @@ def test_samples_file(store) -> None:
 
 
 def test_create_is_all_or_nothing(tmp_path, monkeypatch) -> None:
-    import sweeps.store as store_module
+    import qmoe.sweeps.folder as folder_module
 
     def killed(path, data):  # dies while writing the manifest
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module, "atomic_write_bytes", killed)
+    monkeypatch.setattr(folder_module, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         SweepStore(tmp_path / "runs", "s1").create({"name": "s1"})
     monkeypatch.undo()

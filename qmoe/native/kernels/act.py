@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qmoe.native.kernels.simd import abs_max64, gt_mask64
+from qmoe.native.kernels.simd import abs_max64, abs_sum16, gt_mask64
 
 #: Smallest ``max|x|`` the activation scale divides by (``primitives.EPS`` in float32).
 EPS32 = np.float32(1e-8)
@@ -58,17 +58,11 @@ def mean_abs(h, d):  # noqa: ANN001, ANN201
     """``sum|h[:d]| / d`` in float32 (the binary layer's ``beta``), in a fixed order.
 
     16 lane sums (lane l adds elements l, l + 16, ...), added together in lane order, then the
-    tail: deterministic, and it vectorises (a single running sum would cost one add latency
-    per element: float sums cannot be reordered by the compiler).
+    tail (:func:`~.simd.abs_sum16`): deterministic, and vectorised (a single running sum would
+    cost one add latency per element: float sums cannot be reordered by the compiler).
     """
-    lanes = np.zeros(LANES, np.float32)
     top = d - d % LANES
-    for i in range(0, top, LANES):
-        for k in range(LANES):
-            lanes[k] += abs(h[i + k])
-    s = np.float32(0.0)
-    for k in range(LANES):
-        s += lanes[k]
+    s = abs_sum16(h, top)
     for i in range(top, d):
         s += abs(h[i])
     return s / np.float32(d)

@@ -23,20 +23,48 @@ LOG_EPS = 1e-12
 
 
 @njit(inline="always")
-def aligned(n_bytes):  # noqa: ANN001, ANN201
-    """``n_bytes`` of scratch starting on a 64-byte boundary (aligned vector loads)."""
-    raw = np.empty(n_bytes + 64, np.uint8)
-    off = (64 - raw.ctypes.data % 64) % 64
-    return raw[off: off + n_bytes]
-
-
-@njit(inline="always")
 def max_width(meta):  # noqa: ANN001, ANN201
     """The widest layer input or output, rounded up to whole 64-value words, plus one word."""
     widest = 64
     for r in range(0, meta.shape[0], REC):
         widest = max(widest, meta[r + D_IN], meta[r + N_OUT])
     return (widest + 63) // 64 * 64 + 64
+
+
+@njit(inline="always")
+def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
+    """Byte offsets of the buffers inside one scratch block (each on a 64-byte boundary), in
+    the order of :func:`carve`, then the total: the 9 layer buffers for layers up to ``width``
+    wide, then a mixture's logits, pass probabilities, hidden layer, routing scratch and
+    expert counts (``n_e`` experts, ``n_c`` classes, ``n_mc`` passes; 0 for an MLP)."""
+    r = lambda n: (n + 63) // 64 * 64  # noqa: E731
+    o0 = 0
+    o1 = o0 + r(4 * width)  # h
+    o2 = o1 + r(4 * width)  # y
+    o3 = o2 + r(width)  # xq
+    o4 = o3 + r(width)  # xa
+    o5 = o4 + r(8 * (width // 64 * 8 + 8))  # words
+    o6 = o5 + r(8 * width)  # acc
+    o7 = o6 + r(4 * (2 * width + 64))  # a32
+    o8 = o7 + r(4 * width)  # accf
+    o9 = o8 + r(16 * width + 64)  # tab
+    o10 = o9 + r(4 * n_e * n_c)  # logits
+    o11 = o10 + r(8 * n_mc * n_e)  # probs
+    o12 = o11 + r(4 * width)  # hidden
+    o13 = o12 + r(8 * (n_e * n_c + 3 * n_e + n_c))  # q
+    o14 = o13 + r(8 * n_e)  # f
+    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14)
+
+
+@njit(inline="always")
+def carve(scratch, o, width):  # noqa: ANN001, ANN201
+    """The 9 layer buffers at ``scratch_offsets`` ``o`` of the 64-byte aligned uint8 ``scratch``:
+    ``h, y`` (float32 activations), ``xq`` (int8), ``xa`` (uint8), ``words`` (uint64), ``acc``
+    (int64), ``a32`` (int32), ``accf`` (float32) and ``tab`` (table bytes)."""
+    return (scratch[o[0]: o[0] + 4 * width].view(np.float32), scratch[o[1]: o[1] + 4 * width].view(np.float32),
+            scratch[o[2]: o[2] + width].view(np.int8), scratch[o[3]: o[3] + width],
+            scratch[o[4]: o[5]].view(np.uint64), scratch[o[5]: o[6]].view(np.int64),
+            scratch[o[6]: o[7]].view(np.int32), scratch[o[7]: o[8]].view(np.float32), scratch[o[8]: o[9]])
 
 
 @njit

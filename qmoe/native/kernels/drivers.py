@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from qmoe.native.kernels.act import mean_abs, quantize_row
-from qmoe.native.kernels.chain import aligned, max_width, route, run_chain, softmax64
+from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
 from qmoe.native.kernels.simd import f32_pointer
 from qmoe.native.layout import (ALPHA_OFF, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS, N_MC,
                                 N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: The files compiled into the drivers, relative to ``qmoe/native``.
 SOURCES = ("layout.py", "target.py", "kernels/simd.py", "kernels/act.py", "kernels/dots.py",
            "kernels/chain.py")
-SOURCES_SHA256 = "dda26988570166665220683f9ddfc92b70217998b2deaa3b51551f26981aa415"
+SOURCES_SHA256 = "b13a253ea636cb1fa676d57c0f82014f40a4d2c2b8642f0948a5b0468c02ec28"
 
 
 def sources_sha256() -> str:
@@ -53,25 +53,20 @@ if not CACHE:
                 "SOURCES_SHA256 in %s is updated to %s", __file__, sources_sha256())
 
 
-@njit(inline="always")
-def _scratch(meta):  # noqa: ANN001, ANN201
-    width = max_width(meta)
-    h = aligned(4 * width).view(np.float32)
-    y = aligned(4 * width).view(np.float32)
-    xq = aligned(width).view(np.int8)
-    xa = aligned(width)
-    words = aligned(8 * (width // 64 * 8 + 8)).view(np.uint64)
-    acc = aligned(8 * width).view(np.int64)
-    a32 = aligned(4 * (2 * width + 64)).view(np.int32)
-    accf = aligned(4 * width).view(np.float32)
-    tab = aligned(16 * width + 64)
-    return h, y, xq, xa, words, acc, a32, accf, tab
+@njit(cache=CACHE)
+def scratch_bytes(meta, mix):  # noqa: ANN001, ANN201
+    """Bytes of the scratch block :func:`mlp` (``mix`` empty) or :func:`mixture` needs."""
+    if mix.shape[0] == 0:
+        return scratch_offsets(max_width(meta), 0, 0, 0)[14]
+    return scratch_offsets(max_width(meta), mix[N_EXPERTS], mix[N_CLASSES], mix[N_MC])[14]
 
 
 @njit(cache=CACHE)
-def mlp(x, meta, fp, w, out):  # noqa: ANN001, ANN201
-    """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last)."""
-    h, y, xq, xa, words, acc, a32, accf, tab = _scratch(meta)
+def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
+    """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last).
+    ``scratch``: :func:`scratch_bytes` bytes, 64-byte aligned (no allocation per call)."""
+    width = max_width(meta)
+    h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, scratch_offsets(width, 0, 0, 0), width)
     n_layers = meta.shape[0] // REC
     d, n = x.shape[1], out.shape[1]
     for b in range(x.shape[0]):
@@ -81,28 +76,31 @@ def mlp(x, meta, fp, w, out):  # noqa: ANN001, ANN201
 
 
 @njit(cache=CACHE)
-def mlp_at(x_addr, rows, meta, fp, w, out):  # noqa: ANN001, ANN201
+def mlp_at(x_addr, rows, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     """:func:`mlp` of ``rows`` contiguous float32 rows at address ``x_addr`` (the caller keeps
     them alive): no numpy view of a torch tensor to build."""
-    mlp(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, out)
+    mlp(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, scratch, out)
 
 
 @njit(cache=CACHE)
-def mixture(x, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
+def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     """A whole mixture on every row of ``x`` (B, D): every expert, the router's first layer
     once and its other layers once per frozen Monte-Carlo mask, then :func:`~.chain.route`.
     ``out`` (B + 1, C + 4 N + k) float32 receives per row ``logits, p, p_cur, uncertainty, kl,
     selected``, and in ``out[B, 0]`` the batch's Switch load-balancing loss ``N sum_i f_i P_i``."""
-    h, y, xq, xa, words, acc, a32, accf, tab = _scratch(meta)
     n_e, top_k, n_c, n_mc = mix[N_EXPERTS], mix[TOP_K], mix[N_CLASSES], mix[N_MC]
+    width = max_width(meta)
+    o = scratch_offsets(width, n_e, n_c, n_mc)
+    h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, o, width)
+    logits = scratch[o[9]: o[9] + 4 * n_e * n_c].view(np.float32).reshape((n_e, n_c))
+    probs = scratch[o[10]: o[10] + 8 * n_mc * n_e].view(np.float64).reshape((n_mc, n_e))
+    hidden = scratch[o[11]: o[12]].view(np.float32)
+    q = scratch[o[12]: o[13]].view(np.float64)
+    f = scratch[o[13]: o[13] + 8 * n_e].view(np.float64)
     first, count = mix[ROUTER_FIRST], mix[ROUTER_COUNT]
-    width = meta[first * REC + N_OUT]
-    masks = fp[mix[MASKS_OFF]: mix[MASKS_OFF] + n_mc * width]
+    hw = meta[first * REC + N_OUT]
+    masks = fp[mix[MASKS_OFF]: mix[MASKS_OFF] + n_mc * hw]
     alpha, temperature = np.float64(fp[mix[ALPHA_OFF]]), np.float64(fp[mix[TEMP_OFF]])
-    logits = np.empty((n_e, n_c), np.float32)
-    probs = np.empty((n_mc, n_e), np.float64)
-    hidden = np.empty(width, np.float32)
-    q = np.empty(n_e * n_c + 3 * n_e + n_c, np.float64)
     d = x.shape[1]
     for b in range(x.shape[0]):
         for e in range(n_e):
@@ -112,17 +110,17 @@ def mixture(x, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
             logits[e, :] = res[:n_c]
         h[:d] = x[b]
         res = run_chain(first, 1, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
-        hidden[:] = res[:width]
+        hidden[:hw] = res[:hw]
         for m in range(n_mc):
-            for i in range(width):
-                h[i] = hidden[i] * masks[m * width + i]
+            for i in range(hw):
+                h[i] = hidden[i] * masks[m * hw + i]
             res = run_chain(first + 1, count - 1, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
             softmax64(res, n_e, temperature, probs[m])
         route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out[b])
     rows = x.shape[0]  # Switch load balancing over the batch: N sum_i f_i mean(p_i)
     lb = 0.0
     if rows > 0:
-        f = np.zeros(n_e, np.float64)
+        f[:] = 0.0
         for b in range(rows):
             f[np.int64(out[b, n_c + 4 * n_e])] += 1.0
         for i in range(n_e):
@@ -134,9 +132,9 @@ def mixture(x, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
 
 
 @njit(cache=CACHE)
-def mixture_at(x_addr, rows, meta, fp, w, mix, out):  # noqa: ANN001, ANN201
+def mixture_at(x_addr, rows, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     """:func:`mixture` of ``rows`` contiguous float32 rows at address ``x_addr``."""
-    mixture(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, mix, out)
+    mixture(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, mix, scratch, out)
 
 
 @njit(cache=CACHE)

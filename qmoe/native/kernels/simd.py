@@ -1,7 +1,7 @@
 """LLVM intrinsics of the kernels: the operations numba has no word for, written as LLVM IR.
 
 Generic operations (any CPU): :func:`popcount64`, :func:`bit_mask64`, :func:`gt_mask64`,
-:func:`abs_max64`, :func:`f32_pointer`. x86 instructions, each behind the flag of
+:func:`abs_max64`, :func:`abs_sum16`, :func:`f32_pointer`. x86 instructions, each behind the flag of
 :mod:`qmoe.native.target` that says the target has it; without it the intrinsic compiles to
 nothing, and no layout that would reach it is ever built (:mod:`qmoe.native.packing`):
 
@@ -161,6 +161,43 @@ def abs_max64(typingctx, arr, start):  # noqa: ANN001, ANN201
 
 
 @intrinsic
+def abs_sum16(typingctx, arr, top):  # noqa: ANN001, ANN201
+    """``sum|arr[:top]|`` (``top`` a multiple of 16) in a fixed order: 16 lanes, lane l adding
+    elements l, l + 16, ... in turn, then the lanes added in lane order (float32)."""
+    sig = types.float32(arr, top)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        f32 = ir.FloatType()
+        vty = vec(f32, 16)
+        fabs = builder.module.declare_intrinsic("llvm.fabs.v16f32", fnty=ir.FunctionType(vty, [vty]))
+        ptr = data_ptr(context, builder, signature.args[0], args[0], vty)
+        zero = ir.Constant(vty, [0.0] * 16)
+        nvec = builder.sdiv(args[1], c64(16))
+        pre = builder.basic_block  # the lanes: one vector add per 16 elements
+        body, done = builder.append_basic_block("abs16"), builder.append_basic_block("abs16.end")
+        builder.cbranch(builder.icmp_signed(">", nvec, c64(0)), body, done)
+        builder.position_at_end(body)
+        i, acc = builder.phi(I64), builder.phi(vty)
+        i.add_incoming(c64(0), pre)
+        acc.add_incoming(zero, pre)
+        new = builder.fadd(acc, builder.call(fabs, [builder.load(builder.gep(ptr, [i]), align=4)]))
+        nxt = builder.add(i, c64(1))
+        i.add_incoming(nxt, body)
+        acc.add_incoming(new, body)
+        builder.cbranch(builder.icmp_signed("<", nxt, nvec), body, done)
+        builder.position_at_end(done)
+        total = builder.phi(vty)
+        total.add_incoming(zero, pre)
+        total.add_incoming(new, body)
+        s = ir.Constant(f32, 0.0)
+        for lane in range(16):
+            s = builder.fadd(s, builder.extract_element(total, ir.Constant(I32, lane)))
+        return s
+
+    return sig, codegen
+
+
+@intrinsic
 def f32_pointer(typingctx, addr):  # noqa: ANN001, ANN201
     """The integer address ``addr`` as a float32 pointer (``inttoptr``), for ``carray``."""
     sig = types.CPointer(types.float32)(addr)
@@ -306,37 +343,58 @@ def _int_rows4(nibbles: bool):  # noqa: ANN202
             ones, zero16, zero32 = splat(I16, 16, 1), splat(I16, 16, 0), splat(I32, 8, 0)
             rows = [builder.bitcast(builder.gep(wbase, [builder.add(w_off_, builder.mul(stride_, c64(r)))]),
                                     v8.as_pointer()) for r in range(4)]
+
+            def products(k):  # noqa: ANN001, ANN202 - the 4 rows' int16 pair sums of chunk k
+                out = []
+                if nibbles:  # chunk k: 64 inputs; byte b holds w[64k + b] (low), w[64k + 32 + b]
+                    x0 = builder.load(builder.gep(xsp, [builder.mul(k, c64(2))]), align=32)
+                    x1 = builder.load(builder.gep(xsp, [builder.add(builder.mul(k, c64(2)), c64(1))]), align=32)
+                    for r in range(4):
+                        v = builder.load(builder.gep(rows[r], [k]), align=32)
+                        lo = builder.and_(v, splat(I8, 32, 15))
+                        hi = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)),
+                                                          v8), splat(I8, 32, 15))
+                        # (w + 8) in 0..15 times x in -127..127: pairs <= 3810, a chunk adds <= 7620
+                        out.append(builder.add(x86(builder, "avx2.pmadd.ub.sw", v16, [lo, x0]),
+                                               x86(builder, "avx2.pmadd.ub.sw", v16, [hi, x1])))
+                else:  # chunk k: 32 inputs; |x| (0..127) times w sign(x) (|w| <= 127): pairs <= 32258
+                    xs_k = builder.load(builder.gep(xsp, [k]), align=32)
+                    xa_k = builder.load(builder.gep(xap, [k]), align=32)
+                    for r in range(4):
+                        v = builder.load(builder.gep(rows[r], [k]), align=32)
+                        signed = x86(builder, "avx2.psign.b", v8, [v, xs_k])
+                        out.append(x86(builder, "avx2.pmadd.ub.sw", v16, [xa_k, signed]))
+                return out
+
+            def widen(p):  # noqa: ANN001, ANN202 - int16 pairs summed into int32
+                return x86(builder, "avx2.pmadd.wd", v32, [p, ones])
+
+            one_by_one, grouped = builder.append_basic_block("each"), builder.append_basic_block("grouped")
+            join = builder.append_basic_block("join")
+            builder.cbranch(builder.icmp_signed("==", flush_, c64(1)), one_by_one, grouped)
+            builder.position_at_end(one_by_one)  # every chunk widened (q8, ptq8)
+            each = Loop(builder, c64(0), nchunks_, c64(1), [zero32] * 4, "chunk1")
+            each.close([builder.add(a, widen(p)) for a, p in zip(each.vals, products(each.i))])
+            end_each = builder.basic_block
+            builder.branch(join)
+            builder.position_at_end(grouped)  # ``flush`` chunks summed in int16 first
             groups = Loop(builder, c64(0), nchunks_, flush_, [zero32] * 4, "group")
             stop = builder.add(groups.i, flush_)
             stop = builder.select(builder.icmp_signed("<", stop, nchunks_), stop, nchunks_)
             chunk = Loop(builder, groups.i, stop, c64(1), [zero16] * 4, "chunk")
-            k = chunk.i
-            new = []
-            if nibbles:  # chunk k: 64 inputs; byte b holds w[64k + b] (low), w[64k + 32 + b] (high)
-                x0 = builder.load(builder.gep(xsp, [builder.mul(k, c64(2))]), align=32)
-                x1 = builder.load(builder.gep(xsp, [builder.add(builder.mul(k, c64(2)), c64(1))]), align=32)
-                for r in range(4):
-                    v = builder.load(builder.gep(rows[r], [k]), align=32)
-                    lo = builder.and_(v, splat(I8, 32, 15))
-                    hi = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)), v8),
-                                      splat(I8, 32, 15))
-                    # (w + 8) in 0..15 times x in -127..127: pairs <= 3810, a step adds <= 7620
-                    s = builder.add(x86(builder, "avx2.pmadd.ub.sw", v16, [lo, x0]),
-                                    x86(builder, "avx2.pmadd.ub.sw", v16, [hi, x1]))
-                    new.append(builder.add(chunk.vals[r], s))
-            else:  # chunk k: 32 inputs; |x| (0..127) times w sign(x) (|w| <= 127): pairs <= 32258
-                xs_k = builder.load(builder.gep(xsp, [k]), align=32)
-                xa_k = builder.load(builder.gep(xap, [k]), align=32)
-                for r in range(4):
-                    v = builder.load(builder.gep(rows[r], [k]), align=32)
-                    signed = x86(builder, "avx2.psign.b", v8, [v, xs_k])
-                    new.append(builder.add(chunk.vals[r], x86(builder, "avx2.pmadd.ub.sw", v16, [xa_k, signed])))
-            chunk.close(new)
-            wide = [builder.add(groups.vals[r], x86(builder, "avx2.pmadd.wd", v32, [chunk.out[r], ones]))
-                    for r in range(4)]
-            groups.close(wide)
+            chunk.close([builder.add(a, p) for a, p in zip(chunk.vals, products(chunk.i))])
+            groups.close([builder.add(a, widen(p)) for a, p in zip(groups.vals, chunk.out)])
+            end_grouped = builder.basic_block
+            builder.branch(join)
+            builder.position_at_end(join)
+            sums = []
             for r in range(4):
-                _hsum_store(builder, groups.out[r], odata, builder.add(o_off_, c64(r)))
+                ph = builder.phi(v32)
+                ph.add_incoming(each.out[r], end_each)
+                ph.add_incoming(groups.out[r], end_grouped)
+                sums.append(ph)
+            for r in range(4):
+                _hsum_store(builder, sums[r], odata, builder.add(o_off_, c64(r)))
             return context.get_dummy_value()
 
         return sig, codegen

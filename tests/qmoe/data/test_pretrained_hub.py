@@ -84,7 +84,7 @@ print(json.dumps({{"tag": w.tag, "revision": w.revision, "file": str(w.file), "s
 
 def test_prepare_with_pretrained_records_tag_and_sha_and_equals_the_same_file(hub, tmp_path: Path) -> None:
     out_pre = tmp_path / "pretrained.parquet"
-    cli = ["-m", "cli.main", "data", "prepare", "esc50", "--root", str(hub["esc50"]), "--backbone", NAME,
+    cli = ["-m", "qmoe.cli.main", "data", "prepare", "esc50", "--root", str(hub["esc50"]), "--backbone", NAME,
            "--weights", "pretrained", "--in-process", "--quiet", "--out", str(out_pre)]
     env = {**os.environ, "HF_HOME": str(hub["home"]), "HF_HUB_OFFLINE": "1", "QMOE_CACHE": str(tmp_path / "c")}
     done = subprocess.run([sys.executable, *cli], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
@@ -101,7 +101,7 @@ def test_prepare_with_pretrained_records_tag_and_sha_and_equals_the_same_file(hu
 
 def test_offline_and_not_cached_is_one_line(hub, tmp_path: Path) -> None:
     out = tmp_path / "t.parquet"
-    cli = ["-m", "cli.main", "data", "prepare", "esc50", "--root", str(hub["esc50"]), "--backbone",
+    cli = ["-m", "qmoe.cli.main", "data", "prepare", "esc50", "--root", str(hub["esc50"]), "--backbone",
            "efficientnet_b3", "--pretrained", "--in-process", "--quiet", "--out", str(out)]
     env = {**os.environ, "HF_HOME": str(hub["empty"]), "HF_HUB_OFFLINE": "1", "QMOE_CACHE": str(tmp_path / "c")}
     done = subprocess.run([sys.executable, *cli], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
@@ -113,7 +113,7 @@ def test_offline_and_not_cached_is_one_line(hub, tmp_path: Path) -> None:
 
 
 def test_pretrained_excludes_a_file_and_random_init(hub, capsys) -> None:
-    from cli.main import main
+    from qmoe.cli.main import main
 
     code = main(["data", "prepare", "esc50", "--root", str(hub["esc50"]), "--weights", "pretrained",
                  "--in-process", "--quiet"])

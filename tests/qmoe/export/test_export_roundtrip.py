@@ -83,7 +83,7 @@ def test_qmoe_predict_runs_without_torch(exported, synth_table, tmp_path: Path) 
     folder, path = exported["bitnet,q4,q8"]
     code = f"""
 import json, sys
-from cli.main import main
+from qmoe.cli.main import main
 rc = main(["predict", {str(path)!r}, "--data", {str(synth_table.source)!r}, "--fold", "2",
            "--out", {str(tmp_path / "p.csv")!r}, "--stats"])
 assert "torch" not in sys.modules, "torch was imported"

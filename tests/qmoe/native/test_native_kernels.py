@@ -90,6 +90,25 @@ def test_rows_do_not_depend_on_batch_mates(kind: str) -> None:
     assert mlp(np.empty((0, 200), np.float32)).shape == (0, 10)
 
 
+@pytest.mark.parametrize("d", [1, 15, 16, 17, 200, 1536])
+def test_binary_beta_is_summed_in_the_documented_order(d: int) -> None:
+    """``beta = mean|x|``: 16 lanes (lane l adds elements l, l + 16, ...), then the lanes in
+    order, then the tail, in float32: the same float on every machine."""
+    from qmoe.native.kernels import load
+
+    x = np.random.default_rng(d).standard_normal((3, d)).astype(np.float32) * np.float32(3.7)
+    got = load().mean_abs_rows(x)
+    for row, beta in zip(x, got[:, 0]):
+        top = d - d % 16
+        lanes = np.zeros(16, np.float32)
+        for i in range(0, top, 16):
+            lanes += np.abs(row[i: i + 16])
+        s = np.float32(0.0)
+        for v in list(lanes) + list(np.abs(row[top:])):
+            s = np.float32(s + v)
+        assert beta == np.float32(s / np.float32(d))
+
+
 def test_bad_layers_are_refused() -> None:
     from qmoe.errors import ConfigError
 
@@ -129,3 +148,16 @@ def test_kernels_take_the_path_of_the_cpu_numba_compiles_for() -> None:
     if expected:
         assert cpu == expected and not HAS_VPERMW
         assert HAS_AVX2 == (expected == "haswell")
+
+
+@pytest.mark.parametrize("d", [1, 7, 63, 64, 65, 128, 200])
+def test_packed_words_layout_and_padding(d: int) -> None:
+    """Bit i of a row is bit i % 64 of word i // 64; the padding is zero (never a mismatch)."""
+    from qmoe.native.packing import pack_words, unpack_words
+
+    bits = np.random.default_rng(d).random((3, d)) > 0.5
+    words = pack_words(bits)
+    assert words.dtype == np.uint64 and words.shape == (3, -(-d // 64))
+    unpacked = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+    assert np.array_equal(unpacked[:, :d].astype(bool), bits) and not unpacked[:, d:].any()
+    assert np.array_equal(unpack_words(words, d), bits)

@@ -1,0 +1,24 @@
+"""The targets of issues 8 and 14, every one in this one place: what ``qmoe bench`` marks met or not.
+
+Each figure is measured by the benchmark that names it; the targets are for these machines
+(2 cores, AVX2, no GPU; DESIGN §12).
+"""
+
+from __future__ import annotations
+
+# -- deployed forms (qmoe.bench), one thread, vs torch fp32 eager (issue 14) ---------------------
+#: Batch-1 speed-up targets: (label, quantizers, minimum speed-up).
+SPEEDUP_TARGETS = (("1-bit >= 20x", ("binary", "q1"), 20.0), ("ternary >= 10x", ("bitnet",), 10.0),
+                   ("2-bit >= 10x", ("q2",), 10.0), ("int8 >= 3x", ("q8", "ptq8", "q4"), 3.0))
+#: At batch 256 every deployed form at least as fast as torch fp32 eager: (label, minimum ratio).
+THROUGHPUT_TARGET = ("batch 256 >= torch fp32", 1.0)
+
+# -- training and trials (qmoe.bench, qmoe.bench_trial) -------------------------------------------
+QAT_EPOCH_TARGET = 1.2  # a QAT epoch takes at most 1.2x the fp32 epoch (issue 14)
+SINGLE_TRIAL_TARGET_S = 60.0  # a single-model trial at ESC-50 size, one core, in seconds
+RSS_TARGET_MB = 600.0  # peak resident memory of one trial
+
+# -- sweeps (qmoe.sweeps.bench) -------------------------------------------------------------------
+SWEEP_RATIO_TARGET = 2.0  # our sweep's efficiency / Ray Tune's defaults', on 8 short trials
+SIZED_EFFICIENCY_TARGET = 0.8  # sweep efficiency on Table 1's ESC-50-sized trials
+GRID_HOURS_TARGET = 2.0  # the whole paper grid at ESC-50 size on these 2 cores, in hours

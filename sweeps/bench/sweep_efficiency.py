@@ -1,0 +1,182 @@
+"""Sweep efficiency (issue 8), the sweep parts of ``qmoe bench``: our sweeps against the same
+trials run one by one, and against Ray Tune with its defaults.
+
+Efficiency = (sum of the same trials' seconds run one by one / slots) / sweep wall. Every run of
+a comparison is a fresh process, run back to back: the trials one by one
+(:mod:`qmoe.sweeps.bench.jobs`), our sweep as the real ``qmoe`` command (so "first trial
+running" includes Python start-up, imports and Ray's start, as a user sees it), and the same
+trials on Ray Tune with its defaults (:mod:`qmoe.sweeps.bench.ray_defaults`). The caller says
+how to start ``qmoe`` (``command``: e.g. ``[sys.executable, "-m", "qmoe.cli.main"]``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qmoe.bench_targets import GRID_HOURS_TARGET, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET
+from qmoe.errors import QmoeError
+
+from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, efficiency, serial_times, write_job
+from qmoe.sweeps.store import SweepStore
+
+#: 8 short single-model trials (q4 + the fp32/bitnet/ptq8 references, folds 1-2) on synth.
+SHORT_ARGS = ("sweep", "bits", "--values", "4", "--folds", "1,2", "--quiet")
+#: The paper's Table 1 (15 configurations), run on fold :data:`SIZED_FOLD` of an ESC-50-sized table.
+TABLE1 = Path(__file__).with_name("table1.toml")
+SIZED_FOLD = 1
+#: The paper grid: Table 1's configurations on 3 datasets x 5 folds.
+GRID_SLICES = 3 * 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShortBench:
+    """8 short trials one by one, as our sweep, and on Ray Tune's defaults."""
+
+    serial: RunTimes  # one by one, one process (the reference)
+    ours: RunTimes  # `qmoe sweep ...`
+    defaults: RunTimes  # Ray Tune with its defaults
+    first_trial: float | None  # seconds from our command's start to its first trial running
+    command_wall: float  # seconds of our whole command
+    slots: int  # trials at once in both sweeps
+    args: tuple[str, ...] = SHORT_ARGS  # our command's arguments
+
+    @property
+    def ours_efficiency(self) -> float:
+        return efficiency(self.serial, self.ours.wall_seconds or 0.0, self.slots)
+
+    @property
+    def defaults_efficiency(self) -> float:
+        return efficiency(self.serial, self.defaults.wall_seconds or 0.0, self.slots)
+
+    @property
+    def ratio(self) -> float:
+        """Our efficiency / the defaults' (target: :data:`~qmoe.bench_targets.SWEEP_RATIO_TARGET`)."""
+        eff = self.defaults_efficiency
+        return self.ours_efficiency / eff if eff > 0 else float("nan")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= SWEEP_RATIO_TARGET
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizedBench:
+    """Table 1's configurations on an ESC-50-sized fold as one sweep, and the grid extrapolated."""
+
+    reference: RunTimes  # one by one (``serial``), or the sweep's own trial seconds
+    ours: RunTimes  # the sweep
+    serial: bool  # whether ``reference`` ran one by one
+    command_wall: float
+    table_name: str
+    slots: int
+
+    @property
+    def efficiency(self) -> float:
+        return efficiency(self.reference, self.ours.wall_seconds or 0.0, self.slots)
+
+    @property
+    def grid_hours(self) -> float:
+        """The whole paper grid (:data:`GRID_SLICES` slices like this one) in hours."""
+        return (self.ours.wall_seconds or 0.0) * GRID_SLICES / 3600
+
+    @property
+    def efficiency_met(self) -> bool:
+        return self.efficiency >= SIZED_EFFICIENCY_TARGET
+
+    @property
+    def grid_met(self) -> bool:
+        return self.grid_hours <= GRID_HOURS_TARGET
+
+
+def run_sweep_command(command: Sequence[str], args: Sequence[str], storage: Path, name: str = "bench",
+                      address: str | None = None) -> tuple[RunTimes, dict[str, Any], float]:
+    """Run ``COMMAND ARGS --name NAME --storage STORAGE`` (``command`` starts ``qmoe``) in a fresh
+    process, joining the Ray at ``address`` if given, else starting its own.
+
+    Returns:
+        each trial's seconds (from its results row), the run's figures (``runs.jsonl``), and
+        the command's wall seconds.
+
+    Raises:
+        QmoeError: the command failed or recorded no run.
+    """
+    cmd = [*command, *args, "--name", name, "--storage", str(storage)]
+    cmd += ["--address", address] if address else []
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    command_wall = time.time() - t0
+    store = SweepStore(storage, name)
+    runs = store.read_runs() if proc.returncode == 0 else []
+    if not runs:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise QmoeError(f"the benchmark sweep failed (exit {proc.returncode}): {last}")
+    import pandas as pd
+
+    rows = store.read_results()
+    seconds = (pd.to_datetime(rows["finished_at"], utc=True)
+               - pd.to_datetime(rows["started_at"], utc=True)).dt.total_seconds()
+    trials = tuple(TrialTime(trial_key=k, model=m, seconds=float(s))
+                   for k, m, s in zip(rows["trial_key"], rows["model"], seconds))
+    return RunTimes(label="qmoe sweep", trials=trials, wall_seconds=runs[-1]["wall_seconds"]), runs[-1], command_wall
+
+
+def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortBench:
+    """8 short trials: one by one, our sweep (``command`` starts ``qmoe``), and Ray Tune with its
+    defaults, back to back.
+
+    Args:
+        command: how to start ``qmoe``.
+        address: a running Ray for both sweeps to join (tests); None: each starts its own.
+    """
+    from qmoe.sweeps.bench.ray_defaults import defaults_times
+    from qmoe.sweeps.builtin import bits_spec
+    from qmoe.sweeps.grid import apply_overrides
+    from qmoe.sweeps.plan import plan_sweep
+
+    with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
+        tmp_path = Path(tmp)
+        job = write_job(plan_sweep(apply_overrides(bits_spec((4,)), folds=(1, 2))), tmp_path / "job.json")
+        serial = serial_times(job, tmp_path / "serial.json")
+        ours, run, command_wall = run_sweep_command(command, SHORT_ARGS, tmp_path / "runs", address=address)
+        defaults = defaults_times(job, tmp_path / "defaults.json", address=address)
+    return ShortBench(serial=serial, ours=ours, defaults=defaults, first_trial=run.get("first_trial_seconds"),
+                      command_wall=command_wall, slots=run["slots"])
+
+
+def sized_bench(command: Sequence[str], *, serial: bool = True, data: Path | None = None,
+                spec_file: Path = TABLE1, address: str | None = None) -> SizedBench:
+    """Table 1's 15 configurations on fold 1 of an ESC-50-sized table as one real sweep.
+
+    Args:
+        command: how to start ``qmoe``.
+        serial: also run the trials one by one (about twice the sweep's wall on 2 cores); False:
+            efficiency from the trials' own seconds inside the sweep, which reads higher (it
+            leaves out the slow-down of trials running side by side).
+        data: the table (default: the ESC-50-sized table of :mod:`qmoe.data.sized`, built once
+            in the cache).
+        spec_file: the sweep spec; it runs on fold :data:`SIZED_FOLD`.
+        address: a running Ray for the sweep to join (tests); None: it starts its own.
+    """
+    from qmoe.data.datasets import default_cache_dir
+    from qmoe.data.sized import sized_table_path
+    from qmoe.sweeps.grid import apply_overrides, load_spec
+    from qmoe.sweeps.plan import plan_sweep
+
+    path = Path(data) if data is not None else sized_table_path(default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
+        tmp_path = Path(tmp)
+        args = ["sweep", "run", str(spec_file), "--data", str(path), "--folds", str(SIZED_FOLD), "--quiet"]
+        ours, run, command_wall = run_sweep_command(command, args, tmp_path / "runs", address=address)
+        reference = ours
+        if serial:
+            plan = plan_sweep(apply_overrides(load_spec(spec_file), data=path, folds=(SIZED_FOLD,)))
+            reference = serial_times(write_job(plan, tmp_path / "job.json"), tmp_path / "serial.json")
+    return SizedBench(reference=reference, ours=ours, serial=serial, command_wall=command_wall,
+                      table_name=path.name, slots=run["slots"])
