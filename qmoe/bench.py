@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from qmoe.bench_targets import FLOOR_TARGET, SPEEDUP_TARGETS
-from qmoe.measure import measure_latency, measure_throughput, torch_threads
+from qmoe.latency import measure_latency
+from qmoe.measure import measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
 from qmoe.spec import TrainConfig
@@ -165,7 +166,7 @@ def bench_latency(quantizers: list[str] | None = None, runs: int = 300,
 
     stats = []
     for label, model, deployed in measured:
-        lat = measure_latency(deployed, x, runs=runs)
+        lat = measure_latency(deployed, x, runs=runs, precision=None)
         thr = measure_throughput(deployed, x)
         stats.append((label, model, deployed, lat, thr))
     base_p50 = min(stats[0][3].p50_us, stats[-1][3].p50_us)
@@ -195,7 +196,7 @@ def bench_mixture(runs: int = 300) -> list[LatencyRow]:
     reference = deploy(moe, reference=True)  # the same mixture with float fake-quant experts
     for label, model in (("moe " + ",".join(MIXTURE) + " (torch)", reference),
                          ("moe " + ",".join(MIXTURE), deploy(moe))):
-        lat = measure_latency(model, x, runs=runs)
+        lat = measure_latency(model, x, runs=runs, precision=None)
         thr = measure_throughput(model, x)
         size = size_report(moe)
         rows.append(LatencyRow(
