@@ -8,18 +8,12 @@ last experiment snapshot. This also finishes sweeps whose Ray state is missing o
 A sweep is a grid on the shared run core (:mod:`qmoe.sweeps.engine`): the trainable runs one
 whole trial per step (:mod:`qmoe.sweeps.trainable`), the recorder writes its row as it ends
 (:mod:`qmoe.sweeps.recorder`).
-
-What a sweep keeps of its trials (:class:`SweepOptions`, recorded in the manifest so that a
-resume goes on keeping it): each trained model (``--save-models``, ``models/<trial_key>/``),
-and with ``--latency isolated`` a latency phase after the trials, once Ray has stopped
-(:mod:`qmoe.sweeps.isolated`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -33,7 +27,6 @@ import psutil
 
 import qmoe
 from qmoe import layout
-from qmoe.errors import ConfigError
 from qmoe.record import now_iso
 from qmoe.spec import TrialSpec
 
@@ -46,33 +39,6 @@ from qmoe.sweeps.store import SweepStore
 from qmoe.sweeps.trial_fn import TrialFn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepOptions:
-    """What a sweep keeps of its trials besides their rows (``--save-models``, ``--latency``).
-
-    ``latency = None`` means: in-sweep for a new sweep, the sweep's own choice for a resume.
-    ``isolated`` needs the models, so it turns ``save_models`` on.
-    """
-
-    save_models: bool = False
-    latency: str | None = None  # in-sweep | isolated | None
-
-    def __post_init__(self) -> None:
-        if self.latency is not None and self.latency not in layout.LATENCY_MODES:
-            raise ConfigError(f"--latency {self.latency!r} is unknown; known: {', '.join(layout.LATENCY_MODES)}")
-
-    def resolved(self, recorded: Mapping[str, Any] | None = None) -> SweepOptions:
-        """These choices over a sweep's ``recorded`` ones (its manifest's ``keep``): a flag
-        turns saving on, never off; ``latency`` given wins."""
-        recorded = recorded or {}
-        latency = self.latency or recorded.get("latency") or layout.IN_SWEEP
-        save = self.save_models or bool(recorded.get("save_models")) or latency == layout.ISOLATED
-        return SweepOptions(save_models=save, latency=latency)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"save_models": self.save_models, "latency": self.latency or layout.IN_SWEEP}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +59,6 @@ class SweepOutcome:
     slots: int  # trials that could run at once
     nodes: int  # Ray nodes in the cluster
     results: pd.DataFrame
-    isolated: Any = None  # what the isolated latency phase did (qmoe.sweeps.isolated.Isolated), if it ran
 
     @property
     def efficiency(self) -> float | None:
@@ -147,19 +112,16 @@ def _trial_name(trial: Any) -> str:
 
 def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[TrialSpec],
              tables: Mapping[str, Any], options: RunOptions, trial_fn: str | TrialFn,
-             cluster: ClusterInfo, keep: SweepOptions) -> SweepOutcome:
+             cluster: ClusterInfo) -> SweepOutcome:
     """Run ``todo`` on Ray Tune, recording rows as trials finish."""
     from ray import tune
 
     from qmoe.sweeps.recorder import Recorder
     from qmoe.sweeps.trainable import Payload, SweepTrainable
 
-    if keep.save_models:
-        store.models_dir.mkdir(exist_ok=True)
     payload = Payload(tables={t.dataset: tables[t.dataset] for t in todo},
                       trials={t.trial_key: t.to_dict() for t in todo},
-                      trial_fn=trial_fn, threads=options.cpus_per_trial,
-                      models_dir=str(store.models_dir) if keep.save_models else None)
+                      trial_fn=trial_fn, threads=options.cpus_per_trial)
     progress = options.progress(store.name)
     recorder = Recorder(store, {t.trial_key: t for t in todo}, progress)
     job = TuneJob(trainable=SweepTrainable, payload=payload, recorder=recorder, progress=progress,
@@ -203,23 +165,11 @@ def _outcome(store: SweepStore, all_trials: Sequence[TrialSpec], *, since: str |
                         results=results)
 
 
-def manifest_for(plan: SweepPlan, name: str, keep: SweepOptions = SweepOptions()) -> dict[str, Any]:
-    """The manifest of a new sweep: spec, tables, what it keeps, every trial."""
+def manifest_for(plan: SweepPlan, name: str) -> dict[str, Any]:
+    """The manifest of a new sweep: spec, tables, every trial."""
     return {"name": name, "kind": plan.spec.kind, "created_at": now_iso(), "qmoe_version": qmoe.__version__,
             "spec": plan.spec.to_dict(), "tables": [r.to_dict() for r in plan.refs],
-            "skipped": dict(plan.skipped), "keep": keep.resolved().to_dict(),
-            "trials": [t.to_dict() for t in plan.trials]}
-
-
-def _isolated(store: SweepStore, trials: Sequence[TrialSpec], tables: Mapping[str, Any],
-              keep: SweepOptions, outcome: SweepOutcome) -> SweepOutcome:
-    """With ``--latency isolated``: time the saved models (Ray has stopped), then the outcome again."""
-    if keep.latency != layout.ISOLATED:
-        return outcome
-    from qmoe.sweeps.isolated import time_isolated
-
-    timed = time_isolated(store, [t.trial_key for t in trials], tables)
-    return dataclasses.replace(outcome, isolated=timed, results=store.read_results())
+            "skipped": dict(plan.skipped), "trials": [t.to_dict() for t in plan.trials]}
 
 
 def plan_command(spec: SweepSpec, overrides: Overrides = Overrides(), *, name: str | None = None,
@@ -242,40 +192,28 @@ def plan_command(spec: SweepSpec, overrides: Overrides = Overrides(), *, name: s
     return plan_sweep(spec, resolve=resolve), name
 
 
-def run_sweep(plan: SweepPlan, *, name: str | None = None, options: RunOptions = RunOptions(),
-              keep: SweepOptions = SweepOptions()) -> SweepOutcome:
+def run_sweep(plan: SweepPlan, *, name: str | None = None, options: RunOptions = RunOptions()) -> SweepOutcome:
     """Start a new sweep named ``name`` and run every trial of ``plan``.
 
     Nothing is written before the name, the storage and the Ray address are checked.
-
-    Args:
-        keep: what to keep of each trial (models) and how to time latency (:class:`SweepOptions`).
 
     Raises:
         ConfigError: the name exists (use :func:`resume_sweep`), the storage is not writable,
             the address is unreachable.
     """
-    keep = keep.resolved()
     store = SweepStore(options.storage, name or default_name(plan.spec.kind))
     store.check_new()
-    with contextlib.ExitStack() as held:
-        with _loading_trial_fn(options) as loaded, options.ray() as cluster:
-            trial_fn = loaded()
-            store.create(manifest_for(plan, store.name, keep))
-            held.enter_context(store.lock())
-            outcome = _execute(store, plan.trials, plan.trials, plan.tables, options, trial_fn, cluster, keep)
-        # Ray has stopped (the lock is still held): nothing of the sweep runs beside the isolated timing.
-        return _isolated(store, plan.trials, plan.tables, keep, outcome)
+    with _loading_trial_fn(options) as loaded, options.ray() as cluster:
+        trial_fn = loaded()
+        store.create(manifest_for(plan, store.name))
+        with store.lock():
+            return _execute(store, plan.trials, plan.trials, plan.tables, options, trial_fn, cluster)
 
 
-def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Resolver | None = None,
-                 keep: SweepOptions = SweepOptions()) -> SweepOutcome:
+def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Resolver | None = None) -> SweepOutcome:
     """Finish a sweep: run every trial without an ok row (errored, unfinished, never started).
 
     Finished trials are never re-run. The tables are loaded again and must hash as they did.
-    What the sweep keeps (models, the isolated latency phase) is the sweep's own, plus what
-    ``keep`` turns on (then recorded in the manifest); with ``--latency isolated`` the saved
-    models not yet timed alone are timed after the trials, even when no trial is left to run.
 
     Raises:
         ConfigError: no such sweep, or another command holds it; DataError: a table changed.
@@ -285,19 +223,14 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
     # Fail on a damaged table or an unreachable address before the lock file is touched.
     store.read_results()
     options.check_address()
-    keep = keep.resolved(manifest.get("keep"))
     with store.lock():
-        if manifest.get("keep") != keep.to_dict():
-            store.write_manifest({**manifest, "keep": keep.to_dict()})
         trials = [TrialSpec.from_dict(d) for d in manifest["trials"]]
         ok = store.ok_keys()
         todo = [t for t in trials if t.trial_key not in ok]
-        needed = {t.dataset for t in (trials if keep.latency == layout.ISOLATED else todo)}
-        refs = [TableRef(**r) for r in manifest["tables"] if r["name"] in needed]
-        tables = reload_tables(refs, resolve) if refs else {}
         if not todo:
-            outcome = _outcome(store, trials, since=None, wall=0.0, slots=0, nodes=0, first_start=None)
-        else:
-            with _loading_trial_fn(options) as loaded, options.ray() as cluster:
-                outcome = _execute(store, trials, todo, tables, options, loaded(), cluster, keep)
-        return _isolated(store, trials, tables, keep, outcome)
+            return _outcome(store, trials, since=None, wall=0.0, slots=0, nodes=0, first_start=None)
+        needed = {t.dataset for t in todo}
+        refs = [TableRef(**r) for r in manifest["tables"] if r["name"] in needed]
+        tables = reload_tables(refs, resolve)
+        with _loading_trial_fn(options) as loaded, options.ray() as cluster:
+            return _execute(store, trials, todo, tables, options, loaded(), cluster)
