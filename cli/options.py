@@ -18,7 +18,6 @@ import typer
 if TYPE_CHECKING:
     from qmoe.sweeps.engine import RunOptions
     from qmoe.sweeps.grid import Overrides
-    from qmoe.sweeps.runner import SweepOptions
 
 Dataset = Annotated[str, typer.Option("--dataset", help="Dataset name (synth, esc50, urbansound8k, quinn).")]
 Data = Annotated[Optional[Path], typer.Option("--data", help="A ready embedding table (.parquet); overrides --dataset.")]
@@ -41,8 +40,6 @@ SweepSeed = Annotated[Optional[int], typer.Option("--seed", help="Sweep seed (ea
 Seeds = Annotated[Optional[str], typer.Option("--seeds", help="Training seeds per configuration and fold: a count N (the sweep seed and the N-1 next) or a list, e.g. 0,3,7; default 1.")]
 Repeats = Annotated[Optional[str], typer.Option("--repeats", help="Repeated k-fold: R seeded fold reassignments (split seeds from the sweep seed) or a list of split seeds; only for datasets without official folds (quinn, synth).")]
 Curiosity = Annotated[Optional[str], typer.Option("--curiosity", help="Curiosity variant of the mixtures with alpha > 0: kl (the paper's Eq. 8), entropy, or kl,entropy; default kl.")]
-SaveModels = Annotated[bool, typer.Option("--save-models", help="Keep each trial's trained model in STORAGE/NAME/models/TRIAL_KEY/ (for qmoe export).")]
-Latency = Annotated[Optional[str], typer.Option("--latency", help="in-sweep: time each trial's model inside the trial (pinned to one core); isolated: also time the saved models one at a time after the sweep (implies --save-models). Default: in-sweep (resume: the sweep's).")]
 SweepProtocol = Annotated[Optional[str], typer.Option("--protocol", help="clean (validation from training folds) or paper (test fold as validation); default: the sweep's.")]
 Hparams = Annotated[Optional[Path], typer.Option("--hparams", help="TOML of training hyper-parameters (TrainConfig fields), e.g. from qmoe tune.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the trials and their count; run nothing.")]
@@ -82,22 +79,7 @@ class RunArgs:
 
 
 @dataclass(frozen=True)
-class TrialRunArgs(RunArgs):
-    """The options of the commands that run a sweep's trials (``qmoe sweep ...``, ``resume``):
-    the run options and what to keep of each trial."""
-
-    save_models: SaveModels = False
-    latency: Latency = None
-
-    def sweep_options(self) -> SweepOptions:
-        """The library's :class:`~qmoe.sweeps.runner.SweepOptions` of these flags."""
-        from qmoe.sweeps.runner import SweepOptions
-
-        return SweepOptions(save_models=self.save_models, latency=self.latency)
-
-
-@dataclass(frozen=True)
-class SweepArgs(TrialRunArgs):
+class SweepArgs(RunArgs):
     """The options of every ``qmoe sweep`` command: the run options and the spec's overrides."""
 
     dataset: SweepDataset = None

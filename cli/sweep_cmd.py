@@ -16,7 +16,7 @@ from rich.table import Table
 
 from qmoe.cli import options as opt
 from qmoe.cli.console import continue_hint, fmt, stderr, stdout
-from qmoe.cli.options import SweepArgs, TrialRunArgs, with_args
+from qmoe.cli.options import RunArgs, SweepArgs, with_args
 from qmoe.sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
 from qmoe.sweeps.grid import SweepSpec, load_spec
 from qmoe.sweeps.parse import parse_floats, parse_ints, parse_names
@@ -39,7 +39,7 @@ def _launch(spec: SweepSpec, args: SweepArgs) -> None:
         print(f"{len(plan.trials)} trials")
         return
     with continue_hint(f"qmoe resume {name}"):
-        outcome = run_sweep(plan, name=name, options=args.run_options(), keep=args.sweep_options())
+        outcome = run_sweep(plan, name=name, options=args.run_options())
     _report(outcome)
 
 
@@ -86,13 +86,13 @@ def run(spec_file: Annotated[Path, typer.Argument(help="A sweep spec (TOML); see
     _launch(load_spec(spec_file), args)
 
 
-@with_args(TrialRunArgs)
-def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")], *, args: TrialRunArgs) -> None:
+@with_args(RunArgs)
+def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")], *, args: RunArgs) -> None:
     """Finish a sweep: run its errored and unfinished trials; finished ones are never re-run."""
     from qmoe.sweeps.runner import resume_sweep
 
-    outcome = resume_sweep(name, options=args.run_options(), keep=args.sweep_options())
-    if outcome.ran == 0 and outcome.isolated is None:
+    outcome = resume_sweep(name, options=args.run_options())
+    if outcome.ran == 0:
         stderr.print(f"sweep {name}: nothing to do, all {outcome.total} trials have an ok row")
     _report(outcome)
 

@@ -21,7 +21,7 @@ from qmoe import layout
 from qmoe.errors import ConfigError, one_line
 from qmoe.record import TrialRecord
 
-from qmoe.sweeps.folder import RunFolder, atomic_write_bytes, atomic_write_parquet, manifest_bytes
+from qmoe.sweeps.folder import RunFolder, atomic_write_parquet
 
 
 def _dtype(annotation: str) -> str:
@@ -84,11 +84,6 @@ class SweepStore(RunFolder):
         self.results_path = self.path / layout.RESULTS
         self.routing_dir = self.path / layout.ROUTING
         self.runs_path = self.path / layout.RUNS
-        self.models_dir = self.path / layout.MODELS
-
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        """Replace the manifest (atomically), e.g. when a resume turns on keeping the models."""
-        atomic_write_bytes(self.manifest_path, manifest_bytes({k: v for k, v in manifest.items() if k != "version"}))
 
     # -- rows ---------------------------------------------------------------------------
     def read_results(self) -> pd.DataFrame:
