@@ -94,3 +94,27 @@ def test_spec_file_errors(tmp_path, body, needle) -> None:
     path.write_text(body + "[[grid]]\nmodels = ['bitnet,q4']\n")
     with pytest.raises(ConfigError, match=needle):
         load_spec(path)
+
+
+def test_status_counts_by_replicate_and_averages_seeds_per_fold(tmp_path, resolver) -> None:
+    from qmoe.record import TrialRecord
+    from qmoe.sweeps.runner import manifest_for
+    from qmoe.sweeps.status import sweep_status, summary_by_config
+    from qmoe.sweeps.store import SweepStore
+
+    plan = plan_sweep(Overrides(seeds="2", folds="1,2").apply(bits_spec((4,))), resolve=resolver)
+    store = SweepStore(tmp_path, "s")
+    store.create(manifest_for(plan, "s"))
+    q4 = [t for t in plan.trials if t.experts == ("q4",)]
+    # fold 1: seeds 0 and 1 (F1 0.6, 0.8); fold 2: seed 0 only (F1 0.9) -> per-fold means 0.7, 0.9
+    f1 = {(1, 0): 0.6, (1, 1): 0.8, (2, 0): 0.9}
+    store.upsert([TrialRecord(**TrialRecord.identity(t), f1_macro=f1[t.fold, t.seed], status="ok").to_row()
+                  for t in q4 if (t.fold, t.seed) in f1])
+    st = sweep_status("s", tmp_path)
+    reps = st.by_replicate.set_index("seed")
+    assert reps.loc[0, "ok"] == 2 and reps.loc[1, "ok"] == 1
+    assert reps["trials"].sum() == len(plan.trials)
+    line = summary_by_config(st.results).set_index("model").loc["q4"]
+    assert line["trials_ok"] == 3
+    assert line["f1_macro_mean"] == pytest.approx(0.8, abs=1e-12)  # mean of the fold means, exact in float64
+    assert line["f1_macro_std"] == pytest.approx(0.1414213562, abs=1e-9)  # std of (0.7, 0.9), ddof 1
