@@ -71,8 +71,10 @@ class Recorder(tune.Callback):
             return
         key = row["trial_key"]
         self.running.discard(key)
-        if row.get("concurrent_trials") is None and key in self.peak:
-            row["concurrent_trials"] = self.peak.pop(key)
+        peak = self.peak.pop(key, None)
+        # the condition the latency was timed under: only a finished trial has a latency
+        if row.get("concurrent_trials") is None and peak is not None and row.get("status") == OK:
+            row["concurrent_trials"] = peak
         if samples is not None and len(samples):
             self.store.write_samples(key, samples)
         self.store.upsert([row])
