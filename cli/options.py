@@ -37,6 +37,9 @@ CpusPerTrial = Annotated[int, typer.Option("--cpus-per-trial", min=1, help="CPUs
 MaxConcurrent = Annotated[Optional[int], typer.Option("--max-concurrent", min=1, help="At most this many trials at once; default: as many as the CPUs allow.")]
 MaxFailures = Annotated[int, typer.Option("--max-failures", min=0, help="Ray retries of a failing trial before it is recorded as an error.")]
 SweepSeed = Annotated[Optional[int], typer.Option("--seed", help="Sweep seed (each trial derives its own); default: the sweep's (0).")]
+Seeds = Annotated[Optional[str], typer.Option("--seeds", help="Training seeds per configuration and fold: a count N (the sweep seed and the N-1 next) or a list, e.g. 0,3,7; default 1.")]
+Repeats = Annotated[Optional[str], typer.Option("--repeats", help="Repeated k-fold: R seeded fold reassignments (split seeds from the sweep seed) or a list of split seeds; only for datasets without official folds (quinn, synth).")]
+Curiosity = Annotated[Optional[str], typer.Option("--curiosity", help="Curiosity variant of the mixtures with alpha > 0: kl (the paper's Eq. 8), entropy, or kl,entropy; default kl.")]
 SweepProtocol = Annotated[Optional[str], typer.Option("--protocol", help="clean (validation from training folds) or paper (test fold as validation); default: the sweep's.")]
 Hparams = Annotated[Optional[Path], typer.Option("--hparams", help="TOML of training hyper-parameters (TrainConfig fields), e.g. from qmoe tune.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the trials and their count; run nothing.")]
@@ -84,6 +87,9 @@ class SweepArgs(RunArgs):
     folds: Folds = None
     name: SweepName = None
     seed: SweepSeed = None
+    seeds: Seeds = None
+    repeats: Repeats = None
+    curiosity: Curiosity = None
     protocol: SweepProtocol = None
     hparams: Hparams = None
     dry_run: DryRun = False
@@ -93,6 +99,7 @@ class SweepArgs(RunArgs):
         from qmoe.sweeps.grid import Overrides
 
         return Overrides(datasets=self.dataset, data=self.data, folds=self.folds, seed=self.seed,
+                         seeds=self.seeds, repeats=self.repeats, curiosity=self.curiosity,
                          protocol=self.protocol, hparams=self.hparams)
 
 

@@ -101,6 +101,8 @@ def status(name: Annotated[str, typer.Argument(help="The sweep to describe.")],
            storage: opt.Storage = opt.DEFAULT_STORAGE,
            address: Annotated[Optional[str], typer.Option("--address", help="Accepted for symmetry with sweep/resume; status reads the results table only.")] = None) -> None:
     """Counts of a sweep's trials by state, each error, and the per-model summary."""
+    import pandas as pd
+
     from qmoe.sweeps.status import sweep_status
 
     del address  # the results table is on the storage: no Ray needed
@@ -117,6 +119,14 @@ def status(name: Annotated[str, typer.Argument(help="The sweep to describe.")],
         for r in st.errors.itertuples():
             errors.add_row(r.trial_key, r.paper_name, r.dataset, str(r.fold), fmt(r.alpha), r.error)
         stdout.print(errors)
+    if len(st.by_replicate):
+        replicates = Table(title="by replicate (training seed, split seed)", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("seed", "split seed", "trials", "ok", "error", "pending"):
+            replicates.add_column(col)
+        for r in st.by_replicate.itertuples():
+            split = "-" if pd.isna(r.split_seed) else str(int(r.split_seed))
+            replicates.add_row(str(r.seed), split, str(r.trials), str(r.ok), str(r.error), str(r.pending))
+        stdout.print(replicates)
     if st.ok:
         stdout.print(_summary_table(st.results))
 
@@ -127,11 +137,17 @@ def _trials_table(trials: Any, title: str) -> Table:
     from qmoe.spec import paper_name
 
     table = Table(title=title)
-    for col in ("#", "trial_key", "dataset", "fold", "model", "experts", "alpha"):
+    seeds = len({t.seed for t in trials}) > 1
+    splits = any(t.split_seed is not None for t in trials)
+    variants = any(t.curiosity != "kl" for t in trials)
+    columns = ["#", "trial_key", "dataset", "fold", "model", "experts", "alpha"]
+    columns += ["curiosity"] * variants + ["seed"] * seeds + ["split seed"] * splits
+    for col in columns:
         table.add_column(col)
     for i, t in enumerate(trials, 1):
+        extra = [t.curiosity] * variants + [str(t.seed)] * seeds + [str(t.split_seed)] * splits
         table.add_row(str(i), t.trial_key, t.dataset, str(t.fold), paper_name(t.experts, t.alpha),
-                      t.model, fmt(t.alpha))
+                      t.model, fmt(t.alpha), *extra)
     return table
 
 
@@ -140,15 +156,20 @@ def _summary_table(results: Any) -> Table:
 
     from qmoe.sweeps.status import summary_by_config
 
-    table = Table(title="summary: macro-F1 mean ± std over the folds that finished",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("dataset", "model", "α", "folds", "macro-F1", "p50 µs", "KB"):
+    summary = summary_by_config(results)
+    seeds = bool(len(summary)) and bool(summary["seeds"].fillna(1).max() > 1)
+    variants = bool(summary["curiosity"].nunique() > 1)
+    title = "summary: macro-F1 mean ± std over the folds that finished" + (" (each fold: the mean of its seeds)"
+                                                                             if seeds else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["dataset", "model", "α"] + ["curiosity"] * variants + ["trials"] + ["seeds"] * seeds
+    for col in columns + ["macro-F1", "p50 µs", "KB"]:
         table.add_column(col, no_wrap=True)
-    for r in summary_by_config(results).itertuples():
+    for r in summary.itertuples():
         f1 = "-" if pd.isna(r.f1_macro_mean) else f"{r.f1_macro_mean:.3f} ± {r.f1_macro_std:.3f}"
-        folds = f"{r.folds_ok}" + (f" +{r.folds_error} err" if r.folds_error else "")
-        table.add_row(r.dataset, r.paper_name, fmt(r.alpha), folds, f1, fmt(r.latency_p50_us),
-                      fmt(r.size_kb))
+        trials = f"{r.trials_ok}" + (f" +{r.trials_error} err" if r.trials_error else "")
+        extra = [r.curiosity] * variants + [trials] + [fmt(r.seeds)] * seeds
+        table.add_row(r.dataset, r.paper_name, fmt(r.alpha), *extra, f1, fmt(r.latency_p50_us), fmt(r.size_kb))
     return table
 
 

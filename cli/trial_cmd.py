@@ -16,6 +16,8 @@ def trial(
     model: Annotated[str, typer.Option("--model", help="A quantizer (q4) or a mixture (bitnet,q4,q8).")] = "q4",
     fold: Annotated[int, typer.Option("--fold", help="The test fold.")] = 1,
     alpha: Annotated[float, typer.Option("--alpha", help="Curiosity strength (mixtures); 0 = plain routing.")] = 0.0,
+    curiosity: Annotated[str, typer.Option("--curiosity", help="Curiosity variant (mixtures, alpha > 0): kl (the paper's Eq. 8) or entropy.")] = "kl",
+    split_seed: Annotated[Optional[int], typer.Option("--split-seed", min=0, help="Reassign the folds with this seed first (repeated k-fold; datasets without official folds).")] = None,
     dataset: opt.Dataset = "synth",
     data: opt.Data = None,
     protocol: opt.Protocol = "clean",
@@ -37,7 +39,7 @@ def trial(
     table = resolve_table(dataset if data is None else None, data)
     spec = TrialSpec(dataset=table.meta.get("dataset", dataset) if data is None else data.stem,
                      fold=fold, experts=experts, alpha=alpha, protocol=protocol, seed=seed,
-                     measure_energy=energy)
+                     split_seed=split_seed, curiosity=curiosity, measure_energy=energy)
     check_spec(spec, table)  # refuse bad input before any progress output
     if save is not None:
         check_save_dir(save)

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from qmoe.bench_targets import SPEEDUP_TARGETS, THROUGHPUT_TARGET
-from qmoe.measure import LatencyStats, measure_latency, measure_throughput, torch_threads
+from qmoe.latency import LatencyStats, measure_latency
+from qmoe.measure import measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
 from qmoe.spec import TrainConfig
@@ -157,7 +158,7 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
 
 def numpy_latency(fn: Callable[[np.ndarray], object], rows: np.ndarray, runs: int = 300,
                   warmup: int = 20) -> LatencyStats:
-    """:func:`~qmoe.measure.measure_latency` for a function of numpy rows (no torch per call)."""
+    """:func:`~qmoe.latency.measure_latency` for a function of numpy rows (no torch per call)."""
     one = [np.ascontiguousarray(rows[i: i + 1]) for i in range(len(rows))]  # (1, D) each
     for i in range(warmup):
         fn(one[i % len(one)])
@@ -214,7 +215,8 @@ def _bench_latency(names: list[str], runs: int, bw: Bandwidth) -> list[LatencyRo
         if q == "ptq8":
             measured.append((TORCH_INT8, model, torch_dynamic_int8(model)))
     measured.append((FP32_END, fp32, eager))
-    stats = [(label, model, deployed, measure_latency(deployed, x, runs=runs), measure_throughput(deployed, x))
+    stats = [(label, model, deployed, measure_latency(deployed, x, runs=runs, precision=None),
+              measure_throughput(deployed, x))
              for label, model, deployed in measured]
     base = (min(stats[0][3].p50_us, stats[-1][3].p50_us), max(stats[0][4], stats[-1][4]))
     rows = [_row(label, model, deployed, lat, thr, base, bw) for label, model, deployed, lat, thr in stats]
@@ -228,7 +230,7 @@ def _bench_latency(names: list[str], runs: int, bw: Bandwidth) -> list[LatencyRo
     torch.manual_seed(0)
     tiny = QuantLinear(1, 1, "q1").eval()
     one = deploy(tiny)
-    rows.append(_row(CALL + " (torch)", tiny, one, measure_latency(one, x[:, :1], runs=runs),
+    rows.append(_row(CALL + " (torch)", tiny, one, measure_latency(one, x[:, :1], runs=runs, precision=None),
                      measure_throughput(one, x[:, :1]), base, bw))
     rows.append(_row(CALL + " (numpy)", tiny, one, numpy_latency(one.mlp, xn[:, :1], runs=runs),
                      1 / kernel_seconds(one.mlp, xn[:, :1]), base, bw))
@@ -248,9 +250,10 @@ def bench_mixture(runs: int = 300) -> list[LatencyRow]:
         reference = deploy(moe, reference=True)  # the same mixture with float fake-quant experts
         deployed = deploy(moe, seed=0)
         label = "moe " + ",".join(MIXTURE)
-        stats = [(label + " (torch)", reference, measure_latency(reference, x, runs=runs),
+        stats = [(label + " (torch)", reference, measure_latency(reference, x, runs=runs, precision=None),
                   measure_throughput(reference, x)),
-                 (label, deployed, measure_latency(deployed, x, runs=runs), measure_throughput(deployed, x)),
+                 (label, deployed, measure_latency(deployed, x, runs=runs, precision=None),
+                  measure_throughput(deployed, x)),
                  (label + " (native, numpy)", deployed, numpy_latency(deployed.native, x.numpy(), runs=runs),
                   1 / kernel_seconds(deployed.native, x.numpy()))]
     size = size_report(moe)

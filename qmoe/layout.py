@@ -57,6 +57,12 @@ COUNTED = (COMPLETE, STOPPED, ERROR)
 #: Tuning statuses whose objective is a real score (stopped: a lower bound).
 SCORED = (COMPLETE, STOPPED)
 
+#: A results row's ``latency_mode``: timed inside the trial (as a sweep runs it, beside the other
+#: trials; the only mode built so far), or after the sweep from the saved model, alone
+#: (``isolated``: reserved for the isolated phase, which needs qmoe export's saved models).
+IN_SWEEP, ISOLATED = "in-sweep", "isolated"
+LATENCY_MODES = (IN_SWEEP, ISOLATED)
+
 #: The kinds of folder.
 SWEEP, TUNING_RUN = "sweep", "tuning run"
 

@@ -1,7 +1,8 @@
-"""Measurements of a trained model (DESIGN §6): latency, throughput, energy, peak memory.
+"""Measurements of a trained model (DESIGN §6): throughput, energy, peak memory.
 
-Latency is one sample at a time on one thread after a warm-up; energy comes from
-CodeCarbon's offline tracker, whose kWh / kg are converted here once and for all.
+Batch-1 latency has its own module (:mod:`qmoe.latency`: one core, a stated precision, the
+co-running load); energy comes from CodeCarbon's offline tracker, whose kWh / kg are
+converted here once and for all.
 """
 
 from __future__ import annotations
@@ -35,35 +36,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Batch-1 latency in microseconds over ``runs`` timed calls."""
-
-    mean_us: float
-    std_us: float
-    p50_us: float
-    p99_us: float
-    runs: int
-
-
-@torch.no_grad()
-def measure_latency(fn: Callable[[torch.Tensor], object], samples: torch.Tensor, *,
-                    runs: int = 200, warmup: int = 20) -> LatencyStats:
-    """Time ``fn`` on one sample at a time (cycling through ``samples``), one thread."""
-    with torch_threads(1):
-        for i in range(warmup):
-            fn(samples[i % len(samples)].unsqueeze(0))
-        times = np.empty(runs, dtype=np.float64)
-        for i in range(runs):
-            x = samples[i % len(samples)].unsqueeze(0)  # (1, D)
-            t0 = time.perf_counter_ns()
-            fn(x)
-            times[i] = (time.perf_counter_ns() - t0) / 1e3
-    return LatencyStats(mean_us=float(times.mean()), std_us=float(times.std(ddof=1)) if runs > 1 else 0.0,
-                        p50_us=float(np.percentile(times, 50)), p99_us=float(np.percentile(times, 99)),
-                        runs=runs)
 
 
 @torch.no_grad()

@@ -43,6 +43,8 @@ class TrialRecord:
     protocol: str
     seed: int  # sweep seed
     trial_seed: int  # seed actually used, derived from seed and trial_key
+    split_seed: int | None = None  # seeded fold reassignment (repeated k-fold); None = the table's folds
+    curiosity: str = "kl"  # kl | entropy (the curiosity variant; kl where alpha = 0)
     hparams: str  # JSON of the TrainConfig used
     hparams_source: str
     # -- data
@@ -56,14 +58,32 @@ class TrialRecord:
     f1_weighted: float | None = None
     accuracy: float | None = None
     val_f1_macro: float | None = None  # best validation macro-F1 (the checkpoint chosen)
-    # -- speed (deployed form, batch 1, one thread)
+    # -- speed (deployed form, batch 1, one thread pinned to one core; qmoe.latency)
     deploy_form: str | None = None
+    latency_mode: str | None = None  # in-sweep (timed in the trial) | isolated (after the sweep)
     latency_mean_us: float | None = None
     latency_std_us: float | None = None
     latency_p50_us: float | None = None
     latency_p99_us: float | None = None
-    latency_runs: int | None = None
+    latency_runs: int | None = None  # timed calls (until the median's CI met its precision)
+    latency_p50_ci_us: float | None = None  # half-width of the 95% CI of the median
+    latency_cpu: int | None = None  # the core the calls were pinned to
+    latency_load1: float | None = None  # 1-minute load average after the timing
+    latency_others_cores: float | None = None  # other processes' CPU use during the timing (cores)
+    latency_core_others: float | None = None  # share of the pinned core used by other processes
     throughput_bs256: float | None = None  # samples per second at batch 256, one thread
+    concurrent_trials: int | None = None  # most trials of the sweep running at once during this one
+    # -- the in-sweep figures of a row whose latency_* were replaced by an isolated timing
+    latency_insweep_mean_us: float | None = None
+    latency_insweep_std_us: float | None = None
+    latency_insweep_p50_us: float | None = None
+    latency_insweep_p99_us: float | None = None
+    latency_insweep_runs: int | None = None
+    latency_insweep_p50_ci_us: float | None = None
+    latency_insweep_cpu: int | None = None
+    latency_insweep_load1: float | None = None
+    latency_insweep_others_cores: float | None = None
+    latency_insweep_core_others: float | None = None
     # -- energy (CodeCarbon offline tracker)
     train_energy_wh: float | None = None
     train_co2_g: float | None = None
@@ -116,6 +136,8 @@ class TrialRecord:
             "n_experts": len(spec.experts), "alpha": float(spec.alpha),
             "top_k": spec.train.top_k if spec.is_mixture else 1, "protocol": spec.protocol,
             "seed": int(spec.seed), "trial_seed": spec.trial_seed,
+            "split_seed": None if spec.split_seed is None else int(spec.split_seed),
+            "curiosity": spec.curiosity,
             "hparams": json.dumps(spec.train.to_dict(), sort_keys=True),
             "hparams_source": spec.hparams_source,
         }

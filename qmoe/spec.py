@@ -20,6 +20,10 @@ from qmoe.errors import ConfigError
 from qmoe.quant_names import bitlinear_bits
 
 PROTOCOLS = ("clean", "paper")
+#: Curiosity variants (see :mod:`qmoe.models.moe`): ``kl`` is the paper's Eq. 8, ``entropy`` the
+#: published code's later default made per sample and batch-independent.
+CURIOSITIES = ("kl", "entropy")
+DEFAULT_CURIOSITY = "kl"
 
 
 class Protocol(str, Enum):
@@ -122,6 +126,8 @@ class TrialSpec:
     alpha: float = 0.0  # curiosity strength; 0 = plain learned routing
     protocol: str = "clean"
     seed: int = 0  # the sweep seed; the trial's own seed derives from it and the key
+    split_seed: int | None = None  # seeded fold reassignment (repeated k-fold); None = the table's folds
+    curiosity: str = DEFAULT_CURIOSITY  # kl | entropy (mixtures with alpha > 0; else kl)
     train: TrainConfig | None = None
     hparams_source: str = "default"
     latency_runs: int = 200  # timed batch-1 runs (>= 200 for a reported figure)
@@ -137,6 +143,15 @@ class TrialSpec:
             raise ConfigError("--alpha applies to mixtures only: give several experts, e.g. --model bitnet,q4,q8")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {self.protocol!r} is unknown; known: {', '.join(PROTOCOLS)}")
+        if self.curiosity not in CURIOSITIES:
+            raise ConfigError(f"--curiosity {self.curiosity!r} is unknown; known: {', '.join(CURIOSITIES)}")
+        if self.curiosity != DEFAULT_CURIOSITY and len(experts) == 1:
+            raise ConfigError("--curiosity applies to mixtures only: give several experts, e.g. --model bitnet,q4,q8")
+        if self.alpha == 0:
+            # alpha = 0 is plain routing whatever the variant: one trial (and one key) for it.
+            object.__setattr__(self, "curiosity", DEFAULT_CURIOSITY)
+        if self.split_seed is not None and (isinstance(self.split_seed, bool) or int(self.split_seed) < 0):
+            raise ConfigError(f"split seed {self.split_seed!r} is invalid: use a whole number >= 0")
         if self.latency_runs < 1:
             raise ConfigError("latency_runs must be at least 1")
         if self.train is None:
@@ -152,13 +167,23 @@ class TrialSpec:
         return ",".join(self.experts)
 
     def key_fields(self) -> dict[str, Any]:
-        """The fields that identify the trial (DESIGN §7); measurement settings are excluded."""
+        """The fields that identify the trial (DESIGN §7); measurement settings are excluded.
+
+        ``split_seed`` and ``curiosity`` enter only when they differ from their defaults (the
+        table's own folds, KL curiosity), so that trials without them keep the keys they had
+        before the fields existed and older sweeps still resume.
+        """
         assert self.train is not None
-        return {
+        fields = {
             "dataset": self.dataset, "fold": int(self.fold), "experts": list(self.experts),
             "alpha": float(self.alpha), "protocol": self.protocol, "seed": int(self.seed),
             "train": self.train.to_dict(),
         }
+        if self.split_seed is not None:
+            fields["split_seed"] = int(self.split_seed)
+        if self.curiosity != DEFAULT_CURIOSITY:
+            fields["curiosity"] = self.curiosity
+        return fields
 
     @property
     def trial_key(self) -> str:

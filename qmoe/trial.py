@@ -14,12 +14,15 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
-from qmoe.data.splits import train_val_test_indices
+from qmoe.data.datasets import official_folds_of
+from qmoe.data.splits import refold, train_val_test_indices
 from qmoe.data.table import EmbeddingTable
 from qmoe.export.saved import check_save_dir, save_trial_model
 from qmoe.errors import ConfigError, UnknownNameError
-from qmoe.measure import (KG_TO_G, KG_TO_UG, KWH_TO_MJ, KWH_TO_WH, EnergyMeter, measure_latency,
-                          measure_throughput, peak_rss_mb, reset_peak_rss, torch_threads)
+from qmoe.latency import measure_latency, pinned_to_one_core
+from qmoe.layout import IN_SWEEP
+from qmoe.measure import (KG_TO_G, KG_TO_UG, KWH_TO_MJ, KWH_TO_WH, EnergyMeter, measure_throughput,
+                          peak_rss_mb, reset_peak_rss, torch_threads)
 from qmoe.models import Expert, MixtureOfExperts, MoEOutput
 from qmoe.quant import deploy, deploy_form, get_quantizer, size_report
 from qmoe.record import TrialRecord, now_iso
@@ -47,6 +50,10 @@ def check_spec(spec: TrialSpec, table: EmbeddingTable) -> None:
         except UnknownNameError as err:
             raise UnknownNameError(f"--model: {err}") from None
     table.check_fold(spec.fold)
+    official = official_folds_of(table) if spec.split_seed is not None else None
+    if official:
+        raise ConfigError(f"--repeats (split seed {spec.split_seed}): {official} has official folds, which are "
+                          "never reassigned; repeat its trials with training seeds instead (--seeds N)")
     if len(table.fold_ids) < 2:
         raise ConfigError(f"{table.source} has one fold only: a trial needs other folds to train on")
 
@@ -59,7 +66,8 @@ def build_model(spec: TrialSpec, in_dim: int, n_classes: int) -> nn.Module:
         return Expert(in_dim, n_classes, cfg.hidden, spec.experts[0], cfg.dropout)
     return MixtureOfExperts(in_dim, n_classes, spec.experts, hidden=cfg.hidden, dropout=cfg.dropout,
                             router_dropout=cfg.router_dropout, alpha=spec.alpha, top_k=cfg.top_k,
-                            mc_samples=cfg.mc_samples, temperature=cfg.temperature)
+                            mc_samples=cfg.mc_samples, temperature=cfg.temperature,
+                            curiosity=spec.curiosity)
 
 
 def standard_stats(table: EmbeddingTable, train_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +109,8 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1,
     check_spec(spec, table)
     if save_dir is not None:
         check_save_dir(save_dir)  # before training, not after
+    if spec.split_seed is not None:
+        table = refold(table, spec.split_seed)  # the same folds in every trial of this split seed
     cfg = spec.train
     assert cfg is not None
     started = now_iso()
@@ -134,8 +144,9 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1,
     def infer(x: torch.Tensor) -> object:
         return deployed(x)
 
-    lat = measure_latency(infer, x_test, runs=spec.latency_runs)
-    throughput = measure_throughput(infer, x_test)
+    lat = measure_latency(infer, x_test, runs=spec.latency_runs)  # one core, to a stated precision
+    with pinned_to_one_core():
+        throughput = measure_throughput(infer, x_test)
     energy: dict[str, object] = {"energy_method": "off"}
     if meter is not None:
         with torch.no_grad(), torch_threads(1), meter.measure("inference") as inf_energy:
@@ -165,9 +176,8 @@ def run_trial(spec: TrialSpec, table: EmbeddingTable, *, threads: int = 1,
         f1_macro=float(f1_score(y_test, y_pred, average="macro", zero_division=0)),
         f1_weighted=float(f1_score(y_test, y_pred, average="weighted", zero_division=0)),
         accuracy=float(accuracy_score(y_test, y_pred)), val_f1_macro=result.best_val_f1,
-        deploy_form=deploy_form(deployed), latency_mean_us=lat.mean_us, latency_std_us=lat.std_us,
-        latency_p50_us=lat.p50_us, latency_p99_us=lat.p99_us, latency_runs=lat.runs,
-        throughput_bs256=throughput, peak_rss_mb=peak_rss_mb(), params=size.n_params,
+        deploy_form=deploy_form(deployed), latency_mode=IN_SWEEP, **lat.columns(), throughput_bs256=throughput,
+        peak_rss_mb=peak_rss_mb(), params=size.n_params,
         size_kb=size.size_kb, compression=size.compression, train_seconds=result.seconds,
         epochs=result.epochs, best_epoch=result.best_epoch, **energy, **routing,
         status="ok", node=platform.node(), started_at=started, finished_at=now_iso())

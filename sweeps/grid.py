@@ -6,6 +6,10 @@ A spec file looks like::
     datasets = ["synth"]          # dataset names; --dataset / --data override
     folds = "all"                 # or [1, 2] or "1,3-5"
     seed = 0                      # sweep seed; every trial derives its own
+    seeds = 1                     # training seeds per (config, fold): a count from seed, or [0, 3, 7]
+    repeats = 0                   # seeded fold reassignments (repeated k-fold; not for official
+                                  # folds): a count of split seeds from seed, or a list of them
+    curiosity = "kl"              # kl | entropy, or ["kl", "entropy"] (mixtures with alpha > 0)
     protocol = "clean"            # clean | paper
     latency_runs = 200            # timed batch-1 runs per trial
     measure_energy = true         # CodeCarbon around training and inference
@@ -41,9 +45,9 @@ from typing import Any
 from qmoe.errors import ConfigError, UnknownNameError
 from qmoe.quant_names import bitlinear_name
 from qmoe.registry import Registry
-from qmoe.spec import PROTOCOLS, TrainConfig, check_alpha
+from qmoe.spec import CURIOSITIES, DEFAULT_CURIOSITY, PROTOCOLS, TrainConfig, check_alpha
 
-from qmoe.sweeps.parse import parse_folds, parse_names
+from qmoe.sweeps.parse import parse_folds, parse_names, parse_seeds
 
 SPEC_DIR = Path(__file__).parent / "specs"
 
@@ -52,8 +56,8 @@ SPECS: Registry[Path] = Registry("sweep")
 for _path in sorted(SPEC_DIR.glob("*.toml")):
     SPECS.add(_path.stem, _path)
 
-_TOP_KEYS = ("description", "datasets", "folds", "seed", "protocol", "latency_runs",
-             "measure_energy", "skip_unprepared", "hparams", "grid")
+_TOP_KEYS = ("description", "datasets", "folds", "seed", "seeds", "repeats", "curiosity", "protocol",
+             "latency_runs", "measure_energy", "skip_unprepared", "hparams", "grid")
 _GRID_KEYS = ("id", "models", "bits", "alphas")
 
 
@@ -113,6 +117,9 @@ class SweepSpec:
     data: Path | None = None  # a ready embedding table instead of named datasets
     folds: tuple[int, ...] | None = None  # None: every fold of each dataset
     seed: int = 0
+    seeds: int | tuple[int, ...] = 1  # training seeds: a count (seed, seed+1, ...) or the seeds
+    repeats: int | tuple[int, ...] = 0  # split seeds: a count (from seed; 0 = the table's folds) or the seeds
+    curiosity: tuple[str, ...] = (DEFAULT_CURIOSITY,)  # variants run at every alpha > 0
     protocol: str = "clean"
     hparams: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     hparams_source: str = "default"  # recorded in every row: where the overrides came from
@@ -134,6 +141,12 @@ class SweepSpec:
             raise ConfigError(f"{where}: 'folds' is empty: write \"all\" or a list such as [1, 2]")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"{where}: protocol {self.protocol!r} is unknown; known: {', '.join(PROTOCOLS)}")
+        object.__setattr__(self, "curiosity", tuple(dict.fromkeys(self.curiosity)))
+        unknown = [c for c in self.curiosity if c not in CURIOSITIES]
+        if not self.curiosity or unknown:
+            raise ConfigError(f"{where}: curiosity {(unknown or [''])[0]!r} is unknown; known: {', '.join(CURIOSITIES)}")
+        _check_replicates(self.seeds, f"{where}: seeds (--seeds)", minimum=1)
+        _check_replicates(self.repeats, f"{where}: repeats (--repeats)", minimum=0)
         if self.latency_runs < 1:
             raise ConfigError(f"{where}: latency_runs must be at least 1")
         for mixture in (False, True):  # unknown or invalid hyper-parameters fail here, not in a worker
@@ -141,6 +154,18 @@ class SweepSpec:
                 TrainConfig.defaults(mixture).replace(**self.hparams)
             except (ConfigError, TypeError, ValueError) as err:
                 raise ConfigError(f"{where} [hparams]: {err}") from None
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        """The training seeds: ``seeds`` as given, or that many from :attr:`seed` on."""
+        return self.seeds if isinstance(self.seeds, tuple) else tuple(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def split_seed_values(self) -> tuple[int | None, ...]:
+        """The split seeds of repeated k-fold; ``(None,)`` = the tables' own folds."""
+        if isinstance(self.repeats, tuple):
+            return self.repeats
+        return tuple(range(self.seed, self.seed + self.repeats)) if self.repeats else (None,)
 
     def train_config(self, is_mixture: bool) -> TrainConfig:
         """The training settings of a trial: the paper's defaults plus :attr:`hparams`."""
@@ -169,7 +194,8 @@ class SweepSpec:
             "kind": self.kind, "description": self.description, "datasets": list(self.datasets),
             "data": str(self.data) if self.data else None,
             "folds": list(self.folds) if self.folds is not None else "all", "seed": self.seed,
-            "protocol": self.protocol, "hparams": dict(self.hparams),
+            "seeds": list(self.seed_values), "split_seeds": list(self.split_seed_values),
+            "curiosity": list(self.curiosity), "protocol": self.protocol, "hparams": dict(self.hparams),
             "hparams_source": self.hparams_source, "latency_runs": self.latency_runs,
             "measure_energy": self.measure_energy, "skip_unprepared": self.skip_unprepared,
             "source": self.source,
@@ -180,13 +206,16 @@ class SweepSpec:
 
 def apply_overrides(spec: SweepSpec, *, datasets: tuple[str, ...] | None = None, data: Path | None = None,
                     folds: tuple[int, ...] | None = None, seed: int | None = None,
+                    seeds: int | tuple[int, ...] | None = None, repeats: int | tuple[int, ...] | None = None,
+                    curiosity: tuple[str, ...] | None = None,
                     protocol: str | None = None, hparams_file: Path | None = None) -> SweepSpec:
     """The spec with the command line's choices (``None`` keeps the spec's value).
 
     Datasets named on the command line are required: an unprepared one is an error rather
     than left out. A ``--hparams`` file's fields override the spec's ``[hparams]``.
     """
-    changes: dict[str, Any] = {"folds": folds, "seed": seed, "protocol": protocol}
+    changes: dict[str, Any] = {"folds": folds, "seed": seed, "seeds": seeds, "repeats": repeats,
+                               "curiosity": curiosity, "protocol": protocol}
     if datasets is not None:
         changes.update(datasets=datasets, skip_unprepared=False)
     if data is not None:
@@ -206,6 +235,9 @@ class Overrides:
     data: Path | None = None  # --data, a ready table
     folds: str | None = None  # --folds, e.g. "1,3-5"
     seed: int | None = None  # --seed
+    seeds: str | None = None  # --seeds, a count ("5") or seeds ("0,3,7")
+    repeats: str | None = None  # --repeats, a count of split seeds ("3") or the split seeds
+    curiosity: str | None = None  # --curiosity, "kl", "entropy" or "kl,entropy"
     protocol: str | None = None  # --protocol
     hparams: Path | None = None  # --hparams, a TOML of TrainConfig fields (e.g. a best.toml)
 
@@ -216,9 +248,28 @@ class Overrides:
             ConfigError: a malformed value (naming its flag) or an invalid result.
         """
         datasets = parse_names(self.datasets, flag="--dataset", example="synth") if self.datasets else None
+        repeats = None
+        if self.repeats is not None:
+            repeats = 0 if self.repeats.strip() == "0" else parse_seeds(self.repeats, flag="--repeats",
+                                                                         example="3 or 0,4,9")
         return apply_overrides(spec, datasets=datasets, data=self.data,
                                folds=parse_folds(self.folds) if self.folds is not None else None,
-                               seed=self.seed, protocol=self.protocol, hparams_file=self.hparams)
+                               seed=self.seed, protocol=self.protocol, hparams_file=self.hparams,
+                               seeds=parse_seeds(self.seeds) if self.seeds is not None else None,
+                               repeats=repeats,
+                               curiosity=parse_names(self.curiosity, flag="--curiosity", example="kl,entropy")
+                               if self.curiosity is not None else None)
+
+
+def _check_replicates(value: Any, where: str, *, minimum: int) -> None:
+    """A count (>= ``minimum``) or a non-empty list of distinct whole numbers >= 0."""
+    if isinstance(value, tuple):
+        if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise ConfigError(f"{where}: a list of seeds must hold whole numbers >= 0, e.g. [0, 3, 7]")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}: a seed is listed twice; give each once")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: {value!r} is not a count >= {minimum} or a list of seeds such as [0, 3, 7]")
 
 
 # -- reading TOML ------------------------------------------------------------------------
@@ -309,6 +360,12 @@ def spec_from_dict(raw: Mapping[str, Any], *, kind: str, source: str) -> SweepSp
             if not isinstance(value, kind_) or (kind_ is int and isinstance(value, bool)):
                 raise ConfigError(f"{source}: {key!r} must be a {kind_.__name__}, got {value!r}")
             kwargs[key] = value
+    for key in ("seeds", "repeats"):
+        if key in raw:
+            kwargs[key] = tuple(raw[key]) if isinstance(raw[key], list) else raw[key]
+    if "curiosity" in raw:
+        value = raw["curiosity"]
+        kwargs["curiosity"] = (value,) if isinstance(value, str) else tuple(_list(value, source, "curiosity"))
     if "hparams" in raw:
         if not isinstance(raw["hparams"], dict):
             raise ConfigError(f"{source}: 'hparams' must be a table: write [hparams]")

@@ -114,3 +114,22 @@ def default_name(kind: str, now: datetime | None = None) -> str:
     """``alpha-20250131-142501``: the kind and the local start time, to the second."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     return check_sweep_name(f"{kind}-{stamp}")
+
+
+def parse_seeds(text: str, *, flag: str = "--seeds", example: str = "5 or 0,3,7") -> int | tuple[int, ...]:
+    """``"5"`` -> 5 (a count: the sweep seed and the next ones); ``"0,3,7"`` -> ``(0, 3, 7)``
+    (explicit seeds, >= 0, order kept). A single explicit seed is the sweep seed: ``--seed``.
+
+    Raises:
+        ConfigError: empty, not whole numbers, negative, a count below 1, or a repeated seed.
+    """
+    if "," not in str(text):
+        if not re.fullmatch(r"\s*\d+\s*", str(text)) or int(text) < 1:
+            raise ConfigError(f"{flag}: {text!r} is not a count of at least 1 or a list; write e.g. {example}")
+        return int(text)
+    values = parse_ints(text, flag=flag, example=example)
+    if any(v < 0 for v in values):
+        raise ConfigError(f"{flag}: seeds are whole numbers >= 0; write e.g. {example}")
+    if len(values) != len(_split(text, flag, example)):
+        raise ConfigError(f"{flag}: {text!r} repeats a seed; give each seed once")
+    return values

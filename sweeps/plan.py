@@ -1,9 +1,16 @@
 """A sweep spec made concrete: its embedding tables and the list of trials (the grid expansion).
 
 ``plan_sweep(spec)`` resolves every dataset of the spec to an embedding table, checks the
-folds, and expands ``datasets x groups x models x alphas x folds`` into :class:`TrialSpec`\\ s,
-one per ``trial_key``, in the order they will run: longest first (:func:`longest_first`).
-Nothing here touches Ray or the disk beyond reading the tables.
+folds, and expands ``split seeds x seeds x datasets x groups x models x alphas x curiosity
+variants x folds`` into :class:`TrialSpec`\\ s, one per ``trial_key``, in the order they will
+run: longest first (:func:`longest_first`), and within a cost the replicates outermost, so
+that a sweep cut short holds whole replicates of the grid. Nothing here touches Ray or the disk
+beyond reading the tables.
+
+Repeated k-fold (``split_seed``): every trial reassigns its table's folds itself
+(:func:`qmoe.data.splits.refold`, a pure function of the table and the split seed); the plan
+records a digest of each assignment in the table's :class:`TableRef`, and a resume checks that
+it rebuilds the same folds.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qmoe.errors import ConfigError, DataError
-from qmoe.spec import TrialSpec
+from qmoe.spec import DEFAULT_CURIOSITY, TrialSpec
 
 from qmoe.sweeps.grid import SweepSpec
 
@@ -34,9 +41,10 @@ class TableRef:
     dataset: str | None  # a registered dataset name, or None for a file given with --data
     data: str | None  # the table file, or None
     content_hash: str
+    folds: Mapping[str, str] = dataclasses.field(default_factory=dict)  # split seed -> folds_digest
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "folds": dict(self.folds)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,32 +101,70 @@ def load_tables(spec: SweepSpec, resolve: Resolver | None = None
     return tables, refs, skipped
 
 
+def check_repeats(spec: SweepSpec, tables: Mapping[str, Any] | None = None) -> None:
+    """Refuse repeated k-fold on a dataset whose folds are official: by the names of the spec's
+    datasets (before any table loads) and, given ``tables``, by what each table says it is.
+
+    Raises:
+        ConfigError: naming ``--repeats``, the dataset and the fix (training seeds).
+    """
+    if spec.split_seed_values == (None,):
+        return
+    from qmoe.data.datasets import DATASETS, official_folds_of
+
+    names = [] if spec.data is not None else [d for d in spec.datasets if d in DATASETS]
+    official = [n for n in names if DATASETS.get(n).official_folds]
+    official += [o for o in map(official_folds_of, (tables or {}).values()) if o]
+    if official:
+        raise ConfigError(f"--repeats: {official[0]} has official folds, which are never reassigned (results "
+                          f"are compared on them); repeat its trials with training seeds instead: --seeds N")
+
+
+def fold_digest(table: Any, split_seed: int) -> str:
+    """The digest of the folds :func:`~qmoe.data.splits.refold` assigns to ``table``."""
+    from qmoe.data.splits import folds_digest, refold
+
+    return folds_digest(refold(table, split_seed).folds)
+
+
+def fold_digests(spec: SweepSpec, table: Any) -> dict[str, str]:
+    """Split seed -> :func:`fold_digest` of each split seed of the spec (empty without repeats)."""
+    return {str(s): fold_digest(table, s) for s in spec.split_seed_values if s is not None}
+
+
 def expand(spec: SweepSpec, tables: Mapping[str, Any]) -> tuple[TrialSpec, ...]:
     """Every trial of the grid on these tables, in a stable order, unique by ``trial_key``.
+
+    The replicates (split seeds, then seeds) are the outer loops: the first replicate of the
+    whole grid comes first. ``curiosity`` variants apply to alpha > 0 (alpha = 0 is plain
+    routing, one trial).
 
     Raises:
         DataError: a fold of the spec that a table lacks.
     """
     trials: dict[str, TrialSpec] = {}
     train = {False: spec.train_config(False), True: spec.train_config(True)}
+    folds_of: dict[str, tuple[int, ...]] = {}
     for name, table in tables.items():
-        if spec.folds is None:
-            folds = tuple(int(f) for f in table.fold_ids)
-        else:
+        if spec.folds is not None:
             for fold in spec.folds:
                 table.check_fold(fold)
-            folds = spec.folds
-        for group in spec.grid:
-            for experts in group.models:
-                mixture = len(experts) > 1
-                for alpha in group.alphas:
-                    for fold in folds:
-                        trial = TrialSpec(dataset=name, fold=fold, experts=experts, alpha=alpha,
-                                          protocol=spec.protocol, seed=spec.seed, train=train[mixture],
-                                          hparams_source=spec.hparams_source,
-                                          latency_runs=spec.latency_runs,
-                                          measure_energy=spec.measure_energy)
-                        trials.setdefault(trial.trial_key, trial)
+        folds_of[name] = spec.folds or tuple(int(f) for f in table.fold_ids)
+    for split_seed in spec.split_seed_values:
+        for seed in spec.seed_values:
+            for name in tables:
+                for group in spec.grid:
+                    for experts in group.models:
+                        for alpha in group.alphas:
+                            for curiosity in spec.curiosity if alpha > 0 else (DEFAULT_CURIOSITY,):
+                                for fold in folds_of[name]:
+                                    trial = TrialSpec(
+                                        dataset=name, fold=fold, experts=experts, alpha=alpha,
+                                        protocol=spec.protocol, seed=seed, split_seed=split_seed,
+                                        curiosity=curiosity, train=train[len(experts) > 1],
+                                        hparams_source=spec.hparams_source, latency_runs=spec.latency_runs,
+                                        measure_energy=spec.measure_energy)
+                                    trials.setdefault(trial.trial_key, trial)
     return tuple(trials.values())
 
 
@@ -149,7 +195,10 @@ def longest_first(trials: tuple[TrialSpec, ...], tables: Mapping[str, Any]) -> t
 def plan_sweep(spec: SweepSpec, *, resolve: Resolver | None = None) -> SweepPlan:
     """Resolve the spec's tables and expand its grid, longest trials first (see :func:`load_tables`,
     :func:`expand`, :func:`longest_first`)."""
+    check_repeats(spec)
     tables, refs, skipped = load_tables(spec, resolve)
+    check_repeats(spec, tables)
+    refs = [dataclasses.replace(r, folds=fold_digests(spec, tables[r.name])) for r in refs]
     trials = longest_first(expand(spec, tables), tables)
     if not trials:
         raise ConfigError(f"{spec.source}: the grid expands to no trials")
@@ -170,5 +219,12 @@ def reload_tables(refs: list[TableRef], resolve: Resolver | None = None) -> dict
             raise DataError(
                 f"table {ref.name!r} changed since the sweep started (content hash {table.content_hash()} "
                 f"!= {ref.content_hash}): its results would mix two tables; start a new sweep instead")
+        for split_seed, digest in ref.folds.items():
+            rebuilt = fold_digest(table, int(split_seed))
+            if rebuilt != digest:
+                raise DataError(
+                    f"table {ref.name!r}: split seed {split_seed} now assigns other folds than when the sweep started "
+                    f"(digest {rebuilt} != {digest}; a changed scikit-learn?): its results would mix two fold "
+                    "assignments; finish it with the scikit-learn it started with, or start a new sweep")
         tables[ref.name] = table
     return tables

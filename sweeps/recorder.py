@@ -43,6 +43,8 @@ class Recorder(tune.Callback):
         self.started_at: dict[str, str] = {}
         self.first_start: float | None = None  # time.time() when the first trial began
         self.recorded: set[str] = set()
+        self.running: set[str] = set()
+        self.peak: dict[str, int] = {}  # trial -> most trials running at once while it ran
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl; a live display (locks, a terminal) does not
@@ -53,6 +55,9 @@ class Recorder(tune.Callback):
         key = trial.config["trial_key"]
         self.started_at[key] = now_iso()
         self.first_start = self.first_start or time.time()
+        self.running.add(key)
+        for other in self.running:
+            self.peak[other] = max(self.peak.get(other, 0), len(self.running))
         self.progress.started(key)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -65,6 +70,11 @@ class Recorder(tune.Callback):
         if row is None:
             return
         key = row["trial_key"]
+        self.running.discard(key)
+        peak = self.peak.pop(key, None)
+        # the condition the latency was timed under: only a finished trial has a latency
+        if row.get("concurrent_trials") is None and peak is not None and row.get("status") == OK:
+            row["concurrent_trials"] = peak
         if samples is not None and len(samples):
             self.store.write_samples(key, samples)
         self.store.upsert([row])
@@ -73,6 +83,7 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
+        self.running.discard(key)
         if key in self.recorded:  # already has its row (an error after reporting: keep it)
             return
         error, node, started = describe_failure(trial)

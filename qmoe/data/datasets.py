@@ -47,6 +47,8 @@ class DatasetSpec:
         n_classes: number of classes.
         folds: how folds are defined (for ``qmoe data list``).
         builtin: True if qmoe can build it with no download (only ``synth``).
+        official_folds: True if the folds are the dataset's own, published ones (results are
+            compared on them; repeated k-fold must not reassign them: use training seeds).
     """
 
     name: str
@@ -54,6 +56,7 @@ class DatasetSpec:
     n_classes: int
     folds: str
     builtin: bool = False
+    official_folds: bool = False
 
 
 #: Known datasets by name.
@@ -68,13 +71,20 @@ for _spec in (
         builtin=True,
     ),
     DatasetSpec(name="esc50", description="ESC-50 environmental sounds", n_classes=50,
-                folds="official 1..5, group = src_file"),
+                folds="official 1..5, group = src_file", official_folds=True),
     DatasetSpec(name="urbansound8k", description="UrbanSound8K urban sounds", n_classes=10,
-                folds="official 1..10, group = fsID"),
+                folds="official 1..10, group = fsID", official_folds=True),
     DatasetSpec(name="quinn", description="Quinn soundscape categories", n_classes=5,
                 folds="stratified group-aware k folds, fixed seed"),
 ):
     DATASETS.add(_spec.name, _spec)
+
+
+def official_folds_of(table: EmbeddingTable) -> str | None:
+    """The dataset's name when ``table``'s folds are a dataset's official ones (by the dataset
+    its metadata names: esc50, urbansound8k), else None (synth, quinn, a table of one's own)."""
+    name = table.meta.get("dataset")
+    return name if isinstance(name, str) and name in DATASETS and DATASETS.get(name).official_folds else None
 
 
 def default_cache_dir() -> Path:

@@ -1,4 +1,5 @@
-"""Train / validation / test indices for one trial, and folds for datasets without them.
+"""Train / validation / test indices for one trial, and folds for datasets without them
+(including the seeded reassignments of repeated k-fold, :func:`refold`).
 
 DESIGN §5: the test fold is the trial's fold; early stopping and checkpoint choice use a
 validation split carved from the *training* folds (stratified, group-aware, 10%). The
@@ -7,6 +8,8 @@ validation split carved from the *training* folds (stratified, group-aware, 10%)
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -148,3 +151,28 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed:
         for i, (_, held) in enumerate(cv.split(np.zeros(len(labels)), labels, groups), start=1):
             folds[held] = i
     return folds
+
+
+def refold(table: EmbeddingTable, split_seed: int) -> EmbeddingTable:
+    """The table with its folds reassigned by ``split_seed`` (one repeat of repeated k-fold).
+
+    A pure function of (table, split_seed): stratified, group-aware folds
+    (:func:`stratified_group_folds`, k = the table's number of folds, ``split_seed`` as the
+    shuffling seed) that take the table's own fold ids in order, so ``--folds`` and the trial's
+    ``fold`` mean the same numbers. Rows, groups and everything else are unchanged. For
+    datasets whose folds are not official only (Quinn, synth, a table of one's own): official
+    folds are the unit results are compared on, and reassigning them breaks that comparison.
+
+    Raises:
+        DataError: the table has too few groups or rows per class for its number of folds.
+    """
+    ids = np.asarray(table.fold_ids, dtype=np.int64)
+    assigned = stratified_group_folds(table.y, table.groups, len(ids), int(split_seed))
+    meta = {**table.meta, "split_seed": int(split_seed)}
+    return dataclasses.replace(table, folds=ids[assigned - 1], meta=meta)
+
+
+def folds_digest(folds: np.ndarray) -> str:
+    """A short sha256 of a fold assignment (recorded in a sweep's manifest, so that a resume can
+    check it rebuilds the same folds, e.g. after an upgrade of scikit-learn's shuffling)."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(folds, dtype="<i8")).tobytes()).hexdigest()[:16]

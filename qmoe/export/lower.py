@@ -51,7 +51,7 @@ def deployed_data(saved: SavedTrial) -> tuple[ModelData, str]:
     if isinstance(deployed, DeployedMixture):
         native = deployed.native
         data = ModelData(experts=tuple(zip(deployed.names, native.experts)), router=native.router,
-                         alpha=native.alpha, top_k=native.top_k, **common)
+                         alpha=native.alpha, curiosity=native.curiosity, top_k=native.top_k, **common)
     else:
         data = ModelData(experts=((saved.spec.experts[0], _expert_layers(deployed, saved)),), **common)
     return data, deploy_form(deployed)

@@ -54,7 +54,8 @@ class DeployedMixture(nn.Module):
         router = Router(layers=[_with_relu(m, r) for m, r in zip(self.router, (True, True, False))],
                         masks=frozen_masks(seed, moe.mc_samples, width, moe.router.dropout),
                         temperature=moe.temperature)
-        self.native = NativeMixture(chains, router, alpha=moe.alpha, top_k=moe.top_k)
+        self.native = NativeMixture(chains, router, alpha=moe.alpha, top_k=moe.top_k,
+                                    curiosity=moe.curiosity)
         self.form = ",".join(dict.fromkeys(e._modules["net"].form for e in self.experts)) + ",numba-fp32"
 
     @property

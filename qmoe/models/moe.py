@@ -1,9 +1,17 @@
 """The mixture of quantized experts with curiosity routing (DESIGN §4, paper Eq. 5-8).
 
-Curiosity is computed so that it changes routing: every expert gets its *own* divergence
-``KL_i = KL(q_i || q_bar)`` from the experts' mean prediction, and ``p_i^cur ∝ p_i exp(α KL_i)``.
-(The published code multiplied all experts of a sample by one common factor, which the
-renormalisation cancels.) With α = 0 the routing is exactly the learned router's ``p``.
+Two curiosity variants (``curiosity``), both with α = 0 exactly the learned router's ``p``:
+
+- ``kl`` (the paper's Eq. 8, the default): every expert gets its *own* divergence
+  ``KL_i = KL(q_i || q_bar)`` from the experts' mean prediction, and
+  ``p_i^cur ∝ p_i exp(α KL_i)``. (The published code multiplied all experts of a sample by one
+  common factor, which the renormalisation cancels.)
+- ``entropy`` (the published code's later ``entropy_regularization`` strategy, its default
+  there, made per sample and batch-independent so that it does something): the router's
+  distribution is sharpened by how uncertain the sample is, ``p_i^cur ∝ p_i^(1 + α u H)``, i.e.
+  ``p_i exp(α u H log p_i)``, with ``H = H(p) / log N`` the routing entropy in [0, 1] and
+  ``u`` the sample's MC-dropout uncertainty (the mean over experts of the std of ``p`` over the
+  M passes) divided by its maximum 0.5, in [0, 1]. See :func:`entropy_routing`.
 """
 
 from __future__ import annotations
@@ -11,11 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import math
+
 import torch
 from torch import nn
 
+from qmoe.errors import ConfigError
 from qmoe.models.expert import Expert
 from qmoe.models.router import Router
+from qmoe.native.layout import UNCERTAINTY_MAX
+from qmoe.spec import CURIOSITIES
 
 _EPS = 1e-12
 
@@ -42,6 +55,42 @@ def curiosity_routing(p: torch.Tensor, kl: torch.Tensor, alpha: float) -> torch.
     return torch.softmax(logits, dim=-1)
 
 
+def entropy_gain(p: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
+    """``u H`` per sample (B, 1), in [0, 1]: the normalised MC uncertainty times the
+    normalised routing entropy (see :func:`entropy_routing`)."""
+    n = p.shape[-1]
+    log_p = torch.log(p.clamp_min(_EPS))
+    h = -(p * log_p).sum(dim=-1, keepdim=True) / math.log(n)  # (B, 1) in [0, 1]
+    u = (uncertainty.mean(dim=-1, keepdim=True) / UNCERTAINTY_MAX).clamp(0.0, 1.0)  # (B, 1)
+    return (u * h).clamp(0.0, 1.0)
+
+
+def entropy_routing(p: torch.Tensor, uncertainty: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``p_i^(1 + α u H)`` renormalised over experts; returns ``p`` itself when α = 0.
+
+    The published ``entropy_regularization`` min-max normalised the uncertainty over the
+    *batch* (so a sample's routing depended on the other samples of its batch, and at batch 1 it
+    was the identity) and multiplied every expert of a sample by one common factor, which the
+    renormalisation cancels (DESIGN §11). Here the factor is an exponent of each expert's own
+    probability and ``u``, ``H`` are the sample's own, bounded by their maxima rather than by
+    the batch: the same sample is routed the same in any batch.
+
+    A monotone sharpening never changes which expert ranks first: it moves the selected
+    expert's weight (towards 1 for an uncertain, undecided sample), hence the task loss's
+    gradient and what the router learns; the top-1 choice changes only through training
+    (and the top-k mix for k > 1).
+
+    Args:
+        p: router probabilities (B, N), the mean of the MC passes.
+        uncertainty: std of the router probabilities over the MC passes (B, N).
+        alpha: curiosity strength, >= 0.
+    """
+    if alpha == 0:
+        return p
+    gain = 1.0 + alpha * entropy_gain(p, uncertainty).detach()  # (B, 1): a constant, like KL
+    return torch.softmax(gain * torch.log(p.clamp_min(_EPS)), dim=-1)
+
+
 @dataclass
 class MoEOutput:
     """Everything one forward pass of the mixture computes (tensors, batch first)."""
@@ -66,13 +115,16 @@ class MixtureOfExperts(nn.Module):
     def __init__(self, in_dim: int, n_classes: int, quantizers: Sequence[str], *,
                  hidden: Sequence[int], dropout: float, router_dropout: float = 0.2,
                  alpha: float = 0.0, top_k: int = 1, mc_samples: int = 10,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, curiosity: str = "kl") -> None:
         super().__init__()
         self.experts = nn.ModuleList(
             Expert(in_dim, n_classes, hidden, q, dropout) for q in quantizers)
         self.names = [e.quantizer for e in self.experts]
         self.router = Router(in_dim, len(self.experts), router_dropout)
         self.alpha = float(alpha)
+        if curiosity not in CURIOSITIES:
+            raise ConfigError(f"curiosity {curiosity!r} is unknown; known: {', '.join(CURIOSITIES)}")
+        self.curiosity = curiosity
         self.top_k = min(int(top_k), len(self.experts))
         self.mc_samples = int(mc_samples)
         self.temperature = float(temperature)
@@ -81,7 +133,8 @@ class MixtureOfExperts(nn.Module):
         """Combine precomputed expert logits (B, N, C) for inputs z (B, D)."""
         p, unc = self.router.mc_probs(z, self.mc_samples, self.temperature)  # (B, N) each
         kl = expert_divergence(expert_logits)  # (B, N)
-        p_cur = curiosity_routing(p, kl, self.alpha)
+        p_cur = (entropy_routing(p, unc, self.alpha) if self.curiosity == "entropy"
+                 else curiosity_routing(p, kl, self.alpha))
         weights, selected = torch.topk(p_cur, self.top_k, dim=-1)  # (B, k)
         chosen = torch.gather(
             expert_logits, 1, selected.unsqueeze(-1).expand(-1, -1, expert_logits.shape[-1]))

@@ -33,6 +33,12 @@ KIND_NAMES = {FLOAT: "fp32", Q16: "int16-dot", INT8: "int8-dot", INT8_AVX2: "int
               LUT32: "bitplane-lut32-avx512", XNOR: "xnor-popcount"}
 
 #: ints at the head of ``mix``: experts, top-k, classes, Monte-Carlo passes, router's first
-#: layer record and count, and the float offsets of the masks, alpha and the temperature.
-MIX_HEAD = 9
-N_EXPERTS, TOP_K, N_CLASSES, N_MC, ROUTER_FIRST, ROUTER_COUNT, MASKS_OFF, ALPHA_OFF, TEMP_OFF = range(MIX_HEAD)
+#: layer record and count, the float offsets of the masks, alpha and the temperature, and the
+#: curiosity variant's code (:data:`CURIOSITY_CODES`).
+MIX_HEAD = 10
+(N_EXPERTS, TOP_K, N_CLASSES, N_MC, ROUTER_FIRST, ROUTER_COUNT, MASKS_OFF, ALPHA_OFF, TEMP_OFF,
+ CURIOSITY) = range(MIX_HEAD)
+#: The curiosity variants (:mod:`qmoe.models.moe`) as the kernels know them.
+CURIOSITY_CODES = {"kl": 0, "entropy": 1}
+ENTROPY = CURIOSITY_CODES["entropy"]
+UNCERTAINTY_MAX = 0.5  # the std of values in [0, 1] is at most 1/2

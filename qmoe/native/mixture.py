@@ -17,6 +17,7 @@ import numpy as np
 from qmoe.errors import ConfigError
 from qmoe.native import kernels
 from qmoe.native.layers import Layer, lower
+from qmoe.native.layout import CURIOSITY_CODES
 from qmoe.native.mlp import as_rows, assemble, check_chain
 from qmoe.native.packing import aligned_bytes
 
@@ -61,7 +62,8 @@ class MixtureOutput:
 
 class NativeMixture:
     """A mixture of deployed experts, routed as :class:`qmoe.models.MixtureOfExperts` routes
-    (DESIGN §4): ``p_cur = softmax(log p + alpha KL)`` (``p`` itself for alpha 0), top-k by
+    (DESIGN §4): ``p_cur = softmax(log p + alpha KL)`` (``p`` itself for alpha 0; the ``entropy``
+    variant: ``softmax((1 + alpha u H) log p)``, see :mod:`qmoe.models.moe`), top-k by
     ``p_cur``, output ``sum_k p_cur_k E_k``. One compiled call per batch runs it all.
 
     Args:
@@ -69,6 +71,7 @@ class NativeMixture:
         router: the deployed router (fp32 layers whose last gives one logit per expert).
         alpha: curiosity strength, >= 0.
         top_k: experts combined per sample.
+        curiosity: the curiosity variant, ``kl`` (the paper's Eq. 8) or ``entropy``.
 
     Raises:
         ConfigError: inconsistent shapes or values.
@@ -76,7 +79,7 @@ class NativeMixture:
     """
 
     def __init__(self, experts: Sequence[Sequence[Layer]], router: Router, *, alpha: float = 0.0,
-                 top_k: int = 1) -> None:
+                 top_k: int = 1, curiosity: str = "kl") -> None:
         self._drivers = kernels.load()
         if not experts:
             raise ConfigError("mixture: no experts")
@@ -94,13 +97,15 @@ class NativeMixture:
         width = router.layers[0].shape[0]
         if masks.ndim != 2 or masks.shape[1] != width or masks.shape[0] < 1 or not np.isfinite(masks).all():
             raise ConfigError(f"router: masks must be finite (M, {width}) with M >= 1")
+        if curiosity not in CURIOSITY_CODES:
+            raise ConfigError(f"mixture: curiosity {curiosity!r} is unknown; known: {', '.join(CURIOSITY_CODES)}")
         if not (alpha >= 0 and np.isfinite(alpha)) or not 1 <= top_k <= n_e or router.temperature <= 0:
             raise ConfigError(f"mixture: need alpha >= 0, 1 <= top_k <= {n_e} and a positive temperature")
         chains = [list(ls) for ls in experts] + [list(router.layers)]
         lowered = [lower(layer) for chain in chains for layer in chain]
         self.meta, fp, self.w = assemble(lowered)
         head = [n_e, top_k, n_c, masks.shape[0], len(lowered) - len(router.layers), len(router.layers),
-                fp.size, fp.size + masks.size, fp.size + masks.size + 1]
+                fp.size, fp.size + masks.size, fp.size + masks.size + 1, CURIOSITY_CODES[curiosity]]
         first = 0
         for chain in chains[:-1]:
             head += [first, len(chain)]
@@ -109,7 +114,7 @@ class NativeMixture:
         self.fp = np.concatenate([fp, masks.reshape(-1), np.array([alpha, router.temperature], np.float32)])
         self.lowered = tuple(lowered)
         self.experts = tuple(tuple(chain) for chain in chains[:-1])
-        self.router, self.alpha = router, float(alpha)
+        self.router, self.alpha, self.curiosity = router, float(alpha), curiosity
         self.in_dim, self.n_classes, self.n_experts, self.top_k = d, n_c, n_e, top_k
         self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, self.mix)))
         self.width = n_c + 4 * n_e + top_k

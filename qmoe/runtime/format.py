@@ -59,8 +59,10 @@ from qmoe.runtime import bits as B
 FORMAT = "qmoe-model"
 VERSION = 1
 META_KEY = "qmoe"
-#: Curiosity variants the runtime knows (DESIGN §4: one KL per expert).
-CURIOSITY_VARIANTS = ("per-expert-kl",)
+#: Curiosity variants the runtime knows, by their ``--curiosity`` names (:mod:`qmoe.models.moe`):
+#: the file's ``variant`` names the formula.
+CURIOSITY_VARIANTS = {"kl": "per-expert-kl", "entropy": "uncertainty-entropy-sharpening"}
+_CURIOSITY_OF = {variant: name for name, variant in CURIOSITY_VARIANTS.items()}
 
 
 class ModelFileError(DataError):
@@ -79,7 +81,7 @@ class ModelData:
     experts: tuple[tuple[str, tuple[Layer, ...]], ...]  # (quantizer name, layers)
     router: Router | None = None
     alpha: float = 0.0
-    curiosity: str = "per-expert-kl"
+    curiosity: str = "kl"  # a key of CURIOSITY_VARIANTS
     top_k: int = 1
     trial: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +123,8 @@ def model_header(model: ModelData) -> dict[str, Any]:
                   "experts": [{"name": name, "layers": [_layer_json(x) for x in layers]}
                               for name, layers in model.experts],
                   "router": router,
-                  "curiosity": None if router is None else {"alpha": float(model.alpha), "variant": model.curiosity}},
+                  "curiosity": None if router is None else {"alpha": float(model.alpha),
+                                                            "variant": CURIOSITY_VARIANTS[model.curiosity]}},
         "class_names": list(model.class_names),
         "trial": model.trial,
     }
@@ -279,8 +282,8 @@ def parse_model(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
         mc = c.count(router_json, "mc_samples", "model.router")
         expected["router.masks"] = ("float32", (mc, router_plan[0][2]["out"]))
         variant = c.get(c.get(m, "curiosity", dict, "model"), "variant", str, "model.curiosity")
-        if variant not in CURIOSITY_VARIANTS:
-            raise c.fail(f"curiosity variant {variant!r} is unknown (known: {', '.join(CURIOSITY_VARIANTS)})")
+        if variant not in _CURIOSITY_OF:
+            raise c.fail(f"curiosity variant {variant!r} is unknown (known: {', '.join(_CURIOSITY_OF)})")
         if top_k > len(plans):
             raise c.fail(f"top_k {top_k} exceeds the {len(plans)} experts")
     elif len(plans) != 1:
@@ -299,19 +302,19 @@ def parse_model(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
         return out
 
     experts = tuple((name, tuple(layer(*step) for step in plan)) for name, plan in plans)
-    router, alpha, variant = None, 0.0, CURIOSITY_VARIANTS[0]
+    router, alpha, curiosity = None, 0.0, "kl"
     if router_plan is not None:
         if any(kind != "fp32" for _, kind, _ in router_plan) or len(router_plan) < 2:
             raise c.fail("the router must be two or more fp32 layers")
         router = Router(layers=tuple(layer(*step) for step in router_plan), masks=tensors["router.masks"],
                         temperature=c.number(router_json, "temperature", "model.router", 1e-12))
         alpha = c.number(m["curiosity"], "alpha", "model.curiosity")
-        variant = m["curiosity"]["variant"]
+        curiosity = _CURIOSITY_OF[m["curiosity"]["variant"]]
     if not (tensors["standardise.std"] > 0).all():
         raise c.fail("standardise.std holds a value <= 0")
     return ModelData(in_dim=d, class_names=tuple(names), mean=tensors["standardise.mean"],
                      std=tensors["standardise.std"], experts=experts, router=router, alpha=alpha,
-                     curiosity=variant, top_k=top_k, trial=trial)
+                     curiosity=curiosity, top_k=top_k, trial=trial)
 
 
 def _plan(c: _Check, prefix: str, layers: Sequence[Any], d: int, n_out: int,

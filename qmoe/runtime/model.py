@@ -99,7 +99,7 @@ def _lower(data: ModelData) -> Any:
 
         return run_single
     mixture = NativeMixture([layers for _, layers in data.experts], data.router, alpha=data.alpha,
-                            top_k=data.top_k)
+                            top_k=data.top_k, curiosity=data.curiosity)
 
     def run_mixture(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = mixture(x)

@@ -46,6 +46,12 @@ CASES = [
     ("sweep-concurrent-negative", ["sweep", "alpha", "--max-concurrent", "-2"], 2, "--max-concurrent",
      "greater than or equal to 1"),
     ("sweep-seed-word", ["sweep", "alpha", "--seed", "abc"], 2, "--seed", "--help"),
+    ("sweep-seeds-zero", ["sweep", "alpha", "--seeds", "0"], 1, "--seeds: '0'", "e.g. 5 or 0,3,7"),
+    ("sweep-seeds-twice", ["sweep", "bits", "--seeds", "0,3,3"], 1, "--seeds: '0,3,3' repeats a seed", "give each"),
+    ("sweep-seeds-negative", ["sweep", "alpha", "--seeds", "1,-2"], 1, "--seeds", "e.g. 5 or 0,3,7"),
+    ("sweep-repeats-official", ["sweep", "alpha", "--dataset", "esc50", "--repeats", "3"], 1,
+     "--repeats: esc50 has official folds", "--seeds N"),
+    ("sweep-curiosity-unknown", ["sweep", "moe", "--curiosity", "ucb"], 1, "curiosity 'ucb'", "kl, entropy"),
     # -- qmoe sweep: tables given with --data
     ("sweep-data-missing", ["sweep", "alpha", "--data", "{in}/missing.parquet"], 1, "missing.parquet",
      "qmoe data prepare"),

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.ray
 #: Columns that describe the trial (its identity and bookkeeping); all others are measurements.
 IDENTITY = {
     "trial_key", "dataset", "fold", "model", "paper_name", "n_experts", "alpha", "top_k", "protocol",
-    "seed", "trial_seed", "hparams", "hparams_source", "status", "error", "node", "started_at",
+    "seed", "split_seed", "curiosity", "trial_seed", "hparams", "hparams_source", "status", "error", "node", "started_at",
     "finished_at", "qmoe_version", "torch_version", "ray_version"}
 MEASUREMENTS = [c for c in SCHEMA if c not in IDENTITY]
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pandas as pd
 import pytest
 
 from qmoe.errors import ConfigError, DataError, UnknownNameError
+from qmoe.latency import MEASURES
 from qmoe.record import TrialRecord
 from qmoe.spec import TrainConfig, TrialSpec
 from qmoe.trial import run_trial
@@ -22,7 +24,7 @@ def spec(model: str = "q4", fold: int = 1, **kw) -> TrialSpec:
 
 
 #: Columns that measure time, memory or energy (they vary run to run); every other must not.
-TIMING = {"latency_mean_us", "latency_std_us", "latency_p50_us", "latency_p99_us", "latency_runs",
+TIMING = {*(f"latency_{m}" for m in MEASURES),
           "throughput_bs256", "peak_rss_mb", "train_seconds", "train_energy_wh", "train_co2_g",
           "energy_per_inference_mj", "co2_per_inference_ug", "started_at", "finished_at"}
 
@@ -57,6 +59,23 @@ def test_record_is_complete_and_honest(synth_table) -> None:
     assert r.compression == pytest.approx(1.0, rel=0.01)
     assert json.loads(r.hparams)["hidden"] == [640, 320]
     assert r.routing is None
+    # latency: pinned to one core, to a stated precision, with the co-running load recorded
+    assert r.latency_mode == "in-sweep" and r.split_seed is None and r.curiosity == "kl"
+    if hasattr(os, "sched_setaffinity"):
+        assert isinstance(r.latency_cpu, int) and r.latency_cpu in os.sched_getaffinity(0)
+    assert r.latency_p50_ci_us is not None and 0 < r.latency_p50_ci_us < r.latency_p50_us
+    assert r.latency_others_cores is not None and r.latency_others_cores >= 0
+    assert r.latency_load1 is not None and r.latency_load1 >= 0
+
+
+def test_split_seed_and_curiosity_are_trained_and_recorded(synth_table) -> None:
+    from qmoe.data.splits import refold
+
+    cfg = TrainConfig.defaults(True).replace(max_epochs=2)
+    r = run_trial(spec("bitnet,q4", alpha=0.5, split_seed=7, curiosity="entropy", train=cfg), synth_table).record
+    assert r.split_seed == 7 and r.curiosity == "entropy" and r.status == "ok"
+    assert r.n_test == int((refold(synth_table, 7).folds == 1).sum())  # the reassigned fold 1
+    assert r.n_train + r.n_val + r.n_test == len(synth_table.y)
 
 
 def test_fp32_is_informative_but_not_saturated(synth_table) -> None:

@@ -15,8 +15,9 @@ from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, quantize_
                                      rescale_binary)
 from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
                                       dots_lut16, dots_lut32, dots_planes, dots_q16, dots_xnor)
-from qmoe.native.layout import (D_IN, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, KIND, LUT16, LUT32,
-                                N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, W_OFF, XNOR)
+from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, KIND, LUT16, LUT32,
+                                N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, UNCERTAINTY_MAX, W_OFF,
+                                XNOR)
 
 #: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
 LOG_EPS = 1e-12
@@ -131,18 +132,22 @@ def softmax64(v, n, temperature, out):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
-def route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out):  # noqa: ANN001, ANN201
+def route(logits, probs, n_e, n_c, n_mc, alpha, variant, top_k, q, out):  # noqa: ANN001, ANN201
     """One sample's mixture output from its experts' logits (``n_e``, ``n_c``) and the router's
     ``n_mc`` pass probabilities (``n_mc``, ``n_e``), as :class:`qmoe.models.MixtureOfExperts`
     computes it, in float64: ``p`` (mean over passes) and its spread (population std), each
-    expert's ``KL(q_i || mean_i q_i)``, curiosity ``p_cur = softmax(log p + alpha KL)`` (``p``
-    itself when alpha is 0), the ``top_k`` experts by ``p_cur`` (ties: lower index first) and
+    expert's ``KL(q_i || mean_i q_i)``, curiosity (``p`` itself when alpha is 0) by ``variant``
+    (:data:`~qmoe.native.layout.CURIOSITY_CODES`): ``p_cur = softmax(log p + alpha KL)`` (kl) or
+    ``softmax((1 + alpha u H) log p)`` (entropy: ``u`` the mean spread / 0.5 and ``H`` the
+    entropy of ``p`` / log N, their product clipped to [0, 1]), the ``top_k`` experts by
+    ``p_cur`` (ties: lower index first) and
     ``sum_k p_cur_k E_k``. ``out``: ``logits[C], p[N], p_cur[N], uncertainty[N], kl[N],
     selected[k]`` (float32); ``q`` is float64 scratch of ``n_e n_c + 3 n_e + n_c``.
     """
     p, kl, cur = q[: n_e], q[n_e: 2 * n_e], q[2 * n_e: 3 * n_e]
     qe = q[3 * n_e: 3 * n_e + n_e * n_c]
     qbar = q[3 * n_e + n_e * n_c: 3 * n_e + n_e * n_c + n_c]
+    spread = 0.0
     for i in range(n_e):
         s = 0.0
         for m in range(n_mc):
@@ -151,6 +156,7 @@ def route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out):  # noqa: ANN001,
         v = 0.0
         for m in range(n_mc):
             v += (probs[m, i] - p[i]) ** 2
+        spread += np.sqrt(v / n_mc)
         out[n_c + 2 * n_e + i] = np.float32(np.sqrt(v / n_mc))
     for c in range(n_c):
         qbar[c] = 0.0
@@ -174,6 +180,16 @@ def route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out):  # noqa: ANN001,
     if alpha == 0.0:
         for i in range(n_e):
             cur[i] = p[i]
+    elif variant == ENTROPY:
+        h = 0.0
+        for i in range(n_e):
+            h -= p[i] * np.log(max(p[i], LOG_EPS))
+        h /= np.log(np.float64(n_e))
+        u = min(max(spread / n_e / UNCERTAINTY_MAX, 0.0), 1.0)
+        gain = 1.0 + alpha * min(max(u * h, 0.0), 1.0)
+        for i in range(n_e):
+            cur[i] = gain * np.log(max(p[i], LOG_EPS))
+        softmax64(cur, n_e, 1.0, cur)
     else:
         for i in range(n_e):
             cur[i] = np.log(max(p[i], LOG_EPS)) + alpha * kl[i]

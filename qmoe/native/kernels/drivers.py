@@ -26,8 +26,8 @@ from numba import njit
 from qmoe.native.kernels.act import mean_abs, quantize_row
 from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
 from qmoe.native.kernels.simd import f32_pointer
-from qmoe.native.layout import (ALPHA_OFF, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS, N_MC,
-                                N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
+from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
+                                N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
                 h[i] = hidden[i] * masks[m * hw + i]
             res = run_chain(first + 1, count - 1, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
             softmax64(res, n_e, temperature, probs[m])
-        route(logits, probs, n_e, n_c, n_mc, alpha, top_k, q, out[b])
+        route(logits, probs, n_e, n_c, n_mc, alpha, mix[CURIOSITY], top_k, q, out[b])
     rows = x.shape[0]  # Switch load balancing over the batch: N sum_i f_i mean(p_i)
     lb = 0.0
     if rows > 0:

@@ -101,3 +101,31 @@ def test_tiny_tables_get_fewer_validation_splits_instead_of_a_crash(make_frame) 
 def test_stratified_group_folds_needs_enough_rows_per_class() -> None:
     with pytest.raises(DataError, match="largest class has 3 rows; use k <= 3"):
         stratified_group_folds(np.array([0, 0, 0, 1, 1, 1]), np.array(list("abcdef")), k=5, seed=0)
+
+
+def test_refold_is_stratified_group_aware_and_keeps_everything_else(synth_small: EmbeddingTable) -> None:
+    from qmoe.data.splits import refold
+
+    table = refold(synth_small, 3)
+    assert table.meta["split_seed"] == 3 and "split_seed" not in synth_small.meta
+    assert sorted(set(table.folds.tolist())) == synth_small.fold_ids  # the same fold numbers
+    np.testing.assert_array_equal(table.X, synth_small.X)
+    np.testing.assert_array_equal(table.y, synth_small.y)
+    assert not np.array_equal(table.folds, synth_small.folds)  # really reassigned
+    for g in np.unique(table.groups):  # no group straddles two folds
+        assert len(set(table.folds[table.groups == g].tolist())) == 1
+    # stratified: every class in every fold, in shares that differ by at most one group's rows
+    group_rows = max(np.unique(table.groups, return_counts=True)[1])
+    for c in np.unique(table.y):
+        per_fold = np.bincount(table.folds[table.y == c], minlength=max(table.fold_ids) + 1)[1:]
+        assert per_fold.min() > 0 and per_fold.max() - per_fold.min() <= group_rows
+
+
+def test_refold_is_a_pure_function_of_table_and_split_seed(synth_small: EmbeddingTable) -> None:
+    from qmoe.data.splits import folds_digest, refold
+
+    first, again, other = refold(synth_small, 3), refold(synth_small, 3), refold(synth_small, 4)
+    np.testing.assert_array_equal(first.folds, again.folds)
+    assert folds_digest(first.folds) == folds_digest(again.folds) != folds_digest(other.folds)
+    # the reassignment depends on the table's content, not on how often it was refolded
+    np.testing.assert_array_equal(refold(refold(synth_small, 4), 3).folds, first.folds)

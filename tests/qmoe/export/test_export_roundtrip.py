@@ -22,14 +22,15 @@ from qmoe.spec import TrainConfig, TrialSpec
 from qmoe.trial import run_trial, standardise
 
 ROOT = Path(__file__).resolve().parents[3]
-MODELS = [*list_quantizers(), "bitnet,q4,q8"]
+MODELS = [*list_quantizers(), "bitnet,q4,q8", "bitnet,q4,q8/entropy"]  # /: the curiosity variant
 
 
 def quick(model: str) -> TrialSpec:
+    model, _, curiosity = model.partition("/")
     mixture = "," in model
     cfg = TrainConfig.defaults(mixture).replace(max_epochs=3)
     return TrialSpec(dataset="synth", fold=2, experts=tuple(model.split(",")), alpha=0.3 if mixture else 0.0,
-                     train=cfg, latency_runs=20, measure_energy=False)
+                     curiosity=curiosity or "kl", train=cfg, latency_runs=20, measure_energy=False)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def exported(synth_table, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     base = tmp_path_factory.mktemp("exported")
     out = {}
     for model in MODELS:
-        folder = base / model.replace(",", "-")
+        folder = base / model.replace(",", "-").replace("/", "-")
         run_trial(quick(model), synth_table, save_dir=folder)
-        path = export_trial(str(folder), base / f"{model.replace(',', '-')}.qmoe", storage=base).path
+        path = export_trial(str(folder), base / f"{model.replace(',', '-').replace('/', '-')}.qmoe", storage=base).path
         out[model] = (folder, path)
     return out
 
@@ -73,8 +74,10 @@ def test_the_file_holds_what_the_header_says(exported) -> None:
     assert [layer.kind for layer in data.experts[0][1]] == ["ternary"] * 4
     assert [layer.kind for layer in data.experts[1][1]] == ["int8"] * 4
     assert data.router is not None and data.router.masks.shape == (10, 128)
-    assert data.alpha == pytest.approx(0.3) and data.curiosity == "per-expert-kl" and data.top_k == 1
+    assert data.alpha == pytest.approx(0.3) and data.curiosity == "kl" and data.top_k == 1
     assert data.trial["trial_key"] == quick("bitnet,q4,q8").trial_key
+    entropy = read_model_file(exported["bitnet,q4,q8/entropy"][1])
+    assert entropy.curiosity == "entropy" and entropy.trial["trial_key"] == quick("bitnet,q4,q8/entropy").trial_key
     _, single = exported["q1"]
     assert [layer.kind for layer in read_model_file(single).experts[0][1]] == ["pm1"] * 3
 

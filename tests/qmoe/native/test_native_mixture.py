@@ -17,13 +17,14 @@ D, C = 70, 6
 KINDS = ("ternary", "int8", "fp32")
 
 
-def _mixture(alpha: float, top_k: int = 1, samples: int = 10, seed: int = 0) -> NativeMixture:
+def _mixture(alpha: float, top_k: int = 1, samples: int = 10, seed: int = 0,
+             curiosity: str = "kl") -> NativeMixture:
     rng = np.random.default_rng(seed)
     experts = [make_mlp(k, (D, 32, 16, C), seed=i) for i, k in enumerate(KINDS)]
     router = Router(layers=[make_layer("fp32", 24, D, True, rng), make_layer("fp32", 12, 24, True, rng),
                             make_layer("fp32", len(KINDS), 12, False, rng)],
                     masks=frozen_masks(seed, samples, 24, 0.2), temperature=1.5)
-    return NativeMixture(experts, router, alpha=alpha, top_k=top_k)
+    return NativeMixture(experts, router, alpha=alpha, top_k=top_k, curiosity=curiosity)
 
 
 def _softmax(v: np.ndarray) -> np.ndarray:
@@ -43,16 +44,24 @@ def _reference(mix: NativeMixture, x: np.ndarray) -> dict[str, np.ndarray]:
     log_q = log_q - np.log(np.exp(log_q).sum(-1, keepdims=True))
     q = np.exp(log_q)
     kl = np.maximum((q * (log_q - np.log(np.maximum(q.mean(axis=1, keepdims=True), 1e-12)))).sum(-1), 0.0)
-    cur = p if mix.alpha == 0 else _softmax(np.log(np.maximum(p, 1e-12)) + mix.alpha * kl)
+    log_p = np.log(np.maximum(p, 1e-12))
+    if mix.curiosity == "entropy":  # p^(1 + alpha u H), u and H each normalised to [0, 1]
+        h = -(p * log_p).sum(-1, keepdims=True) / np.log(p.shape[-1])
+        u = np.clip(unc.mean(-1, keepdims=True) / 0.5, 0.0, 1.0)
+        cur = _softmax((1.0 + mix.alpha * np.clip(u * h, 0.0, 1.0)) * log_p)
+    else:
+        cur = _softmax(log_p + mix.alpha * kl)
+    cur = p if mix.alpha == 0 else cur
     selected = np.argsort(-cur, axis=1, kind="stable")[:, : mix.top_k]
     rows = np.arange(len(x))[:, None]
     out = (cur[rows, selected][..., None] * logits[rows, selected]).sum(axis=1)
     return {"logits": out, "p": p, "p_cur": cur, "uncertainty": unc, "kl": kl, "selected": selected}
 
 
-@pytest.mark.parametrize("alpha, top_k", [(0.0, 1), (0.3, 1), (5.0, 2)])
-def test_mixture_follows_design_section_4(alpha: float, top_k: int) -> None:
-    mix = _mixture(alpha, top_k)
+@pytest.mark.parametrize("alpha, top_k, curiosity", [(0.0, 1, "kl"), (0.3, 1, "kl"), (5.0, 2, "kl"),
+                                                     (0.0, 1, "entropy"), (3.0, 2, "entropy")])
+def test_mixture_follows_design_section_4(alpha: float, top_k: int, curiosity: str) -> None:
+    mix = _mixture(alpha, top_k, curiosity=curiosity)
     x = np.random.default_rng(1).standard_normal((64, D)).astype(np.float32)
     out, ref = mix(x), _reference(mix, x)
     # float64 exp/log of numpy and of libm may differ in the last bit; outputs are float32
@@ -105,6 +114,8 @@ def test_bad_mixtures_are_refused() -> None:
         NativeMixture(good.experts, Router(layers=router.layers, masks=np.ones((3, 5), np.float32)))
     with pytest.raises(ConfigError, match="1 <= top_k <= 3"):
         NativeMixture(good.experts, router, top_k=4)
+    with pytest.raises(ConfigError, match="curiosity 'kld' is unknown; known: kl, entropy"):
+        NativeMixture(good.experts, router, curiosity="kld")
 
 
 def test_importing_and_running_the_native_forms_imports_no_torch() -> None:
