@@ -38,21 +38,23 @@ def as_np(t: Tensor) -> np.ndarray:
 LANES = 4
 
 if njit is not None:
+    # error_model="numpy": a division by zero gives inf/nan as in torch (a diverging run's inf
+    # activations must reach the loss, which the trainer reports), not a ZeroDivisionError.
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def grid(w, mu, scale, lo, hi, out):  # noqa: ANN001, ANN201
         """``(w - mu).div_(scale).round_().clamp_(lo, hi).mul_(scale)`` (q{k}, k >= 2)."""
         for i in range(w.shape[0]):
             out[i] = min(max(np.rint((w[i] - mu) / scale), lo), hi) * scale
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def signs(w, mu, scale, out):  # noqa: ANN001, ANN201
         """``sign_pm1_(w - mu).mul_(scale)`` (q1): +scale where ``w - mu >= 0``, else -scale
         (NaN included, as ``sign_pm1``)."""
         for i in range(w.shape[0]):
             out[i] = scale if w[i] - mu >= np.float32(0.0) else -scale
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def absmax_rows(x, qmax, eps, out):  # noqa: ANN001, ANN201
         """Per row of ``x`` (R, D): ``s = qmax / max(max|x|, eps)`` computed as torch does
         (``reciprocal() * qmax``), then ``(x * s).round_().clamp_(-qmax - 1, qmax).div_(s)``."""
@@ -67,7 +69,7 @@ if njit is not None:
             for i in range(x.shape[1]):
                 out[r, i] = min(max(np.rint(x[r, i] * s), lo), qmax) / s
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def ternary(w, gamma, alpha, out, rounded):  # noqa: ANN001, ANN201
         """``torch.div(w, gamma[:, None]).round_().clamp_(-1, 1).mul_(alpha[:, None])`` (bitnet),
         and ``round(w / gamma)`` clipped to int8 into ``rounded`` when it is not empty (for the
@@ -122,7 +124,7 @@ if njit is not None:
 
         return sig, codegen
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def ternary_grads(rounded, ratio, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
         """bitnet's backward from ``r = round(w / gamma)`` (int8, from :func:`ternary`) and
         ``t = clip(r, -1, 1)``: ``grad_w = clamp(|r| - 2, -1, 0) * ratio * grad`` (``ratio =

@@ -36,3 +36,12 @@ def test_absmax_quantize_gradient_is_identity() -> None:
     x = torch.randn(3, 20, requires_grad=True)
     P.absmax_quantize(x, 8).sum().backward()
     assert torch.equal(x.grad, torch.ones(3, 20))
+
+
+def test_absmax_quantize_of_a_diverged_row_is_nan_not_an_exception() -> None:
+    """A diverging run's inf activations give nan (as torch's own arithmetic does), which the
+    trainer reports as divergence; the fused kernel must not raise ZeroDivisionError."""
+    x = torch.tensor([[float("inf"), 1.0, -2.0], [0.5, 1.0, -2.0]])
+    out = P.absmax_quantize(x, 8)
+    assert torch.isnan(out[0]).all()
+    torch.testing.assert_close(out[1], torch.round(x[1] * (127 / 2.0)) / (127 / 2.0))
