@@ -19,6 +19,7 @@ from qmoe.quant import (
 from qmoe.quant.fused import PackedMLP
 from qmoe.quant.packed import PackedLinear
 from qmoe.quant.primitives import absmax_quantize
+from tests.qmoe.quant.quant_cases import quant_mlp
 
 ALL = list_quantizers()
 QAT = [n for n in ALL if not get_quantizer(n).post_training]
@@ -28,16 +29,6 @@ ACT_QUANT = [n for n in ALL if get_quantizer(n).activation_bits is not None]
 def _layer(name: str, n_in: int = 70, n_out: int = 24, seed: int = 0) -> QuantLinear:
     torch.manual_seed(seed)
     return QuantLinear(n_in, n_out, name)
-
-
-def _mlp(name: str, dims: tuple[int, ...] = (70, 40, 30, 5), seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        if i:
-            layers += [nn.ReLU(), nn.Dropout(0.2)]
-        layers.append(QuantLinear(a, b, name))
-    return nn.Sequential(*layers)
 
 
 def _effective_weight(module: nn.Module) -> torch.Tensor:
@@ -137,7 +128,7 @@ def test_activations_are_8_bit_per_sample(name: str) -> None:
 
 @pytest.mark.parametrize("name", QAT)
 def test_reference_form_equals_qat_eval_forward(name: str) -> None:
-    model = _mlp(name).eval()
+    model = quant_mlp(name).eval()
     x = torch.randn(16, 70)
     expected = model(x)
     reference = deploy(model, reference=True)
@@ -160,7 +151,7 @@ def test_packed_int_weight_is_the_configs_integer_grid(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_deploy_freezes_a_copy(name: str) -> None:
-    model = _mlp(name).train()
+    model = quant_mlp(name).train()
     deployed = deploy(model)
     assert not deployed.training
     assert not any(p.requires_grad for p in deployed.parameters())

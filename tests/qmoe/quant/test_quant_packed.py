@@ -26,22 +26,13 @@ from qmoe.quant import QuantLinear, deploy, get_quantizer, list_quantizers
 from qmoe.quant.fused import PackedMLP
 from qmoe.quant.packed import FORMS, PackedLinear, quantize_activations
 from tests.qmoe.native.native_cases import reference
+from tests.qmoe.quant.quant_cases import quant_mlp
 
 ALL = list_quantizers()
 ODD_DIMS = (200, 96, 48, 10)  # 200 = 3 words + 8 bits: every layer width off the 64 grid
 PAPER_DIMS = (1536, 640, 320, 50)
 KIND = {"fp32": "fp32", "q1": "pm1", "q2": "int2", "q4": "int8", "q8": "int8", "q16": "q16",
         "bitnet": "ternary", "ptq8": "int8", "binary": "binary"}
-
-
-def _mlp(name: str, dims: tuple[int, ...], seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        if i:
-            layers += [nn.ReLU(), nn.Dropout(0.2)]
-        layers.append(QuantLinear(a, b, name))
-    return nn.Sequential(*layers).eval()
 
 
 def torch_int8(x: torch.Tensor) -> np.ndarray:
@@ -84,7 +75,7 @@ def test_each_quantizer_stores_its_integer_grid_as_its_kind(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("dims, batch", [(ODD_DIMS, 1), (ODD_DIMS, 256), (PAPER_DIMS, 1), (PAPER_DIMS, 32)])
 def test_deployed_mlp_is_bit_exact_against_numpy(name: str, dims: tuple[int, ...], batch: int) -> None:
-    deployed = deploy(_mlp(name, dims))
+    deployed = deploy(quant_mlp(name, dims).eval())
     assert isinstance(deployed, PackedMLP) and len(deployed.layers) == len(dims) - 1
     torch.manual_seed(batch)
     x = torch.randn(batch, dims[0])
@@ -93,7 +84,7 @@ def test_deployed_mlp_is_bit_exact_against_numpy(name: str, dims: tuple[int, ...
 
 @pytest.mark.parametrize("name", ALL)
 def test_fused_equals_layer_by_layer_and_batch_independent(name: str) -> None:
-    model = _mlp(name, ODD_DIMS)
+    model = quant_mlp(name, ODD_DIMS).eval()
     fused = deploy(model)
     layers = [deploy(m) for m in model if isinstance(m, QuantLinear)]
     x = torch.randn(40, ODD_DIMS[0])
@@ -143,7 +134,7 @@ def test_missing_numba_is_a_clear_error(monkeypatch) -> None:
 
 
 def test_wrong_width_is_refused() -> None:
-    deployed = deploy(_mlp("q8", ODD_DIMS))
+    deployed = deploy(quant_mlp("q8", ODD_DIMS).eval())
     with pytest.raises(ValueError, match="expects 200"):
         deployed(torch.randn(2, 199))
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from qmoe.quant import QuantLinear, deploy, get_quantizer, list_quantizers, model_size_bytes, size_report
+from tests.qmoe.quant.quant_cases import quant_mlp
 
 DIMS = (1536, 640, 320, 50)
 N_WEIGHTS = 1536 * 640 + 640 * 320 + 320 * 50  # 1,203,840
@@ -30,12 +31,7 @@ EXPECTED_BYTES = {
 
 
 def _mlp(name: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(DIMS[:-1], DIMS[1:])):
-        if i:
-            layers += [nn.ReLU(), nn.Dropout(0.195)]
-        layers.append(QuantLinear(a, b, name))
-    return nn.Sequential(*layers)
+    return quant_mlp(name, DIMS, dropout=0.195)
 
 
 def test_literal_figures() -> None:
