@@ -257,6 +257,8 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
     options.check_address()
     save, isolated = _keeps(manifest)
     with store.lock():
+        if save:
+            store.prepare_models_dir()  # what a killed save left goes, even with nothing to run
         trials = [TrialSpec.from_dict(d) for d in manifest["trials"]]
         ok = store.ok_keys()
         todo = [t for t in trials if t.trial_key not in ok]
