@@ -40,7 +40,7 @@ SweepSeed = Annotated[Optional[int], typer.Option("--seed", help="Sweep seed (ea
 Seeds = Annotated[Optional[str], typer.Option("--seeds", help="Training seeds per configuration and fold: a count N (the sweep seed and the N-1 next) or a list, e.g. 0,3,7; default 1.")]
 Repeats = Annotated[Optional[str], typer.Option("--repeats", help="Repeated k-fold: R seeded fold reassignments (split seeds from the sweep seed) or a list of split seeds; only for datasets without official folds (quinn, synth).")]
 Curiosity = Annotated[Optional[str], typer.Option("--curiosity", help="Curiosity variant of the mixtures with alpha > 0: kl (the paper's Eq. 8), entropy, or kl,entropy; default kl.")]
-SaveModels = Annotated[bool, typer.Option("--save-models", help="Keep each trial's trained model in STORAGE/NAME/models/TRIAL_KEY/ for qmoe export (~4-6 MB per ESC-50-sized trial); a resume keeps doing so.")]
+SaveModels = Annotated[bool, typer.Option("--save-models", help="Keep each trial's trained model in STORAGE/NAME/models/TRIAL_KEY/ for qmoe export (2-2.4 MB per synth trial, 4.9-6.1 MB ESC-50-sized); a resume keeps doing so.")]
 Latency = Annotated[Optional[str], typer.Option("--latency", help="in-sweep: each trial times its model as it runs (pinned to one core); isolated: after the trials, time each saved model alone in the driver, one at a time (implies --save-models). Default: the spec's (in-sweep).")]
 SweepProtocol = Annotated[Optional[str], typer.Option("--protocol", help="clean (validation from training folds) or paper (test fold as validation); default: the sweep's.")]
 Hparams = Annotated[Optional[Path], typer.Option("--hparams", help="TOML of training hyper-parameters (TrainConfig fields), e.g. from qmoe tune.")]
