@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from qmoe.layout import IN_SWEEP, ISOLATED
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -88,8 +90,8 @@ def folds(values) -> str:
 
 
 #: What each ``latency_mode`` of the results table means (qmoe.layout.LATENCY_MODES).
-LATENCY_MODES = {"in-sweep": "each trial timed its model as it ran, beside the sweep's other trials",
-                 "isolated": "each saved model timed alone after the sweep, one at a time, on one core"}
+LATENCY_MODES = {IN_SWEEP: "each trial timed its model as it ran, beside the sweep's other trials",
+                 ISOLATED: "each saved model timed alone after the sweep, one at a time, on one core"}
 
 
 def latency_note(rows: Any) -> str | None:
