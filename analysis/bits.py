@@ -30,7 +30,7 @@ def bits_section(ctx: Context) -> Section:
                                               f"present: {', '.join(f'q{b}' for b in present)}")
     if present == [REFERENCE_BITS]:
         return Section.skipped("bits", TITLE, "not testable here: only the 16-bit model, no other bit-width")
-    data, notes = [], []
+    data, notes = [], [n for n in (fmt.latency_note(q),) if n]  # the latency rows' mode
     for protocol, g, err in ctx.protocols():
         gq = g[g["bits"].notna()]
         for dataset, d in gq.groupby("dataset"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from qmoe.layout import IN_SWEEP, ISOLATED
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,30 @@ def percent(x, digits: int = 1, signed: bool = False) -> str:
 def folds(values) -> str:
     """``1, 2, 5``."""
     return ", ".join(str(int(v)) for v in sorted(values))
+
+
+#: What each ``latency_mode`` of the results table means (qmoe.layout.LATENCY_MODES).
+LATENCY_MODES = {IN_SWEEP: "each trial timed its model as it ran, beside the sweep's other trials",
+                 ISOLATED: "each saved model timed alone after the sweep, one at a time, on one core"}
+
+
+def latency_note(rows: Any) -> str | None:
+    """One line naming the latency mode of these rows' latency figures; a mix is said loudly.
+
+    ``rows`` is a results DataFrame; None when no row has a latency figure.
+    """
+    import pandas as pd
+
+    if "latency_p50_us" not in rows or not len(rows):
+        return None
+    timed = rows[pd.to_numeric(rows["latency_p50_us"], errors="coerce").notna()]
+    if not len(timed):
+        return None
+    modes = (timed["latency_mode"] if "latency_mode" in timed else pd.Series(None, index=timed.index))
+    counts = modes.fillna("not recorded").value_counts()
+    if len(counts) == 1:
+        mode = str(counts.index[0])
+        return f"latency mode: {mode} ({LATENCY_MODES.get(mode, 'mode not recorded in the rows')})"
+    mix = ", ".join(f"{n} {m}" for m, n in counts.items())
+    return (f"latency mode: MIXED ({mix} rows): latency figures of different modes are averaged and compared "
+            "together here; 'qmoe resume NAME' finishes the isolated timing of a --latency isolated sweep")

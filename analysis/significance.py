@@ -58,7 +58,7 @@ def comparisons(ctx: Context, ok: pd.DataFrame) -> tuple[list[tuple[str, str]], 
 
 def significance_section(ctx: Context) -> Section:
     """Every comparison with the reference: Δ, paired t, Nadeau-Bengio t, Wilcoxon, dz, g, CI, adjusted p."""
-    data, notes, reasons = [], [], []
+    data, notes, reasons = [], [n for n in (fmt.latency_note(ctx.results.ok),) if n], []
     for protocol, g, err in ctx.protocols():
         for dataset, d in g.groupby("dataset"):
             pairs, why = comparisons(ctx, d)

@@ -78,7 +78,7 @@ def summary_section(ctx: Context) -> Section:
         rows.append(row)
     tables = [Table(key="summary", title="Mean ± std over folds", display=ctx.display(rows),
                     data=summary.rename(columns={"label": "model"}))]
-    notes = []
+    notes = [n for n in (fmt.latency_note(ok),) if n]
     if (summary["n_folds"] == 1).any():
         notes.append("a single value is shown as 'x (n=1)': no fold variance with one fold")
     if len(ctx.results.datasets) > 1:
@@ -146,6 +146,7 @@ def mixtures_section(ctx: Context) -> Section:
     else:
         notes = [f"energy method(s): {', '.join(methods)}" + ("; 'cpu-load'/'constant' are estimates, not "
                                                                "measurements" if {"cpu-load", "constant"} & set(methods) else "")]
+    notes += [n for n in (fmt.latency_note(mix),) if n]
     return Section(key="mixtures", title=title, notes=tuple(notes),
                    intro="MoE = plain learned routing (α = 0); MoE-C = curiosity routing (α > 0). "
                          "F1 per mJ = mean F1 / mean energy per inference.",

@@ -40,6 +40,8 @@ SweepSeed = Annotated[Optional[int], typer.Option("--seed", help="Sweep seed (ea
 Seeds = Annotated[Optional[str], typer.Option("--seeds", help="Training seeds per configuration and fold: a count N (the sweep seed and the N-1 next) or a list, e.g. 0,3,7; default 1.")]
 Repeats = Annotated[Optional[str], typer.Option("--repeats", help="Repeated k-fold: R seeded fold reassignments (split seeds from the sweep seed) or a list of split seeds; only for datasets without official folds (quinn, synth).")]
 Curiosity = Annotated[Optional[str], typer.Option("--curiosity", help="Curiosity variant of the mixtures with alpha > 0: kl (the paper's Eq. 8), entropy, or kl,entropy; default kl.")]
+SaveModels = Annotated[bool, typer.Option("--save-models", help="Keep each trial's trained model in STORAGE/NAME/models/TRIAL_KEY/ for qmoe export (2-2.4 MB per synth trial, 4.9-6.1 MB ESC-50-sized); a resume keeps doing so.")]
+Latency = Annotated[Optional[str], typer.Option("--latency", help="in-sweep: each trial times its model as it runs (pinned to one core); isolated: after the trials, time each saved model alone in the driver, one at a time (implies --save-models). Default: the spec's (in-sweep).")]
 SweepProtocol = Annotated[Optional[str], typer.Option("--protocol", help="clean (validation from training folds) or paper (test fold as validation); default: the sweep's.")]
 Hparams = Annotated[Optional[Path], typer.Option("--hparams", help="TOML of training hyper-parameters (TrainConfig fields), e.g. from qmoe tune.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the trials and their count; run nothing.")]
@@ -92,6 +94,8 @@ class SweepArgs(RunArgs):
     curiosity: Curiosity = None
     protocol: SweepProtocol = None
     hparams: Hparams = None
+    save_models: SaveModels = False
+    latency: Latency = None
     dry_run: DryRun = False
 
     def overrides(self) -> Overrides:
@@ -100,7 +104,8 @@ class SweepArgs(RunArgs):
 
         return Overrides(datasets=self.dataset, data=self.data, folds=self.folds, seed=self.seed,
                          seeds=self.seeds, repeats=self.repeats, curiosity=self.curiosity,
-                         protocol=self.protocol, hparams=self.hparams)
+                         protocol=self.protocol, hparams=self.hparams, save_models=self.save_models,
+                         latency=self.latency)
 
 
 def with_args(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

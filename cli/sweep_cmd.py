@@ -92,7 +92,7 @@ def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")], *,
     from qmoe.sweeps.runner import resume_sweep
 
     outcome = resume_sweep(name, options=args.run_options())
-    if outcome.ran == 0:
+    if outcome.ran == 0 and outcome.isolated is None:
         stderr.print(f"sweep {name}: nothing to do, all {outcome.total} trials have an ok row")
     _report(outcome)
 
@@ -187,8 +187,23 @@ def _report(outcome: Any) -> None:
             line += (f", efficiency {outcome.efficiency:.2f} on {outcome.slots} slots"
                      f" ({outcome.nodes} node{'s' if outcome.nodes != 1 else ''})")
     stderr.print(line)
+    if outcome.isolated is not None:
+        stderr.print(_isolated_line(outcome.isolated))
     stderr.print(f"results: {outcome.path / RESULTS}")
     if outcome.errors or outcome.pending:
         stderr.print(f"see 'qmoe status {outcome.name}' for the errors; 'qmoe resume {outcome.name}' "
                      "re-runs the trials without an ok row")
         raise typer.Exit(1)
+
+
+def _isolated_line(iso: Any) -> str:
+    """One line on the isolated latency phase (:class:`qmoe.sweeps.isolated.Isolated`)."""
+    core = f" on core {iso.cpu}" if iso.cpu is not None else ""
+    line = f"isolated latency: timed {iso.timed} saved model(s) alone{core} in {iso.seconds:.1f} s"
+    line += f" ({iso.already} timed before)" if iso.already else ""
+    if iso.missing:
+        line += f"; {len(iso.missing)} without a saved model keep their in-sweep latency"
+    if iso.failed:
+        key, why = next(iter(iso.failed.items()))
+        line += f"; {len(iso.failed)} could not be timed (first: {key}: {why}), 'qmoe resume' tries again"
+    return line

@@ -16,9 +16,8 @@ Three things make a latency figure comparable between trials:
   trained on the same core says so in its row.
 
 What it cannot do is make a neighbour go away: a sweep running two trials on two cores times
-each trial while the other trains; the recorded load says how much. (Timing the saved models
-one at a time after the sweep, ``--latency isolated``, needs the saved-model format of
-``qmoe export`` and is not built yet.)
+each trial while the other trains; the recorded load says how much. ``--latency isolated``
+(:mod:`qmoe.sweeps.isolated`) times the saved models one at a time after the sweep instead.
 """
 
 from __future__ import annotations

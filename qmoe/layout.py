@@ -9,6 +9,7 @@ A sweep (``qmoe sweep ...``)::
     STORAGE/NAME/sweep.json              the manifest: spec, tables, every trial of the grid
     STORAGE/NAME/results.parquet         one row per trial_key (qmoe.record.TrialRecord columns)
     STORAGE/NAME/routing/<key>.parquet   per-sample routing of mixture trials
+    STORAGE/NAME/models/<key>/           each trial's trained model (--save-models; qmoe export KEY)
     STORAGE/NAME/runs.jsonl              one line of figures per run or resume
     STORAGE/NAME/.lock                   held (flock) by the one command working on the folder
     STORAGE/NAME/ray/                    Ray Tune's own experiment folders
@@ -34,6 +35,7 @@ from pathlib import Path
 SWEEP_MANIFEST = "sweep.json"
 RESULTS = "results.parquet"
 ROUTING = "routing"
+MODELS = "models"
 RUNS = "runs.jsonl"
 # -- files of a tuning run --------------------------------------------------------------------
 TUNE_MANIFEST = "tune.json"
@@ -58,8 +60,7 @@ COUNTED = (COMPLETE, STOPPED, ERROR)
 SCORED = (COMPLETE, STOPPED)
 
 #: A results row's ``latency_mode``: timed inside the trial (as a sweep runs it, beside the other
-#: trials; the only mode built so far), or after the sweep from the saved model, alone
-#: (``isolated``: reserved for the isolated phase, which needs qmoe export's saved models).
+#: trials), or after the sweep from the saved model, alone (``--latency isolated``).
 IN_SWEEP, ISOLATED = "in-sweep", "isolated"
 LATENCY_MODES = (IN_SWEEP, ISOLATED)
 

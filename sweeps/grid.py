@@ -14,6 +14,8 @@ A spec file looks like::
     latency_runs = 200            # timed batch-1 runs per trial
     measure_energy = true         # CodeCarbon around training and inference
     skip_unprepared = false       # true: leave out datasets that are not prepared
+    save_models = false           # keep each trial's model in models/<trial_key>/ (qmoe export KEY)
+    latency = "in-sweep"          # in-sweep | isolated (the saved models timed alone after the trials)
 
     [hparams]                     # TrainConfig overrides for every trial
     max_epochs = 100
@@ -36,18 +38,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qmoe.errors import ConfigError, UnknownNameError
+from qmoe.layout import IN_SWEEP, ISOLATED
 from qmoe.quant_names import bitlinear_name
 from qmoe.registry import Registry
 from qmoe.spec import CURIOSITIES, DEFAULT_CURIOSITY, PROTOCOLS, TrainConfig, check_alpha
 
-from qmoe.sweeps.parse import parse_folds, parse_names, parse_seeds
+from qmoe.sweeps.parse import (check_latency_mode, check_replicates, parse_folds, parse_names, parse_seeds,
+                               read_toml)
 
 SPEC_DIR = Path(__file__).parent / "specs"
 
@@ -57,7 +60,7 @@ for _path in sorted(SPEC_DIR.glob("*.toml")):
     SPECS.add(_path.stem, _path)
 
 _TOP_KEYS = ("description", "datasets", "folds", "seed", "seeds", "repeats", "curiosity", "protocol",
-             "latency_runs", "measure_energy", "skip_unprepared", "hparams", "grid")
+             "latency_runs", "measure_energy", "skip_unprepared", "save_models", "latency", "hparams", "grid")
 _GRID_KEYS = ("id", "models", "bits", "alphas")
 
 
@@ -126,6 +129,8 @@ class SweepSpec:
     latency_runs: int = 200
     measure_energy: bool = True
     skip_unprepared: bool = False  # leave out named datasets that are not prepared
+    save_models: bool = False  # keep each trial's trained model (models/<trial_key>/); not in trial keys
+    latency: str = IN_SWEEP  # in-sweep | isolated (implies save_models)
     source: str = "<spec>"  # file (or command) the spec came from, for messages
 
     def __post_init__(self) -> None:
@@ -145,15 +150,21 @@ class SweepSpec:
         unknown = [c for c in self.curiosity if c not in CURIOSITIES]
         if not self.curiosity or unknown:
             raise ConfigError(f"{where}: curiosity {(unknown or [''])[0]!r} is unknown; known: {', '.join(CURIOSITIES)}")
-        _check_replicates(self.seeds, f"{where}: seeds (--seeds)", minimum=1)
-        _check_replicates(self.repeats, f"{where}: repeats (--repeats)", minimum=0)
+        check_replicates(self.seeds, f"{where}: seeds (--seeds)", minimum=1)
+        check_replicates(self.repeats, f"{where}: repeats (--repeats)", minimum=0)
         if self.latency_runs < 1:
             raise ConfigError(f"{where}: latency_runs must be at least 1")
+        check_latency_mode(self.latency, f"{where}: latency (--latency)")
         for mixture in (False, True):  # unknown or invalid hyper-parameters fail here, not in a worker
             try:
                 TrainConfig.defaults(mixture).replace(**self.hparams)
             except (ConfigError, TypeError, ValueError) as err:
                 raise ConfigError(f"{where} [hparams]: {err}") from None
+
+    @property
+    def keeps_models(self) -> bool:
+        """Whether each trial's model is saved: asked for, or needed by ``latency = isolated``."""
+        return self.save_models or self.latency == ISOLATED
 
     @property
     def seed_values(self) -> tuple[int, ...]:
@@ -198,7 +209,7 @@ class SweepSpec:
             "curiosity": list(self.curiosity), "protocol": self.protocol, "hparams": dict(self.hparams),
             "hparams_source": self.hparams_source, "latency_runs": self.latency_runs,
             "measure_energy": self.measure_energy, "skip_unprepared": self.skip_unprepared,
-            "source": self.source,
+            "save_models": self.keeps_models, "latency": self.latency, "source": self.source,
             "grid": [{"id": g.id, "models": [",".join(m) for m in g.models], "alphas": list(g.alphas)}
                      for g in self.grid],
         }
@@ -207,15 +218,17 @@ class SweepSpec:
 def apply_overrides(spec: SweepSpec, *, datasets: tuple[str, ...] | None = None, data: Path | None = None,
                     folds: tuple[int, ...] | None = None, seed: int | None = None,
                     seeds: int | tuple[int, ...] | None = None, repeats: int | tuple[int, ...] | None = None,
-                    curiosity: tuple[str, ...] | None = None,
-                    protocol: str | None = None, hparams_file: Path | None = None) -> SweepSpec:
+                    curiosity: tuple[str, ...] | None = None, protocol: str | None = None,
+                    hparams_file: Path | None = None, save_models: bool | None = None,
+                    latency: str | None = None) -> SweepSpec:
     """The spec with the command line's choices (``None`` keeps the spec's value).
 
     Datasets named on the command line are required: an unprepared one is an error rather
     than left out. A ``--hparams`` file's fields override the spec's ``[hparams]``.
     """
     changes: dict[str, Any] = {"folds": folds, "seed": seed, "seeds": seeds, "repeats": repeats,
-                               "curiosity": curiosity, "protocol": protocol}
+                               "curiosity": curiosity, "protocol": protocol, "latency": latency,
+                               "save_models": save_models or None}  # a flag turns saving on, never off
     if datasets is not None:
         changes.update(datasets=datasets, skip_unprepared=False)
     if data is not None:
@@ -240,6 +253,8 @@ class Overrides:
     curiosity: str | None = None  # --curiosity, "kl", "entropy" or "kl,entropy"
     protocol: str | None = None  # --protocol
     hparams: Path | None = None  # --hparams, a TOML of TrainConfig fields (e.g. a best.toml)
+    save_models: bool = False  # --save-models
+    latency: str | None = None  # --latency, in-sweep | isolated
 
     def apply(self, spec: SweepSpec) -> SweepSpec:
         """``spec`` with these choices (see :func:`apply_overrides`).
@@ -252,24 +267,16 @@ class Overrides:
         if self.repeats is not None:
             repeats = 0 if self.repeats.strip() == "0" else parse_seeds(self.repeats, flag="--repeats",
                                                                          example="3 or 0,4,9")
-        return apply_overrides(spec, datasets=datasets, data=self.data,
+        if self.latency is not None:
+            check_latency_mode(self.latency, "--latency")
+        return apply_overrides(spec, datasets=datasets, data=self.data, save_models=self.save_models,
+                               latency=self.latency,
                                folds=parse_folds(self.folds) if self.folds is not None else None,
                                seed=self.seed, protocol=self.protocol, hparams_file=self.hparams,
                                seeds=parse_seeds(self.seeds) if self.seeds is not None else None,
                                repeats=repeats,
                                curiosity=parse_names(self.curiosity, flag="--curiosity", example="kl,entropy")
                                if self.curiosity is not None else None)
-
-
-def _check_replicates(value: Any, where: str, *, minimum: int) -> None:
-    """A count (>= ``minimum``) or a non-empty list of distinct whole numbers >= 0."""
-    if isinstance(value, tuple):
-        if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
-            raise ConfigError(f"{where}: a list of seeds must hold whole numbers >= 0, e.g. [0, 3, 7]")
-        if len(set(value)) != len(value):
-            raise ConfigError(f"{where}: a seed is listed twice; give each once")
-    elif isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: {value!r} is not a count >= {minimum} or a list of seeds such as [0, 3, 7]")
 
 
 # -- reading TOML ------------------------------------------------------------------------
@@ -354,7 +361,8 @@ def spec_from_dict(raw: Mapping[str, Any], *, kind: str, source: str) -> SweepSp
     if "folds" in raw:
         kwargs["folds"] = _folds(raw["folds"], source)
     for key, kind_ in (("description", str), ("protocol", str), ("seed", int), ("latency_runs", int),
-                       ("measure_energy", bool), ("skip_unprepared", bool)):
+                       ("measure_energy", bool), ("skip_unprepared", bool), ("save_models", bool),
+                       ("latency", str)):
         if key in raw:
             value = raw[key]
             if not isinstance(value, kind_) or (kind_ is int and isinstance(value, bool)):
@@ -372,24 +380,6 @@ def spec_from_dict(raw: Mapping[str, Any], *, kind: str, source: str) -> SweepSp
         kwargs["hparams"] = raw["hparams"]
         kwargs["hparams_source"] = source
     return SweepSpec(kind=kind, grid=grid, source=source, **kwargs)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; ConfigError naming the file on a missing file or bad syntax."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; check the path of the TOML file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a TOML file; give the file's path") from None
-    except UnicodeDecodeError as err:  # tomllib decodes UTF-8 itself
-        raise ConfigError(f"{path}: not a text TOML file ({err.reason} at byte {err.start}); "
-                          "give a UTF-8 TOML file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check its permissions") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -1,4 +1,4 @@
-"""Parsing of the small textual values a sweep takes: folds, value lists, names.
+"""Parsing of the small values a sweep takes: folds, value lists, names, seeds, latency mode; TOML files.
 
 Every parser raises :class:`qmoe.errors.ConfigError` naming the flag, the bad piece and a
 valid example, so that the CLI can print it as one line.
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
+from pathlib import Path
+from typing import Any
 from datetime import datetime
 
 from qmoe.errors import ConfigError
+from qmoe.layout import LATENCY_MODES
 
 #: A sweep name is one path component: it names the folder ``STORAGE/NAME``.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -133,3 +137,38 @@ def parse_seeds(text: str, *, flag: str = "--seeds", example: str = "5 or 0,3,7"
     if len(values) != len(_split(text, flag, example)):
         raise ConfigError(f"{flag}: {text!r} repeats a seed; give each seed once")
     return values
+
+
+def check_latency_mode(value: Any, where: str) -> None:
+    """A latency mode (:data:`qmoe.layout.LATENCY_MODES`), else a ConfigError naming ``where``."""
+    if value not in LATENCY_MODES:
+        raise ConfigError(f"{where}: {value!r} is unknown; known: {', '.join(LATENCY_MODES)}")
+
+
+def check_replicates(value: Any, where: str, *, minimum: int) -> None:
+    """A count (>= ``minimum``) or a non-empty list of distinct whole numbers >= 0."""
+    if isinstance(value, tuple):
+        if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise ConfigError(f"{where}: a list of seeds must hold whole numbers >= 0, e.g. [0, 3, 7]")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}: a seed is listed twice; give each once")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: {value!r} is not a count >= {minimum} or a list of seeds such as [0, 3, 7]")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError naming the file on a missing file or bad syntax."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; check the path of the TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a TOML file; give the file's path") from None
+    except UnicodeDecodeError as err:  # tomllib decodes UTF-8 itself
+        raise ConfigError(f"{path}: not a text TOML file ({err.reason} at byte {err.start}); "
+                          "give a UTF-8 TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check its permissions") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None

@@ -8,12 +8,18 @@ last experiment snapshot. This also finishes sweeps whose Ray state is missing o
 A sweep is a grid on the shared run core (:mod:`qmoe.sweeps.engine`): the trainable runs one
 whole trial per step (:mod:`qmoe.sweeps.trainable`), the recorder writes its row as it ends
 (:mod:`qmoe.sweeps.recorder`).
+
+What a sweep keeps of its trials is its spec's (``save_models``, ``latency``; recorded in the
+manifest, so a resume goes on keeping it): each trained model in ``models/<trial_key>/``, and
+with ``latency = isolated`` a latency phase after the trials, once Ray has stopped
+(:mod:`qmoe.sweeps.isolated`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -59,6 +65,7 @@ class SweepOutcome:
     slots: int  # trials that could run at once
     nodes: int  # Ray nodes in the cluster
     results: pd.DataFrame
+    isolated: Any = None  # what the isolated latency phase did (qmoe.sweeps.isolated.Isolated), if it ran
 
     @property
     def efficiency(self) -> float | None:
@@ -112,8 +119,8 @@ def _trial_name(trial: Any) -> str:
 
 def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[TrialSpec],
              tables: Mapping[str, Any], options: RunOptions, trial_fn: str | TrialFn,
-             cluster: ClusterInfo) -> SweepOutcome:
-    """Run ``todo`` on Ray Tune, recording rows as trials finish."""
+             cluster: ClusterInfo, save_models: bool = False) -> SweepOutcome:
+    """Run ``todo`` on Ray Tune, recording rows as trials finish (and their models, if saved)."""
     from ray import tune
 
     from qmoe.sweeps.recorder import Recorder
@@ -121,7 +128,8 @@ def _execute(store: SweepStore, all_trials: Sequence[TrialSpec], todo: Sequence[
 
     payload = Payload(tables={t.dataset: tables[t.dataset] for t in todo},
                       trials={t.trial_key: t.to_dict() for t in todo},
-                      trial_fn=trial_fn, threads=options.cpus_per_trial)
+                      trial_fn=trial_fn, threads=options.cpus_per_trial,
+                      models_dir=str(store.prepare_models_dir()) if save_models else None)
     progress = options.progress(store.name)
     recorder = Recorder(store, {t.trial_key: t for t in todo}, progress)
     job = TuneJob(trainable=SweepTrainable, payload=payload, recorder=recorder, progress=progress,
@@ -172,6 +180,22 @@ def manifest_for(plan: SweepPlan, name: str) -> dict[str, Any]:
             "skipped": dict(plan.skipped), "trials": [t.to_dict() for t in plan.trials]}
 
 
+def _keeps(manifest: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(save models, isolated latency) of a sweep, from its manifest's spec (older sweeps: neither)."""
+    spec = manifest.get("spec", {})
+    isolated = spec.get("latency") == layout.ISOLATED
+    return bool(spec.get("save_models")) or isolated, isolated
+
+
+def _isolated(store: SweepStore, trials: Sequence[TrialSpec], tables: Mapping[str, Any],
+              outcome: SweepOutcome) -> SweepOutcome:
+    """Time the saved models alone (Ray has stopped, the lock is held), then the outcome again."""
+    from qmoe.sweeps.isolated import time_isolated
+
+    timed = time_isolated(store, [t.trial_key for t in trials], tables)
+    return dataclasses.replace(outcome, isolated=timed, results=store.read_results())
+
+
 def plan_command(spec: SweepSpec, overrides: Overrides = Overrides(), *, name: str | None = None,
                  storage: Path = DEFAULT_STORAGE, dry_run: bool = False,
                  resolve: Resolver | None = None) -> tuple[SweepPlan, str]:
@@ -203,17 +227,25 @@ def run_sweep(plan: SweepPlan, *, name: str | None = None, options: RunOptions =
     """
     store = SweepStore(options.storage, name or default_name(plan.spec.kind))
     store.check_new()
-    with _loading_trial_fn(options) as loaded, options.ray() as cluster:
-        trial_fn = loaded()
-        store.create(manifest_for(plan, store.name))
-        with store.lock():
-            return _execute(store, plan.trials, plan.trials, plan.tables, options, trial_fn, cluster)
+    manifest = manifest_for(plan, store.name)
+    save, isolated = _keeps(manifest)
+    with contextlib.ExitStack() as held:
+        with _loading_trial_fn(options) as loaded, options.ray() as cluster:
+            trial_fn = loaded()
+            store.create(manifest)
+            held.enter_context(store.lock())
+            outcome = _execute(store, plan.trials, plan.trials, plan.tables, options, trial_fn, cluster, save)
+        # Ray has stopped and the lock is still held: nothing of the sweep runs beside the timing.
+        return _isolated(store, plan.trials, plan.tables, outcome) if isolated else outcome
 
 
 def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Resolver | None = None) -> SweepOutcome:
     """Finish a sweep: run every trial without an ok row (errored, unfinished, never started).
 
     Finished trials are never re-run. The tables are loaded again and must hash as they did.
+    The sweep keeps what its spec says (models, the isolated latency phase): with ``latency =
+    isolated``, the ok rows not yet timed alone are timed after the trials, even when no trial
+    is left to run.
 
     Raises:
         ConfigError: no such sweep, or another command holds it; DataError: a table changed.
@@ -223,14 +255,28 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
     # Fail on a damaged table or an unreachable address before the lock file is touched.
     store.read_results()
     options.check_address()
+    save, isolated = _keeps(manifest)
     with store.lock():
+        if save:
+            store.prepare_models_dir()  # what a killed save left goes, even with nothing to run
         trials = [TrialSpec.from_dict(d) for d in manifest["trials"]]
         ok = store.ok_keys()
         todo = [t for t in trials if t.trial_key not in ok]
-        if not todo:
+        untimed = isolated and _untimed(store)
+        if not todo and not untimed:
             return _outcome(store, trials, since=None, wall=0.0, slots=0, nodes=0, first_start=None)
-        needed = {t.dataset for t in todo}
+        needed = {t.dataset for t in (trials if isolated else todo)}
         refs = [TableRef(**r) for r in manifest["tables"] if r["name"] in needed]
         tables = reload_tables(refs, resolve)
-        with _loading_trial_fn(options) as loaded, options.ray() as cluster:
-            return _execute(store, trials, todo, tables, options, loaded(), cluster)
+        if not todo:
+            outcome = _outcome(store, trials, since=None, wall=0.0, slots=0, nodes=0, first_start=None)
+        else:
+            with _loading_trial_fn(options) as loaded, options.ray() as cluster:
+                outcome = _execute(store, trials, todo, tables, options, loaded(), cluster, save)
+        return _isolated(store, trials, tables, outcome) if isolated else outcome
+
+
+def _untimed(store: SweepStore) -> bool:
+    """Whether an ok row of the sweep is not timed alone yet."""
+    results = store.read_results()
+    return bool(((results["status"] == layout.OK) & (results["latency_mode"] != layout.ISOLATED)).any())

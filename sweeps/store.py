@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ class SweepStore(RunFolder):
         self.results_path = self.path / layout.RESULTS
         self.routing_dir = self.path / layout.ROUTING
         self.runs_path = self.path / layout.RUNS
+        self.models_dir = self.path / layout.MODELS
+
+    def prepare_models_dir(self) -> Path:
+        """Create ``models/`` and delete what a killed save left there (``.KEY.*.tmp`` folders,
+        which ``qmoe export`` never reads). Call with the lock held: no save of this sweep runs."""
+        self.models_dir.mkdir(exist_ok=True)
+        for leftover in self.models_dir.glob(".*.tmp*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return self.models_dir
 
     # -- rows ---------------------------------------------------------------------------
     def read_results(self) -> pd.DataFrame:

@@ -39,6 +39,7 @@ class Payload:
     trials: Mapping[str, dict[str, Any]]  # trial_key -> TrialSpec.to_dict()
     trial_fn: str | TrialFn  # "module:function" or a picklable callable
     threads: int  # torch threads per trial (= CPUs per trial)
+    models_dir: str | None = None  # keep each trial's model in models_dir/<trial_key>/ (--save-models)
 
 
 class SweepTrainable(tune.Trainable):
@@ -59,7 +60,8 @@ class SweepTrainable(tune.Trainable):
         spec = TrialSpec.from_dict(self._payload.trials[key])
         node, started = node_label(), now_iso()
         try:
-            result = self._fn(spec, self._payload.tables[spec.dataset], threads=self._payload.threads)
+            keep = {} if self._payload.models_dir is None else {"save_dir": f"{self._payload.models_dir}/{key}"}
+            result = self._fn(spec, self._payload.tables[spec.dataset], threads=self._payload.threads, **keep)
             record, samples = result.record, result.samples
         except QmoeError as err:  # a deterministic, user-fixable problem: no retry
             record, samples = TrialRecord.failed(spec, one_line(err)), None

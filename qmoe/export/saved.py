@@ -167,6 +167,9 @@ def save_trial_model(path: str | Path, *, spec: TrialSpec, model: nn.Module, mea
         tmp.mkdir()
         save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": SAVED_FORMAT})
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+        # safetensors creates its file 0600; a sweep's models on shared storage must be readable
+        # like its other files: the mode open() gave trial.json (the umask's).
+        os.chmod(tmp / MODEL_FILE, (tmp / INFO_FILE).stat().st_mode & 0o777)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

@@ -38,7 +38,7 @@ from typing import Any
 from qmoe.errors import ConfigError
 from qmoe.spec import TrainConfig
 
-from qmoe.sweeps.grid import read_toml
+from qmoe.sweeps.parse import read_toml
 
 #: Fields whose values are whole numbers; ``hidden`` takes choices of width lists only.
 INT_FIELDS = frozenset({"batch_size", "patience", "max_epochs", "mc_samples", "top_k"})

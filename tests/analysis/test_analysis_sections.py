@@ -209,3 +209,17 @@ def test_a_mixture_reference_compares_every_mixture_with_its_plain_routing(paper
     report = build_report(paper_path, plots=False, references=[MIX])
     sig = data(report, "significance", "significance_f1_macro")
     assert set(sig.loc[sig["candidate"].str.contains("QMoE"), "reference"]) == {"BitNet-Q4/8-QMoE"}
+
+
+def test_latency_sections_name_the_latency_mode_and_say_a_mix(write_table) -> None:
+    rows = paper_rows()
+    one = build_report(write_table([r | {"latency_mode": "isolated"} for r in rows], name="iso"), plots=False)
+    for key in ("summary", "mixtures", "bits", "significance"):
+        notes = [n for n in one.section(key).notes if n.startswith("latency mode")]
+        assert notes == ["latency mode: isolated (each saved model timed alone after the sweep, one at a time, "
+                         "on one core)"], (key, one.section(key).notes)
+    mixed = [r | {"latency_mode": "isolated" if i % 3 else "in-sweep"} for i, r in enumerate(rows)]
+    report = build_report(write_table(mixed, name="mixed"), plots=False)
+    n_in = sum(1 for r in mixed if r["latency_mode"] == "in-sweep")
+    note = next(n for n in report.section("summary").notes if n.startswith("latency mode"))
+    assert note.startswith(f"latency mode: MIXED ({len(rows) - n_in} isolated, {n_in} in-sweep rows)")

@@ -154,3 +154,33 @@ def test_spec_file_expands(tmp_path, resolver) -> None:
 def test_expand_dedups_keys(resolver, fake_tables) -> None:
     spec = builtin_spec("bits").replace_group("bits", models=(("q4",), ("q4",)))
     assert len(expand(spec, fake_tables)) == (1 + 3) * 5
+
+
+def test_save_models_and_latency_from_spec_and_flags_not_in_trial_keys(tmp_path, resolver) -> None:
+    from qmoe.sweeps.grid import Overrides
+
+    plain = alpha_spec((0.3,))
+    assert (plain.save_models, plain.latency, plain.keeps_models) == (False, "in-sweep", False)
+    path = write(tmp_path, """
+        save_models = true
+        latency = "isolated"
+        [[grid]]
+        models = ["q4"]
+    """)
+    spec = load_spec(path)
+    assert spec.save_models and spec.latency == "isolated" and spec.keeps_models
+    flags = Overrides(save_models=True).apply(plain)
+    assert flags.save_models and flags.latency == "in-sweep" and flags.to_dict()["save_models"] is True
+    isolated = Overrides(latency="isolated").apply(plain)  # isolated needs the models: it keeps them
+    assert isolated.keeps_models and isolated.to_dict()["save_models"] is True
+    assert isolated.to_dict()["latency"] == "isolated"
+    assert Overrides().apply(spec).keeps_models  # no flag never turns the spec's saving off
+    keys = [t.trial_key for t in plan_sweep(plain, resolve=resolver).trials]
+    assert [t.trial_key for t in plan_sweep(isolated, resolve=resolver).trials] == keys
+    with pytest.raises(ConfigError, match="^--latency: 'foo' is unknown; known: in-sweep, isolated$"):
+        Overrides(latency="foo").apply(plain)
+    for body, needle in (('latency = "fast"', "latency (--latency): 'fast' is unknown"),
+                         ('save_models = "yes"', "'save_models' must be a bool")):
+        with pytest.raises(ConfigError, match=None) as err:
+            load_spec(write(tmp_path, f"{body}\n[[grid]]\nmodels = ['q4']\n", "bad.toml"))
+        assert needle in str(err.value) and "bad.toml" in str(err.value)

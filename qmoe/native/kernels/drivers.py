@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: The files compiled into the drivers, relative to ``qmoe/native``.
 SOURCES = ("layout.py", "target.py", "kernels/simd.py", "kernels/act.py", "kernels/dots.py",
            "kernels/chain.py")
-SOURCES_SHA256 = "b13a253ea636cb1fa676d57c0f82014f40a4d2c2b8642f0948a5b0468c02ec28"
+SOURCES_SHA256 = "2dff474af7322befb786344ca730b8c0fdf620a1ad23e664ac3ec629529e271f"
 
 
 def sources_sha256() -> str:

@@ -117,3 +117,35 @@ def test_a_trial_key_is_found_under_the_storage(saved, tmp_path: Path) -> None:
     (tmp_path / "sweep-b" / "models" / key).symlink_to(path)
     with pytest.raises(DataError, match="is saved in 2 sweeps"):
         find_saved_trial(key, tmp_path)
+
+
+def test_a_save_cut_short_leaves_no_folder_export_would_accept(saved, tmp_path: Path, monkeypatch) -> None:
+    import safetensors.torch
+
+    from qmoe.sweeps.store import SweepStore
+
+    spec, path, _ = saved["q4"]
+    model = load_saved_trial(path).build_model()
+    assert (path / MODEL_FILE).stat().st_mode & 0o777 == (path / INFO_FILE).stat().st_mode & 0o777
+
+    def torn(tensors, filename, metadata=None) -> None:  # half a file, then the process fails
+        Path(filename).write_bytes(b"\x00" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    store = SweepStore(tmp_path, "sweep")
+    target = store.models_dir / spec.trial_key
+    with pytest.raises(OSError, match="disk full"):
+        from qmoe.export.saved import save_trial_model
+
+        save_trial_model(target, spec=spec, model=model, mean=np.zeros(3), std=np.ones(3),
+                         class_names=("a",), table={}, test={})
+    assert not target.exists() and list(store.models_dir.iterdir()) == []
+    # A killed process leaves its temporary folder: export never reads it, a sweep deletes it.
+    leftover = store.models_dir / f".{spec.trial_key}.123.abcdef12.tmp"
+    leftover.mkdir()
+    (leftover / INFO_FILE).write_text("{}")
+    with pytest.raises(DataError, match="neither a folder nor a trial key"):
+        find_saved_trial(spec.trial_key, tmp_path)
+    store.prepare_models_dir()
+    assert list(store.models_dir.iterdir()) == []
