@@ -161,3 +161,12 @@ def test_packed_words_layout_and_padding(d: int) -> None:
     unpacked = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
     assert np.array_equal(unpacked[:, :d].astype(bool), bits) and not unpacked[:, d:].any()
     assert np.array_equal(unpack_words(words, d), bits)
+
+
+def test_kernel_sources_digest_is_current() -> None:
+    """A kernel change must update SOURCES_SHA256: until then every process compiles the kernels
+    without numba's disk cache (correct but ~20-30 s slower per trial)."""
+    from qmoe.native.kernels import drivers
+
+    assert drivers.sources_sha256() == drivers.SOURCES_SHA256, (
+        f"update SOURCES_SHA256 in qmoe/native/kernels/drivers.py to {drivers.sources_sha256()}")
