@@ -191,7 +191,8 @@ def _report(outcome: Any) -> None:
         stderr.print(_isolated_line(outcome.isolated))
     stderr.print(f"results: {outcome.path / RESULTS}")
     if outcome.errors or outcome.pending:
-        stderr.print(f"see 'qmoe status {outcome.name}' for the errors; 'qmoe resume {outcome.name}' "
+        what = "the errors" if outcome.errors else "what is pending"
+        stderr.print(f"see 'qmoe status {outcome.name}' for {what}; 'qmoe resume {outcome.name}' "
                      "re-runs the trials without an ok row")
         raise typer.Exit(1)
 
