@@ -38,13 +38,15 @@ def predict(
     fold: Annotated[Optional[int], typer.Option("--fold", help="Only the rows of this fold (e.g. the trial's test fold).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the predictions here (.csv or .parquet) instead of stdout.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print file size, start-up, load time, batch-1 latency and peak RSS on stderr.")] = False,
+    kernels: Annotated[str, typer.Option("--kernels", help="auto: compiled ahead of time (numpy only; built once per machine), else numba's; aot or jit: only that one.")] = "auto",
 ) -> None:
     """Predict every row of a table with an exported model, without torch."""
     from qmoe.runtime.predict import check_out, predict_file, write_predictions
 
     if out is not None:
         check_out(out)
-    result = predict_file(model, data, folds=None if fold is None else (fold,), stats=stats)
+    result = predict_file(model, data, folds=None if fold is None else (fold,), stats=stats, kernels=kernels,
+                          announce=lambda line: print(f"qmoe predict: {line}", file=sys.stderr))
     if out is not None:
         write_predictions(result.table, out)
         print(f"{out}  ({result.table.num_rows} predictions)")

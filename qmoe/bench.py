@@ -124,7 +124,7 @@ def measure_bandwidth(min_seconds: float = 0.15) -> Bandwidth:
     four times L3 (at least 64 MB): the best of repeated passes over each."""
     from qmoe.native.kernels import load
 
-    read_sum = load().read_sum
+    read_sum = load().drivers.read_sum
     l2, l3 = cache_sizes()
     rates = []
     for n_bytes in (l2 // 2, l3 // 2, max(4 * l3, 64 << 20)):

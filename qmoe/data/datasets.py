@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import qmoe
+from qmoe.cache_root import default_cache_dir
 from qmoe.data.backbones import embed_clips
 from qmoe.data.features import LogMelConfig
 from qmoe.data.synth import CLASS_NAMES, SynthConfig, generate_clips
@@ -85,12 +85,6 @@ def official_folds_of(table: EmbeddingTable) -> str | None:
     its metadata names: esc50, urbansound8k), else None (synth, quinn, a table of one's own)."""
     name = table.meta.get("dataset")
     return name if isinstance(name, str) and name in DATASETS and DATASETS.get(name).official_folds else None
-
-
-def default_cache_dir() -> Path:
-    """``$QMOE_CACHE`` if set, else ``~/.cache/qmoe``."""
-    env = os.environ.get("QMOE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "qmoe"
 
 
 def prepared_table_path(

@@ -31,7 +31,8 @@ import torch
 import qmoe
 from qmoe.data.adapters import AdapterOptions, Manifest, build_manifest
 from qmoe.data.cache import EmbeddingCache, FileHasher, sha256_file
-from qmoe.data.datasets import default_cache_dir, prepared_table_path
+from qmoe.cache_root import default_cache_dir
+from qmoe.data.datasets import prepared_table_path
 from qmoe.data.extract import (BatchResult, Embedder, ExtractSettings, WorkItem, default_batch_size,
                                run_in_process)
 from qmoe.data.features import LogMelConfig

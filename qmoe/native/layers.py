@@ -2,8 +2,8 @@
 
 The canonical form is what a deployment stores, independent of any kernel: the kind, the
 integer (or float) weight matrix, the per-output float32 rescale, the float32 bias, the ReLU
-flag and, for binary, the input threshold. :func:`lower` picks the layout the target CPU runs
-fastest (:mod:`qmoe.native.target`) and packs the weights for it (:mod:`qmoe.native.packing`).
+flag and, for binary, the input threshold. :func:`lower` picks the layout the backend's CPU
+paths run fastest (:mod:`qmoe.native.kernels`) and packs the weights for it (:mod:`qmoe.native.packing`).
 
 ==========  ==================================  ===============================================
 kind        weight (N, D)                       output ``y_j``
@@ -32,7 +32,7 @@ import numpy as np
 from qmoe.errors import ConfigError
 from qmoe.native import layout as L
 from qmoe.native import packing as P
-from qmoe.native.target import HAS_AVX2, HAS_VPERMW
+from qmoe.native.kernels import Backend
 
 #: Canonical kinds and the inclusive range of their integer weights (None: float).
 KINDS: dict[str, tuple[int, int] | None] = {
@@ -108,31 +108,42 @@ def check_layer(layer: Layer, where: str = "layer") -> None:
         raise ConfigError(f"{where}: tau must be finite")
 
 
-def layouts(kind: str, weight: np.ndarray | None = None) -> list[int]:
-    """The layouts (:mod:`qmoe.native.layout`) this machine can run for ``kind``, fastest first
-    (int8 weights within -8..7 can also take the nibble layout)."""
+def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None = None) -> list[int]:
+    """The layouts (:mod:`qmoe.native.layout`) ``backend`` (default: the numba
+    target's, :mod:`qmoe.native.target`) can run for ``kind``, fastest first (int8 weights within -8..7 can also take the nibble layout)."""
     if kind == "fp32":
         return [L.FLOAT]
     if kind == "q16":
         return [L.Q16]
     if kind == "binary":
         return [L.XNOR]
+    avx2, vpermw = _paths(backend)
     if kind == "int8":
         small = weight is not None and np.min(weight) >= -8 and np.max(weight) <= 7
-        return ([L.INT4_AVX2] if HAS_AVX2 and small else []) + ([L.INT8_AVX2] if HAS_AVX2 else []) + [L.INT8]
-    return [L.LUT32] * HAS_VPERMW + [L.LUT16] * HAS_AVX2 + [L.PLANES]
+        return ([L.INT4_AVX2] if avx2 and small else []) + ([L.INT8_AVX2] if avx2 else []) + [L.INT8]
+    return [L.LUT32] * vpermw + [L.LUT16] * avx2 + [L.PLANES]
 
 
-def lower(layer: Layer, code: int | None = None) -> Lowered:
+def _paths(backend: Backend | None) -> tuple[bool, bool]:
+    """(AVX2, AVX-512 BW) paths of ``backend``; without one, those of the numba target, read
+    without loading numba (:mod:`qmoe.native.target`)."""
+    if backend is not None:
+        return backend.avx2, backend.vpermw
+    from qmoe.native import target
+
+    return target.HAS_AVX2, target.HAS_VPERMW
+
+
+def lower(layer: Layer, code: int | None = None, backend: Backend | None = None) -> Lowered:
     """``layer`` (checked first) packed in layout ``code``, by default the fastest of
-    :func:`layouts`.
+    :func:`layouts` for ``backend``.
 
     Raises:
         ConfigError: an invalid layer, or a layout this machine cannot run for it.
     """
     check_layer(layer)
     n, d = layer.shape
-    allowed = layouts(layer.kind, layer.weight)
+    allowed = layouts(layer.kind, layer.weight, backend)
     code = allowed[0] if code is None else code
     if code not in allowed:
         raise ConfigError(f"layout {L.KIND_NAMES.get(code, code)} cannot run {layer.kind} weights on "

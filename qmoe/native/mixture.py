@@ -72,6 +72,7 @@ class NativeMixture:
         alpha: curiosity strength, >= 0.
         top_k: experts combined per sample.
         curiosity: the curiosity variant, ``kl`` (the paper's Eq. 8) or ``entropy``.
+        backend: the compiled drivers to run; default numba's (:func:`qmoe.native.kernels.load`).
 
     Raises:
         ConfigError: inconsistent shapes or values.
@@ -79,8 +80,9 @@ class NativeMixture:
     """
 
     def __init__(self, experts: Sequence[Sequence[Layer]], router: Router, *, alpha: float = 0.0,
-                 top_k: int = 1, curiosity: str = "kl") -> None:
-        self._drivers = kernels.load()
+                 top_k: int = 1, curiosity: str = "kl", backend: kernels.Backend | None = None) -> None:
+        self.backend = backend or kernels.load()
+        self._drivers = self.backend.drivers
         if not experts:
             raise ConfigError("mixture: no experts")
         for e, layers in enumerate(experts):
@@ -102,7 +104,7 @@ class NativeMixture:
         if not (alpha >= 0 and np.isfinite(alpha)) or not 1 <= top_k <= n_e or router.temperature <= 0:
             raise ConfigError(f"mixture: need alpha >= 0, 1 <= top_k <= {n_e} and a positive temperature")
         chains = [list(ls) for ls in experts] + [list(router.layers)]
-        lowered = [lower(layer) for chain in chains for layer in chain]
+        lowered = [lower(layer, None, self.backend) for chain in chains for layer in chain]
         self.meta, fp, self.w = assemble(lowered)
         head = [n_e, top_k, n_c, masks.shape[0], len(lowered) - len(router.layers), len(router.layers),
                 fp.size, fp.size + masks.size, fp.size + masks.size + 1, CURIOSITY_CODES[curiosity]]

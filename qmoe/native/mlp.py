@@ -57,18 +57,22 @@ class NativeMLP:
             same attributes), chained: layer k's inputs are layer k-1's outputs.
         codes: per layer, a layout of :mod:`qmoe.native.layout` to use instead of the fastest
             (tests run every layout the machine has this way); None entries pick the fastest.
+        backend: the compiled drivers to run (:class:`~qmoe.native.kernels.Backend`); default
+            numba's (:func:`qmoe.native.kernels.load`).
 
     Raises:
         ConfigError: a layer is invalid, the widths do not chain, or a layout cannot run here.
         QmoeError: numba is missing.
     """
 
-    def __init__(self, layers: Sequence[Layer], codes: Sequence[int | None] | None = None) -> None:
-        self._drivers = kernels.load()
+    def __init__(self, layers: Sequence[Layer], codes: Sequence[int | None] | None = None,
+                 backend: kernels.Backend | None = None) -> None:
+        self.backend = backend or kernels.load()
+        self._drivers = self.backend.drivers
         check_chain(layers, "MLP")
         codes = list(codes) if codes is not None else [None] * len(layers)
         self.layers = tuple(layers)
-        self.lowered = tuple(lower(layer, code) for layer, code in zip(layers, codes))
+        self.lowered = tuple(lower(layer, code, self.backend) for layer, code in zip(layers, codes))
         self.meta, self.fp, self.w = assemble(self.lowered)
         self.in_dim, self.out_dim = self.lowered[0].d, self.lowered[-1].n
         # the kernels' working memory, allocated once (calls hold the GIL: never shared)

@@ -61,7 +61,7 @@ def binary_rescale(dot: np.ndarray, x: np.ndarray, alpha: np.ndarray, bias: np.n
     """
     from qmoe.native.kernels import load
 
-    beta = load().mean_abs_rows(np.ascontiguousarray(x, dtype=np.float32))  # (B, 1)
+    beta = load().drivers.mean_abs_rows(np.ascontiguousarray(x, dtype=np.float32))  # (B, 1)
     y = dot.astype(np.float32)  # (B, N)
     y *= beta * alpha
     if bias is not None:

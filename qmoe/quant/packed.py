@@ -177,4 +177,4 @@ def quantize_activations(x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     x32 = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
     x_int = np.empty(x32.shape, np.int8)
-    return x_int, load().quantize_rows(x32, x_int)
+    return x_int, load().drivers.quantize_rows(x32, x_int)

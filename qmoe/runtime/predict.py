@@ -10,12 +10,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from qmoe.errors import ConfigError
-from qmoe.runtime.model import load
+from qmoe.runtime.format import read_model_file
+from qmoe.runtime.model import ready
 from qmoe.runtime.table import read_rows
 
 #: Timed batch-1 calls of ``--stats`` (after warm-up), as the trials time them (DESIGN §6).
@@ -29,7 +31,8 @@ class PredictStats:
 
     Attributes:
         file_bytes: size of the ``.qmoe`` file.
-        startup_s: process start -> model loaded and ready (interpreter, imports, load).
+        startup_s: process start -> model loaded and ready (interpreter, imports, load, and
+            reading the table, which comes first so that a bad table fails at once).
         load_s: reading, validating and lowering the file, and the kernels' first call (which
             loads their machine code from numba's cache): part of ``startup_s``.
         latency_p50_us, latency_p99_us, latency_mean_us: one row per call, one thread.
@@ -38,6 +41,8 @@ class PredictStats:
             pages and file-backed ones (shared libraries, mostly LLVM and Arrow: shared with
             every other process mapping them); None where ``/proc`` does not say.
         torch_imported: whether torch was in ``sys.modules`` (it must not be).
+        numba_imported: whether numba was (not with the ahead-of-time kernels).
+        kernels: which compiled drivers ran (:attr:`qmoe.runtime.Model.kernels`).
     """
 
     file_bytes: int
@@ -50,13 +55,16 @@ class PredictStats:
     private_mb: float | None
     shared_mb: float | None
     torch_imported: bool
+    numba_imported: bool
+    kernels: str
 
     def render(self) -> str:
         start = "-" if self.startup_s is None else f"{self.startup_s:.2f} s"
         split = "" if self.private_mb is None else f" (now {self.private_mb:.0f} private + {self.shared_mb:.0f} shared-library)"
         return (f"file {self.file_bytes / 1000:.1f} KB | start-up {start} (load {self.load_s * 1e3:.0f} ms) | "
                 f"batch-1 latency p50 {self.latency_p50_us:.1f} us, p99 {self.latency_p99_us:.1f} us | "
-                f"peak RSS {self.peak_rss_mb:.0f} MB{split} | torch imported: {'yes' if self.torch_imported else 'no'}")
+                f"peak RSS {self.peak_rss_mb:.0f} MB{split} | torch imported: {'yes' if self.torch_imported else 'no'}, "
+                f"numba: {'yes' if self.numba_imported else 'no'} | kernels: {self.kernels}")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -116,8 +124,10 @@ def batch1_latency_us(model: Any, X: np.ndarray, runs: int = LATENCY_RUNS) -> np
 
 
 def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, ...] | None = None,
-                 stats: bool = False) -> PredictResult:
-    """Load ``model_path``, predict every row of ``data`` (of ``folds``), optionally measure.
+                 stats: bool = False, kernels: str = "auto",
+                 announce: Callable[[str], None] | None = None) -> PredictResult:
+    """Load ``model_path`` (with ``kernels``, see :func:`qmoe.runtime.load`), predict every row
+    of ``data`` (of ``folds``), optionally measure.
 
     Raises:
         QmoeError: a bad model file or table (one line).
@@ -125,10 +135,13 @@ def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, 
     import pyarrow as pa
 
     t0 = time.perf_counter()
-    model = load(model_path)
+    contents = read_model_file(model_path)
     load_s = time.perf_counter() - t0
+    rows = read_rows(data, contents.in_dim, folds=folds)  # a bad table fails before any compiling
+    t0 = time.perf_counter()
+    model = ready(contents, model_path, kernels, announce)
+    load_s += time.perf_counter() - t0
     startup = process_age_s()
-    rows = read_rows(data, model.in_dim, folds=folds)
     pred = model.predict(rows.X)
     columns = {"clip_id": _strings(rows.clip_ids.tolist()), "pred": _int64s(pred.labels),
                "label_name": _strings([model.class_names[i] for i in pred.labels])}
@@ -143,7 +156,8 @@ def predict_file(model_path: str | Path, data: str | Path, *, folds: tuple[int, 
             file_bytes=Path(model_path).expanduser().stat().st_size, startup_s=startup, load_s=load_s,
             latency_p50_us=float(np.percentile(lat, 50)), latency_p99_us=float(np.percentile(lat, 99)),
             latency_mean_us=float(lat.mean()), peak_rss_mb=peak_rss_mib(), private_mb=private, shared_mb=shared,
-            torch_imported="torch" in sys.modules)
+            torch_imported="torch" in sys.modules, numba_imported="numba" in sys.modules,
+            kernels=model.kernels)
     return PredictResult(table=pa.Table.from_arrays(list(columns.values()), names=list(columns)),
                          accuracy=accuracy, stats=measured)
 

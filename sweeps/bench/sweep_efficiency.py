@@ -164,7 +164,7 @@ def sized_bench(command: Sequence[str], *, serial: bool = True, data: Path | Non
         spec_file: the sweep spec; it runs on fold :data:`SIZED_FOLD`.
         address: a running Ray for the sweep to join (tests); None: it starts its own.
     """
-    from qmoe.data.datasets import default_cache_dir
+    from qmoe.cache_root import default_cache_dir
     from qmoe.data.sized import sized_table_path
     from qmoe.sweeps.grid import apply_overrides, load_spec
     from qmoe.sweeps.plan import plan_sweep

@@ -79,6 +79,7 @@ def test_bad_tables_and_out_are_one_line(capsys, files, tmp_path: Path) -> None:
         (["--data", str(files["random"])], "not a readable Parquet file"),
         (["--data", str(files["table"]), "--fold", "1"], "no fold column"),
         (["--data", str(files["table"]), "--out", str(tmp_path / "p.txt")], "give a .csv or .parquet file"),
+        (["--data", str(files["table"]), "--kernels", "fast"], "--kernels fast: use one of auto, aot, jit"),
     ]
     for args, match in cases:
         code, out, err = run(capsys, "predict", str(files["good"]), *args)

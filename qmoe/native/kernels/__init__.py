@@ -1,28 +1,57 @@
-"""The numba kernels of the deployed forms. :func:`load` imports them (and numba) on first use.
+"""The numba kernels of the deployed forms, and the :class:`Backend` that runs them.
 
 Files: :mod:`.simd` (LLVM intrinsics), :mod:`.act` (activations), :mod:`.dots` (one dot kernel
-per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's routing) and
-:mod:`.drivers` (the compiled entry points, the only ones cached on disk).
+per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's routing),
+:mod:`.drivers` (the compiled entry points, the only ones cached on disk), :mod:`.sources`
+(what the drivers are made of) and :mod:`.aot_build` (the drivers compiled ahead of time).
+
+Two backends run the same drivers: :func:`load` compiles them with numba just in time (from
+numba's disk cache after the first use), for the CPU numba targets; :mod:`qmoe.native.aot`
+loads them compiled ahead of time into an extension module that needs neither numba nor LLVM.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from qmoe.errors import QmoeError
 
 
-def load() -> ModuleType:
-    """The :mod:`.drivers` module (importing numba, ~0.3-1 s, on first use).
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Backend:
+    """Compiled drivers and the instruction-set paths they were compiled with.
+
+    Attributes:
+        name: what compiled them, for reports (``"numba JIT for rocketlake"``).
+        avx2: the AVX2 paths are compiled in (the layouts that need them may be chosen).
+        vpermw: the AVX-512 BW paths are compiled in.
+        drivers: ``scratch_bytes``, ``mlp`` and ``mixture`` of :mod:`.drivers` (numba's also
+            has ``mlp_at`` and ``mixture_at`` and the helpers).
+    """
+
+    name: str
+    avx2: bool
+    vpermw: bool
+    drivers: Any
+
+
+@lru_cache(maxsize=1)
+def load() -> Backend:
+    """The numba backend: :mod:`.drivers` (importing numba, ~0.3-1 s, on first use), for the CPU
+    of :mod:`qmoe.native.target`.
 
     Raises:
         QmoeError: numba cannot be imported; the message says how to install it.
     """
     try:
+        from qmoe.native import target
         from qmoe.native.kernels import drivers
     except ImportError as err:
         raise QmoeError(
             "the deployed forms need numba, which could not be imported "
             f"({err}); install it with `pip install numba` (a dependency of qmoe: `pip install -e .` "
             "installs it)") from None
-    return drivers
+    return Backend(name=f"numba JIT for {target.target_cpu()[0] or 'this CPU'}", avx2=target.HAS_AVX2,
+                   vpermw=target.HAS_VPERMW, drivers=drivers)

@@ -3,7 +3,7 @@
 Every function Python calls lives here, and only here is numba's on-disk cache on. numba
 keys a cached function by *its own* file: a driver compiled with code from another file keeps
 running that code after the other file changes (numba issue #1833). So the files compiled
-into the drivers are listed in :data:`SOURCES`, their SHA-256 is written below, and the cache
+into the drivers are listed in :data:`.sources.SOURCES`, their SHA-256 is written below, and the cache
 is used only while it matches (:data:`CACHE`): a change to any of them runs the drivers
 uncompiled from cache (correct, slower to start) until :data:`SOURCES_SHA256` is updated,
 which changes this file and so invalidates every cached driver. A test checks the digest;
@@ -15,9 +15,7 @@ from the cache.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -26,24 +24,13 @@ from numba import njit
 from qmoe.native.kernels.act import mean_abs, quantize_row
 from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
 from qmoe.native.kernels.simd import f32_pointer
+from qmoe.native.kernels.sources import sources_sha256
 from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
                                 N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
 
 log = logging.getLogger(__name__)
 
-#: The files compiled into the drivers, relative to ``qmoe/native``.
-SOURCES = ("layout.py", "target.py", "kernels/simd.py", "kernels/act.py", "kernels/dots.py",
-           "kernels/chain.py")
 SOURCES_SHA256 = "2dff474af7322befb786344ca730b8c0fdf620a1ad23e664ac3ec629529e271f"
-
-
-def sources_sha256() -> str:
-    """SHA-256 of the :data:`SOURCES` files' contents, in order."""
-    digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for name in SOURCES:
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -16,6 +16,7 @@ import qmoe.runtime
 from qmoe.data.splits import train_val_test_indices
 from qmoe.export.lower import export_trial
 from qmoe.export.saved import load_saved_trial
+from qmoe.native import aot
 from qmoe.quant import deploy, list_quantizers
 from qmoe.runtime.format import read_model_file
 from qmoe.spec import TrainConfig, TrialSpec
@@ -23,6 +24,8 @@ from qmoe.trial import run_trial, standardise
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = [*list_quantizers(), "bitnet,q4,q8", "bitnet,q4,q8/entropy"]  # /: the curiosity variant
+#: Whether this machine builds the ahead-of-time kernels (x86-64 Linux with a C compiler).
+AOT_HERE = bool(aot.host_levels()) and aot.c_compiler() is not None
 
 
 def quick(model: str) -> TrialSpec:
@@ -65,6 +68,11 @@ def test_runtime_predicts_what_the_trial_deployed(exported, synth_table, model: 
         out = deployed(standardise(synth_table, split.train, split.test))
     logits = out.logits if hasattr(out, "logits") else out
     np.testing.assert_array_equal(pred.logits, logits.numpy())
+    # the ahead-of-time kernels ran, where this machine has them; numba's compute the same
+    assert runtime.kernels.startswith("ahead-of-time" if AOT_HERE else "numba JIT")
+    jit = qmoe.runtime.load(path, kernels="jit")
+    assert jit.kernels.startswith("numba JIT")
+    np.testing.assert_array_equal(jit.predict(synth_table.X[split.test]).logits, pred.logits)
 
 
 def test_the_file_holds_what_the_header_says(exported) -> None:
@@ -90,12 +98,17 @@ from qmoe.cli.main import main
 rc = main(["predict", {str(path)!r}, "--data", {str(synth_table.source)!r}, "--fold", "2",
            "--out", {str(tmp_path / "p.csv")!r}, "--stats"])
 assert "torch" not in sys.modules, "torch was imported"
-print(json.dumps([rc, [m for m in ("torch", "pandas", "sklearn", "ray") if m in sys.modules]]))
+print(json.dumps([rc, [m for m in ("torch", "pandas", "sklearn", "ray", "numba", "llvmlite") if m in sys.modules]]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     rc, heavy = json.loads(done.stdout.strip().splitlines()[-1])
-    assert rc == 0 and heavy == []
+    if AOT_HERE:  # the ahead-of-time kernels: no numba, no LLVM
+        assert rc == 0 and heavy == []
+        assert f"kernels: ahead-of-time for {aot.host_levels()[0].name}" in done.stderr
+    else:  # elsewhere numba's, and the stats say why
+        assert rc == 0 and set(heavy) == {"numba", "llvmlite"}
+        assert "no ahead-of-time kernels" in done.stderr
     assert "torch imported: no" in done.stderr and "peak RSS" in done.stderr
     import csv
 

@@ -47,7 +47,7 @@ def reference(layers: list[Layer], x: np.ndarray) -> np.ndarray:
             y = y + layer.bias
         elif layer.kind == "binary":
             xb = np.where(h > np.float32(layer.tau), 1, -1)
-            beta = load().mean_abs_rows(np.ascontiguousarray(h))  # (B, 1), the kernels' own order
+            beta = load().drivers.mean_abs_rows(np.ascontiguousarray(h))  # (B, 1), the kernels' own order
             y = (xb @ w.astype(np.int64).T).astype(np.float32) * (beta * layer.rescale) + layer.bias
         else:
             s = (np.float32(1.0) / np.maximum(np.abs(h).max(axis=1, keepdims=True), np.float32(1e-8))) * np.float32(127)
