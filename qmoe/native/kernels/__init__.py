@@ -13,7 +13,6 @@ loads them compiled ahead of time into an extension module that needs neither nu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from qmoe.errors import QmoeError
@@ -37,7 +36,6 @@ class Backend:
     drivers: Any
 
 
-@lru_cache(maxsize=1)
 def load() -> Backend:
     """The numba backend: :mod:`.drivers` (importing numba, ~0.3-1 s, on first use), for the CPU
     of :mod:`qmoe.native.target`.
