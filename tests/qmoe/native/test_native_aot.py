@@ -5,12 +5,11 @@ a failed build or a damaged module is one line and never half-written.
 Built once per test session into the session's ``QMOE_CACHE`` (a cold cache: the real first
 use). The best level of this CPU and the portable x86-64 build run by default; the levels in
 between are marked slow. ``make test-kernels`` reruns this folder with numba compiling for
-other CPUs; the ahead-of-time build does not depend on numba's target, so it is not rebuilt there.
+other CPUs, but not this file: the ahead-of-time build does not depend on numba's target.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,6 @@ pytestmark = [
     pytest.mark.skipif(not LEVELS, reason="ahead-of-time kernels are built for x86-64 Linux only"),
     pytest.mark.skipif(aot.c_compiler() is None, reason="no C compiler to build them (the fallback is tested "
                        "in tests/qmoe/runtime/test_runtime_model.py)"),
-    pytest.mark.skipif(bool(os.environ.get("QMOE_TEST_CPU")), reason="built once, in the main test run"),
 ]
 #: Built by default: the best level here and the portable one; the others are slow.
 DEFAULT = {LEVELS[0].name, "x86-64"} if LEVELS else set()
