@@ -117,21 +117,23 @@ def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None
         return [L.Q16]
     if kind == "binary":
         return [L.XNOR]
-    avx2, vpermw = _paths(backend)
+    avx2, vpermw, vnni = _paths(backend)
     if kind == "int8":
         small = weight is not None and np.min(weight) >= -8 and np.max(weight) <= 7
-        return ([L.INT4_AVX2] if avx2 and small else []) + ([L.INT8_AVX2] if avx2 else []) + [L.INT8]
+        wide = weight is not None and np.shape(weight)[1] > P.VNNI_MAX_D
+        return ([L.INT8_VNNI] if vnni and not wide else []) + ([L.INT4_AVX2] if avx2 and small else []) + (
+            [L.INT8_AVX2] if avx2 else []) + [L.INT8]
     return [L.LUT32] * vpermw + [L.LUT16] * avx2 + [L.PLANES]
 
 
-def _paths(backend: Backend | None) -> tuple[bool, bool]:
-    """(AVX2, AVX-512 BW) paths of ``backend``; without one, those of the numba target, read
-    without loading numba (:mod:`qmoe.native.target`)."""
+def _paths(backend: Backend | None) -> tuple[bool, bool, bool]:
+    """(AVX2, AVX-512 BW, AVX-512 VNNI) paths of ``backend``; without one, those of the numba
+    target, read without loading numba (:mod:`qmoe.native.target`)."""
     if backend is not None:
-        return backend.avx2, backend.vpermw
+        return backend.avx2, backend.vpermw, backend.vnni
     from qmoe.native import target
 
-    return target.HAS_AVX2, target.HAS_VPERMW
+    return target.HAS_AVX2, target.HAS_VPERMW, target.HAS_VNNI
 
 
 def lower(layer: Layer, code: int | None = None, backend: Backend | None = None) -> Lowered:
@@ -166,6 +168,8 @@ def lower(layer: Layer, code: int | None = None, backend: Backend | None = None)
         params, w = P.pack_int4_avx2(q)
     elif code == L.INT8_AVX2:
         params, w = P.pack_int8_avx2(q)
+    elif code == L.INT8_VNNI:
+        params, w = P.pack_int8_vnni(q)
     else:
         planes, shifts, offset = P.bit_planes(layer.kind, q)
         params = (len(planes), shifts[0], shifts[1], offset)
@@ -189,6 +193,8 @@ def unpack(low: Lowered) -> np.ndarray:
         return P.unpack_int8_avx2(low.w, p, n, d)
     if low.code == L.INT4_AVX2:
         return P.unpack_int4_avx2(low.w, p[0], n, d)
+    if low.code == L.INT8_VNNI:
+        return P.unpack_int8_vnni(low.w, p[0], n, d)
     if low.code == L.XNOR:
         return np.where(P.unpack_words(low.w.view(np.uint64).reshape(-1, n).T, d), 1, -1)
     unpackers = {L.LUT16: P.unpack_lut16, L.LUT32: P.unpack_lut32, L.PLANES: P.unpack_planes}

@@ -170,3 +170,30 @@ def unpack_int4_avx2(data: np.ndarray, chunks: int, n: int, d: int) -> np.ndarra
     b = data[: n4 * 32 * chunks].reshape(n4, chunks, 1, 32)
     u = np.concatenate([b & 15, b >> 4], axis=2).reshape(n4, 64 * chunks)
     return u[:n, :d].astype(np.int64) - 8
+
+
+#: Outputs per block of the ``vpdpbusd`` layout (four registers of 16 int32 lanes).
+VNNI_BLOCK = 64
+#: Widest input of the ``vpdpbusd`` layout: an int32 lane sums ``d`` products ``(x + 128) w``,
+#: each at most ``255 x 128`` in magnitude.
+VNNI_MAX_D = (2**31 - 1) // (255 * 128)
+
+
+def pack_int8_vnni(q: np.ndarray) -> tuple[tuple[int], np.ndarray]:
+    """``vpdpbusd`` layout: blocks of :data:`VNNI_BLOCK` outputs (N padded with zero rows), each
+    ``ceil(D/4)`` groups of (64 outputs, 4 inputs) int8 (D padded with zeros), then each output's
+    weight sum (int32, N padded): the kernel sums ``(x + 128) w`` and subtracts ``128 sum w``.
+    Returns ``((groups,), bytes)``."""
+    n, d = q.shape
+    groups, n_pad = -(-d // 4), -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    padded = np.zeros((n_pad, 4 * groups), np.int8)
+    padded[:n, :d] = q
+    body = padded.reshape(n_pad // VNNI_BLOCK, VNNI_BLOCK, groups, 4).transpose(0, 2, 1, 3)
+    sums = padded.astype(np.int32).sum(axis=1, dtype=np.int32)
+    return (groups,), np.concatenate([_bytes(body), _bytes(sums)])
+
+
+def unpack_int8_vnni(data: np.ndarray, groups: int, n: int, d: int) -> np.ndarray:
+    n_pad = -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    body = data[: n_pad * 4 * groups].view(np.int8).reshape(n_pad // VNNI_BLOCK, groups, VNNI_BLOCK, 4)
+    return body.transpose(0, 2, 1, 3).reshape(n_pad, 4 * groups)[:n, :d].astype(np.int64)

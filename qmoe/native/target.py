@@ -8,6 +8,7 @@ The flags below pick, per kernel, the widest path the target has:
 ==================  ==========================================  ==============================
 flag                instructions                                used by
 ==================  ==========================================  ==============================
+:data:`HAS_VNNI`    AVX-512 VNNI ``vpdpbusd``                   int8 dots, several rows at once
 :data:`HAS_VPERMW`  AVX-512 BW ``vpermw``                       bit-plane tables, 5 inputs
 :data:`HAS_AVX2`    AVX2 ``vpshufb``, ``vpmaddubsw``, ``vpsignb``  bit-plane tables, 4 inputs;
                                                                 int8 dots
@@ -43,6 +44,8 @@ def target_cpu() -> tuple[str, frozenset[str]]:
     return name, frozenset(f[1:] for f in features.split(",") if f.startswith("+"))
 
 
+#: AVX-512 VNNI: the int8 dots by ``vpdpbusd`` (64 products summed into int32 per instruction).
+HAS_VNNI = "avx512vnni" in target_cpu()[1]
 #: AVX-512 BW: the 5-input table kernel (``vpermw``, 32 int16 lookups per instruction).
 HAS_VPERMW = "avx512bw" in target_cpu()[1]
 #: AVX2: the 4-input table kernel (``vpshufb``) and the int8 dots (``vpmaddubsw``).

@@ -1,7 +1,8 @@
 """The numba kernels of the deployed forms, and the :class:`Backend` that runs them.
 
-Files: :mod:`.simd` (LLVM intrinsics), :mod:`.act` (activations), :mod:`.dots` (one dot kernel
-per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's routing),
+Files: :mod:`.simd` and :mod:`.vnni` (LLVM intrinsics), :mod:`.act` (activations), :mod:`.dots`
+(one dot kernel per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's
+routing), :mod:`.rows` (several rows through a chain at once),
 :mod:`.drivers` (the compiled entry points, the only ones cached on disk), :mod:`.sources`
 (what the drivers are made of) and :mod:`.aot_build` (the drivers compiled ahead of time).
 
@@ -26,6 +27,7 @@ class Backend:
         name: what compiled them, for reports (``"numba JIT for rocketlake"``).
         avx2: the AVX2 paths are compiled in (the layouts that need them may be chosen).
         vpermw: the AVX-512 BW paths are compiled in.
+        vnni: the AVX-512 VNNI paths are compiled in (int8 dots by ``vpdpbusd``).
         drivers: ``scratch_bytes``, ``mlp`` and ``mixture`` of :mod:`.drivers` (numba's also
             has ``mlp_at`` and ``mixture_at`` and the helpers).
     """
@@ -34,6 +36,7 @@ class Backend:
     avx2: bool
     vpermw: bool
     drivers: Any
+    vnni: bool = False
 
 
 def load() -> Backend:
@@ -52,4 +55,4 @@ def load() -> Backend:
             f"({err}); install it with `pip install numba` (a dependency of qmoe: `pip install -e .` "
             "installs it)") from None
     return Backend(name=f"numba JIT for {target.target_cpu()[0] or 'this CPU'}", avx2=target.HAS_AVX2,
-                   vpermw=target.HAS_VPERMW, drivers=drivers)
+                   vpermw=target.HAS_VPERMW, drivers=drivers, vnni=target.HAS_VNNI)

@@ -54,6 +54,16 @@ def quantize_row(h, d, xq):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
+def offset_bytes(xq, d, top, xu):  # noqa: ANN001, ANN201
+    """``xu[:top] = xq[:top] + 128`` as uint8 (the unsigned operand of ``vpdpbusd``), 128 past
+    ``d`` (weights there are zero)."""
+    for i in range(d):
+        xu[i] = np.uint8(np.int32(xq[i]) + 128)
+    for i in range(d, top):
+        xu[i] = np.uint8(128)
+
+
+@njit(inline="always")
 def mean_abs(h, d):  # noqa: ANN001, ANN201
     """``sum|h[:d]| / d`` in float32 (the binary layer's ``beta``), in a fixed order.
 

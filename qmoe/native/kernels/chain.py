@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, quantize_row, rescale,
+from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_bytes, quantize_row, rescale,
                                      rescale_binary)
 from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
-                                      dots_lut16, dots_lut32, dots_planes, dots_q16, dots_xnor)
-from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, KIND, LUT16, LUT32,
-                                N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, UNCERTAINTY_MAX, W_OFF,
-                                XNOR)
+                                      dots_int8_vnni, dots_lut16, dots_lut32, dots_planes, dots_q16, dots_xnor)
+from qmoe.native.kernels.vnni import ROWS
+from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI, KIND, LUT16,
+                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, UNCERTAINTY_MAX,
+                                W_OFF, XNOR)
 
 #: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
 LOG_EPS = 1e-12
@@ -37,7 +38,8 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     """Byte offsets of the buffers inside one scratch block (each on a 64-byte boundary), in
     the order of :func:`carve`, then the total: the 9 layer buffers for layers up to ``width``
     wide, then a mixture's logits, pass probabilities, hidden layer, routing scratch and
-    expert counts (``n_e`` experts, ``n_c`` classes, ``n_mc`` passes; 0 for an MLP)."""
+    expert counts (``n_e`` experts, ``n_c`` classes, ``n_mc`` passes; 0 for an MLP), then the
+    :data:`~.vnni.ROWS`-row buffers of :mod:`.rows` (``hs, ys, xus, a32s, scales``)."""
     r = lambda n: (n + 63) // 64 * 64  # noqa: E731
     o0 = 0
     o1 = o0 + r(4 * width)  # h
@@ -54,7 +56,12 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     o12 = o11 + r(4 * width)  # hidden
     o13 = o12 + r(8 * (n_e * n_c + 3 * n_e + n_c))  # q
     o14 = o13 + r(8 * n_e)  # f
-    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14)
+    o15 = o14 + r(4 * width * ROWS)  # hs
+    o16 = o15 + r(4 * width * ROWS)  # ys
+    o17 = o16 + r(width * ROWS)  # xus
+    o18 = o17 + r(4 * width * ROWS)  # a32s
+    o19 = o18 + r(4 * ROWS)  # scales
+    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15, o16, o17, o18, o19)
 
 
 @njit(inline="always")
@@ -86,7 +93,11 @@ def run_layer(r, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa
         s, xsum = quantize_row(h, d, xq)
         for i in range(d, d + 64):  # every layout reads zeros past d
             xq[i] = 0
-        if kind == INT8_AVX2:
+        if kind == INT8_VNNI:
+            offset_bytes(xq, d, 4 * p0, xa)
+            dots_int8_vnni(xa, 0, 1, n, w, w_off, p0, a32)
+            rescale(a32, fp, f_off, n, s, relu, y)
+        elif kind == INT8_AVX2:
             dots_int8_avx2(xq, d, n, w, w_off, p0, p1, p2, xa, a32)
             rescale(a32, fp, f_off, n, s, relu, y)
         elif kind == INT4_AVX2:

@@ -14,6 +14,7 @@ from numba import njit
 
 from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
                                       lut16_tables4, lut32_block1, lut32_block2, popcount64)
+from qmoe.native.kernels.vnni import BLOCK, vnni_block1, vnni_block_rows
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
@@ -82,6 +83,26 @@ def dots_int8_avx2(xq, d, n, w, w_off, nchunks, flush, ncorr, xa, acc):  # noqa:
     corr = view(w, w_off + stride * ((n + 3) // 4 * 4), 2 * ncorr, np.int32, 4)
     for c in range(ncorr):
         acc[corr[2 * c]] -= np.int32(xq[corr[2 * c + 1]])
+
+
+@njit(inline="always")
+def dots_int8_vnni(xu, stride, rows, n, w, w_off, groups, acc):  # noqa: ANN001, ANN201
+    """int32 dots of ``rows`` rows (1 or :data:`~.vnni.ROWS`) at once by ``vpdpbusd``: row r's
+    activations ``x + 128`` in uint8 ``xu[r stride:]`` (``4 groups`` of them, the ones past D
+    any value), its dots into ``acc[r stride:]``. Weights: blocks of 64 outputs, ``groups``
+    steps of (64 outputs, 4 inputs) int8, then each output's weight sum (int32), which the
+    ``+ 128`` adds 128 times."""
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for b in range(nblocks):
+        at = w_off + b * groups * 4 * BLOCK
+        if rows == 1:
+            vnni_block1(xu, stride, w, at, groups, acc, b * BLOCK, stride)
+        else:
+            vnni_block_rows(xu, stride, w, at, groups, acc, b * BLOCK, stride)
+    sums = view(w, w_off + nblocks * groups * 4 * BLOCK, n, np.int32, 4)
+    for r in range(rows):
+        for j in range(n):
+            acc[r * stride + j] -= 128 * sums[j]
 
 
 @njit(inline="always")

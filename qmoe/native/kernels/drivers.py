@@ -23,14 +23,16 @@ from numba import njit
 
 from qmoe.native.kernels.act import mean_abs, quantize_row
 from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
+from qmoe.native.kernels.rows import batched, carve_rows, run_chain_rows
 from qmoe.native.kernels.simd import f32_pointer
+from qmoe.native.kernels.vnni import ROWS
 from qmoe.native.kernels.sources import sources_sha256
 from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
                                 N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "2dff474af7322befb786344ca730b8c0fdf620a1ad23e664ac3ec629529e271f"
+SOURCES_SHA256 = "89e6931044366b1c9581939d99dcb5f50447b3cec2cf9b60d3e2e983726cf4bd"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -44,19 +46,33 @@ if not CACHE:
 def scratch_bytes(meta, mix):  # noqa: ANN001, ANN201
     """Bytes of the scratch block :func:`mlp` (``mix`` empty) or :func:`mixture` needs."""
     if mix.shape[0] == 0:
-        return scratch_offsets(max_width(meta), 0, 0, 0)[14]
-    return scratch_offsets(max_width(meta), mix[N_EXPERTS], mix[N_CLASSES], mix[N_MC])[14]
+        return scratch_offsets(max_width(meta), 0, 0, 0)[19]
+    return scratch_offsets(max_width(meta), mix[N_EXPERTS], mix[N_CLASSES], mix[N_MC])[19]
 
 
 @njit(cache=CACHE)
 def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last).
-    ``scratch``: :func:`scratch_bytes` bytes, 64-byte aligned (no allocation per call)."""
+    ``scratch``: :func:`scratch_bytes` bytes, 64-byte aligned (no allocation per call). Rows go
+    :data:`~.vnni.ROWS` at a time where the chain has a layer that shares its weight reads
+    between rows (:mod:`.rows`), the rest one by one: the same outputs either way."""
     width = max_width(meta)
-    h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, scratch_offsets(width, 0, 0, 0), width)
+    o = scratch_offsets(width, 0, 0, 0)
+    h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, o, width)
     n_layers = meta.shape[0] // REC
     d, n = x.shape[1], out.shape[1]
-    for b in range(x.shape[0]):
+    start = 0
+    if batched(meta):
+        hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
+        for start in range(0, x.shape[0] - ROWS + 1, ROWS):
+            for g in range(ROWS):
+                hs[g * width: g * width + d] = x[start + g]
+            res = run_chain_rows(0, n_layers, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab,
+                                 xus, a32s, scales)
+            for g in range(ROWS):
+                out[start + g, :] = res[g * width: g * width + n]
+        start = x.shape[0] // ROWS * ROWS
+    for b in range(start, x.shape[0]):
         h[:d] = x[b]
         res = run_chain(0, n_layers, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
         out[b, :] = res[:n]

@@ -16,7 +16,7 @@ import pytest
 from qmoe.native import Layer, NativeMLP
 from qmoe.native import layout as L
 from qmoe.native.layers import layouts, lower, unpack
-from qmoe.native.target import HAS_AVX2, HAS_VPERMW, target_cpu
+from qmoe.native.target import HAS_AVX2, HAS_VNNI, HAS_VPERMW, target_cpu
 from tests.qmoe.native.native_cases import VALUES, make_layer, make_mlp, reference
 
 DIMS = [(1, 5), (7, 3, 2), (16, 33), (63, 40, 9), (200, 96, 48, 10), (1536, 640, 320, 50)]
@@ -58,9 +58,10 @@ def test_extreme_sums_stay_exact(kind: str, code: int) -> None:
     w[1::2] = hi
     layer = Layer(kind="int8" if kind == "int4" else kind, weight=w, bias=np.zeros(n, np.float32),
                   rescale=np.ones(n, np.float32), tau=0.0 if kind == "binary" else None)
-    x = np.ones((3, d), np.float32)  # integers 127 (binary: +1) everywhere
+    x = np.ones((5, d), np.float32)  # integers 127 (binary: +1) everywhere; 4 rows then 1
     x[1] = -1.0
     x[2, ::2] = -1.0
+    x[3] = -x[2]
     got = NativeMLP([layer], [code])(x)
     assert np.array_equal(got, reference([layer], x))
     if kind != "binary":
@@ -70,12 +71,13 @@ def test_extreme_sums_stay_exact(kind: str, code: int) -> None:
 
 
 def test_int8_weights_of_minus_128_are_exact() -> None:
-    """``vpsignb`` cannot negate -128: such weights are stored as -127 plus a correction."""
+    """``vpsignb`` cannot negate -128: such weights are stored as -127 plus a correction (the
+    ``vpdpbusd`` layout stores them as they are); 4 rows, then 1 left over."""
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, size=(9, 70))
     w[3, :5] = -128
     layer = Layer(kind="int8", weight=w, bias=np.zeros(9, np.float32), rescale=np.ones(9, np.float32))
-    x = rng.standard_normal((4, 70)).astype(np.float32)
+    x = rng.standard_normal((5, 70)).astype(np.float32)
     for code in layouts("int8", w):
         assert np.array_equal(NativeMLP([layer], [code])(x), reference([layer], x))
 
@@ -88,6 +90,42 @@ def test_rows_do_not_depend_on_batch_mates(kind: str) -> None:
     for i in (0, 17, 39):
         assert np.array_equal(mlp(x[i: i + 1]), batch[i: i + 1])
     assert mlp(np.empty((0, 200), np.float32)).shape == (0, 10)
+
+
+BATCH_CASES = [(kind, code) for kind in ("int8", "int4", "ternary", "fp32") for code in _codes(kind)]
+
+
+@pytest.mark.parametrize("kind, code", BATCH_CASES, ids=[f"{k}-{L.KIND_NAMES[c]}" for k, c in BATCH_CASES])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 11, 256])
+def test_batches_equal_numpy_and_each_row_alone(kind: str, code: int, rows: int) -> None:
+    """Batches run several rows per pass over a layer's weights where the layout allows (the
+    ``vpdpbusd`` one: 4 rows), the rows left over one by one: every row equals numpy, and its
+    outputs run alone, whether it was in a group or left over."""
+    layers = make_mlp(kind, (200, 96, 48, 10), seed=rows)
+    mlp = NativeMLP(layers, [code] * len(layers))
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 200)).astype(np.float32) * rng.uniform(0.01, 100, (rows, 1)).astype(np.float32)
+    x[rows // 2] = 0.0  # all zero: the EPS clamp, inside a group where there is one
+    got = mlp(x)
+    assert np.array_equal(got, reference(layers, x))
+    for i in sorted({0, rows // 2, rows - 1}):
+        assert np.array_equal(mlp(x[i: i + 1]), got[i: i + 1])
+
+
+def test_vnni_batch_path_mixes_with_other_layouts() -> None:
+    """A chain of ``vpdpbusd`` layers between layers of other layouts: the batch path runs
+    the others row by row, with the same outputs."""
+    if not HAS_VNNI:
+        pytest.skip("no AVX-512 VNNI in the CPU numba compiles for")
+    rng = np.random.default_rng(3)
+    layers = [make_layer("int8", 96, 200, True, rng), make_layer("ternary", 48, 96, True, rng),
+              make_layer("int8", 40, 48, True, rng), make_layer("fp32", 10, 40, False, rng)]
+    mlp = NativeMLP(layers)
+    assert mlp.layouts[0] == mlp.layouts[2] == L.KIND_NAMES[L.INT8_VNNI]
+    x = rng.standard_normal((10, 200)).astype(np.float32)
+    got = mlp(x)
+    assert np.array_equal(got, reference(layers, x))
+    assert np.array_equal(mlp(x[9:]), got[9:])
 
 
 @pytest.mark.parametrize("d", [1, 15, 16, 17, 200, 1536])
@@ -144,9 +182,10 @@ def test_kernels_take_the_path_of_the_cpu_numba_compiles_for() -> None:
     assert cpu == name
     assert enabled == {f[1:] for f in features.split(",") if f.startswith("+")}
     assert HAS_VPERMW == ("avx512bw" in enabled) and HAS_AVX2 == ("avx2" in enabled)
+    assert HAS_VNNI == ("avx512vnni" in enabled)
     expected = os.environ.get("QMOE_TEST_CPU")
     if expected:
-        assert cpu == expected and not HAS_VPERMW
+        assert cpu == expected and not HAS_VPERMW and not HAS_VNNI
         assert HAS_AVX2 == (expected == "haswell")
 
 

@@ -1,0 +1,73 @@
+""":data:`~.vnni.ROWS` samples through a chain of layers at once: the batch path of the drivers.
+
+A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`) runs its rows in one
+pass over its weights (:func:`~.dots.dots_int8_vnni`), so a batch reads each weight once per
+:data:`~.vnni.ROWS` rows instead of once per row; any other layer runs row by row
+(:func:`~.chain.run_layer`). A row's arithmetic is the one-row path's, step for step (the same
+quantization, exact integer dots, the same rescale), so its outputs are the same bit for bit
+and never depend on its batch mates. Compiled into the drivers (:mod:`.drivers`), never alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from qmoe.native.kernels.act import offset_bytes, quantize_row, rescale
+from qmoe.native.kernels.chain import run_layer
+from qmoe.native.kernels.dots import dots_int8_vnni
+from qmoe.native.kernels.vnni import ROWS
+from qmoe.native.layout import D_IN, F_OFF, INT8_VNNI, KIND, N_OUT, P0, REC, RELU, W_OFF
+from qmoe.native.target import HAS_VNNI
+
+
+@njit(inline="always")
+def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
+    """The row-group buffers at :func:`~.chain.scratch_offsets` ``o``: ``hs, ys`` (float32, row
+    g at ``g width``), ``xus`` (uint8), ``a32s`` (int32) and ``scales`` (float32, one per row)."""
+    return (scratch[o[14]: o[15]].view(np.float32), scratch[o[15]: o[16]].view(np.float32),
+            scratch[o[16]: o[17]], scratch[o[17]: o[18]].view(np.int32),
+            scratch[o[18]: o[18] + 4 * ROWS].view(np.float32))
+
+
+@njit(inline="always")
+def batched(meta):  # noqa: ANN001, ANN201
+    """Whether the row-group path helps this chain: a layer in the ``vpdpbusd`` layout."""
+    if not HAS_VNNI:
+        return False
+    for r in range(0, meta.shape[0], REC):
+        if meta[r + KIND] == INT8_VNNI:
+            return True
+    return False
+
+
+@njit
+def run_layer_rows(r, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus, a32s,  # noqa: ANN001, ANN201, PLR0913
+                   scales):
+    """Layer record ``r`` on :data:`~.vnni.ROWS` rows: row g's ``hs[g width:][:d]`` ->
+    ``ys[g width:][:n]``; the other buffers as :func:`~.chain.run_layer`'s."""
+    if meta[r + KIND] != INT8_VNNI:
+        for g in range(ROWS):
+            run_layer(r, hs[g * width: (g + 1) * width], ys[g * width: (g + 1) * width], meta, fp, w, xq, xa,
+                      words, acc, a32, accf, tab)
+        return
+    d, n, w_off, f_off = meta[r + D_IN], meta[r + N_OUT], meta[r + W_OFF], meta[r + F_OFF]
+    relu, groups = meta[r + RELU] != 0, meta[r + P0]
+    for g in range(ROWS):
+        scales[g], _ = quantize_row(hs[g * width: (g + 1) * width], d, xq)
+        offset_bytes(xq, d, 4 * groups, xus[g * width: (g + 1) * width])
+    dots_int8_vnni(xus, width, ROWS, n, w, w_off, groups, a32s)
+    for g in range(ROWS):
+        rescale(a32s[g * width: (g + 1) * width], fp, f_off, n, scales[g], relu, ys[g * width: (g + 1) * width])
+
+
+@njit
+def run_chain_rows(first, count, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus,  # noqa: ANN001, ANN201, PLR0913
+                   a32s, scales):
+    """Records ``first .. first + count - 1`` on the :data:`~.vnni.ROWS` rows in ``hs``; returns
+    the buffer (``hs`` or ``ys``) that holds the last layer's outputs."""
+    for k in range(count):
+        run_layer_rows((first + k) * REC, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab,
+                       xus, a32s, scales)
+        hs, ys = ys, hs
+    return hs
