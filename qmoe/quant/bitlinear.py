@@ -35,11 +35,15 @@ def bitlinear_scale(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     mu = w.mean()
     if bits == 1:
         return mu, (w - mu).abs_().mean()
+    return mu, _range_scale(w, mu, bits)
+
+
+def _range_scale(w: Tensor, mu: Tensor, bits: int) -> Tensor:
+    """``max|W - mu| / qmax`` (0-dim) without an (out, in) temporary: float subtraction is
+    monotone, so the largest ``|fl(w - mu)|`` is ``fl(max W - mu)`` or ``fl(mu - min W)``."""
     w_min, w_max = torch.aminmax(w)
-    # max|W - mu| without an (out, in) temporary: float subtraction is monotone, so the
-    # largest |fl(w - mu)| is fl(max W - mu) or fl(mu - min W) -- the same float exactly
     c_max = torch.maximum(w_max - mu, mu - w_min)
-    return mu, c_max.clamp_min(EPS) / (2 ** (bits - 1) - 1)
+    return c_max.clamp_min(EPS) / (2 ** (bits - 1) - 1)
 
 
 def _grid(weight: Tensor, mu: Tensor, scale: Tensor, bits: int) -> Tensor:
@@ -53,19 +57,25 @@ def _grid(weight: Tensor, mu: Tensor, scale: Tensor, bits: int) -> Tensor:
 
 
 def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
-    mu, scale = bitlinear_scale(weight, bits)
-    if qat_kernels.fusable(weight):  # the same values in one pass (qmoe.quant.qat_kernels)
-        out = torch.empty_like(weight)
-        w, o, m, s = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1), np.float32(mu), np.float32(scale)
+    if not qat_kernels.fusable(weight):
+        mu, scale = bitlinear_scale(weight, bits)
         if bits == 1:
-            qat_kernels.signs(w, m, s, o)
-        else:
-            qmax = 2 ** (bits - 1) - 1
-            qat_kernels.grid(w, m, s, np.float32(-qmax - 1), np.float32(qmax), o)
-        return out, None
-    if bits == 1:
-        return sign_pm1_(weight - mu).mul_(scale), None
-    return _grid(weight, mu, scale, bits).mul_(scale), None
+            return sign_pm1_(weight - mu).mul_(scale), None
+        return _grid(weight, mu, scale, bits).mul_(scale), None
+    # the same values, each (out, in) pass fused (qmoe.quant.qat_kernels); the reductions
+    # (means) stay torch's, whose rounding depends on the summation order
+    out = torch.empty_like(weight)
+    w, o = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1)
+    mu = weight.detach().mean()
+    m = np.float32(mu)
+    if bits == 1:  # out holds |W - mu| for its mean, then the signs
+        qat_kernels.abs_centred(w, m, o)
+        qat_kernels.signs(w, m, np.float32(out.mean()), o)
+    else:
+        qmax = 2 ** (bits - 1) - 1
+        scale = _range_scale(weight.detach(), mu, bits)
+        qat_kernels.grid(w, m, np.float32(scale), np.float32(-qmax - 1), np.float32(qmax), o)
+    return out, None
 
 
 def bitlinear_weight(weight: Tensor, bits: int) -> Tensor:

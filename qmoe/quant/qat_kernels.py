@@ -36,6 +36,8 @@ def as_np(t: Tensor) -> np.ndarray:
 
 #: Interleaved float64 partial sums of alpha's gradient (so the sum vectorises).
 LANES = 4
+#: Independent lanes of the activations' max reduction (one AVX-512 vector of float32).
+MAX_LANES = 16
 
 if njit is not None:
     # error_model="numpy": a division by zero gives inf/nan as in torch (a diverging run's inf
@@ -57,17 +59,36 @@ if njit is not None:
     @njit(cache=True, error_model="numpy")
     def absmax_rows(x, qmax, eps, out):  # noqa: ANN001, ANN201
         """Per row of ``x`` (R, D): ``s = qmax / max(max|x|, eps)`` computed as torch does
-        (``reciprocal() * qmax``), then ``(x * s).round_().clamp_(-qmax - 1, qmax).div_(s)``."""
+        (``reciprocal() * qmax``), then ``(x * s).round_().clamp_(-qmax - 1, qmax).div_(s)``.
+        NaN entries do not count in the max (their outputs are NaN)."""
         lo = -qmax - np.float32(1.0)
+        n = x.shape[1]
+        top = n - n % MAX_LANES
+        lanes = np.empty(MAX_LANES, np.float32)
         for r in range(x.shape[0]):
+            # the max in MAX_LANES independent lanes, so it vectorises (a max is exact in any
+            # order; a NaN fails every ``>`` and is skipped, as in a serial loop)
+            lanes[:] = np.float32(0.0)
+            for i in range(0, top, MAX_LANES):
+                for k in range(MAX_LANES):
+                    a = abs(x[r, i + k])
+                    lanes[k] = a if a > lanes[k] else lanes[k]
             m = np.float32(0.0)
-            for i in range(x.shape[1]):
+            for k in range(MAX_LANES):
+                m = lanes[k] if lanes[k] > m else m
+            for i in range(top, n):
                 a = abs(x[r, i])
                 m = a if a > m else m
             m = m if m > eps else eps
             s = (np.float32(1.0) / m) * qmax
-            for i in range(x.shape[1]):
+            for i in range(n):
                 out[r, i] = min(max(np.rint(x[r, i] * s), lo), qmax) / s
+
+    @njit(cache=True, error_model="numpy")
+    def abs_centred(w, mu, out):  # noqa: ANN001, ANN201
+        """``(w - mu).abs_()`` into ``out`` (q1's ``mean|W - mu|`` is then torch's mean of it)."""
+        for i in range(w.shape[0]):
+            out[i] = abs(w[i] - mu)
 
     @njit(cache=True, error_model="numpy")
     def ternary(w, gamma, alpha, out, rounded):  # noqa: ANN001, ANN201
