@@ -1,6 +1,6 @@
 """The training loop (DESIGN §5): readable in one screen, in a fixed order.
 
-lr -> forward -> loss (class-weighted CE + load balancing) -> backward -> clip -> step ->
+lr -> forward -> loss (class-weighted CE + load balancing) -> backward -> clip + step (one pass) ->
 evaluate on the validation split -> early stop on validation macro-F1 -> restore the best
 weights (for every model alike).
 """
@@ -128,8 +128,7 @@ class Training:
                     f"(lr={cfg.lr}); lower the learning rate or check the table for extreme values")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.opt.step()
+            self.opt.clip_and_step(cfg.grad_clip)  # clip_grad_norm_, then the AdamW step
         val_f1 = macro_f1(self.y_val, predict(model, self.x_val))
         self.rng = torch.get_rng_state()
         self.history.append(val_f1)
