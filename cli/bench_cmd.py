@@ -53,6 +53,11 @@ def bench(
         with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
             timed = bench_trials(tmp)
         out.print(bt.trials_table(timed))
+        from qmoe.bench_seeds import seed_floors
+        from qmoe.data.sized import SizedConfig
+
+        sized = SizedConfig()
+        out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes)))
         out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed]))
     if sweep:
         from qmoe.sweeps.bench.driver_memory import driver_memory_profile

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
-from qmoe.bench_targets import (GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB, SIZED_EFFICIENCY_TARGET,
-                                SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
+from qmoe.bench_targets import (GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB, SEED_RATIO_TARGET, SEEDS,
+                                SIZED_EFFICIENCY_TARGET, SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
 from qmoe.cli.console import fmt
 
 
@@ -81,6 +81,28 @@ def trials_table(rows: Sequence[Any]) -> Table:
                       fmt(r.peak_rss_mb), met)
     table.caption = ("rest = split, deployment, latency, throughput and energy; the first trial "
                      "also loads the numba kernels. The table is synthetic: timings, not science.")
+    return table
+
+
+def seeds_table(rows: Sequence[Any]) -> Table:
+    """The least time :data:`SEEDS` seeds of each trial above can take together (:mod:`qmoe.bench_seeds`)."""
+    table = Table(title=f"{SEEDS} seeds of one trial: target <= {SEED_RATIO_TARGET:g}x one seed's trial. "
+                        f"Seed-batched training is not built: {SEEDS} seeds run as {SEEDS} trials ({SEEDS}x)")
+    for col in ("model", "one seed's trial s", "steps", "matmul GFLOP/step", "optimizer MB/step",
+                f"any batching: {SEEDS} seeds at least s", "at least x one seed", "ruled out by this bound",
+                "target met"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.model, fmt(r.trial_seconds), str(r.steps), f"{r.gflops_per_step:.3f}",
+                      fmt(r.mb_per_step), fmt(r.floor_seconds), f"{r.floor_ratio:.2f}x",
+                      "yes" if r.ruled_out else "no", _yes(False))
+    if rows:
+        table.caption = (f"at least = {SEEDS} x steps x (forward + weight-gradient matmuls at the best GEMM rate "
+                         f"measured here, {rows[0].gemm_gflops:.0f} GFLOP/s, + AdamW's 28 bytes per parameter "
+                         f"at the core's best read bandwidth, {rows[0].bandwidth_gbs:.0f} GB/s): work every "
+                         "seed needs however the seeds are batched. A bound above the target rules batching "
+                         "out here; below it, it rules nothing out (quantization, dropout, input gradients and "
+                         "GEMMs below peak are left out).")
     return table
 
 

@@ -17,6 +17,8 @@ THROUGHPUT_TARGET = ("batch 256 >= torch fp32", 1.0)
 QAT_EPOCH_TARGET = 1.2  # a QAT epoch takes at most 1.2x the fp32 epoch (issue 14)
 SINGLE_TRIAL_TARGET_S = 60.0  # a single-model trial at ESC-50 size, one core, in seconds
 RSS_TARGET_MB = 600.0  # peak resident memory of one trial
+SEEDS = 10  # seeds of one (configuration, fold) trained together (issue 14 §1) ...
+SEED_RATIO_TARGET = 3.0  # ... in at most this many times one seed's trial
 
 # -- sweeps (qmoe.sweeps.bench) -------------------------------------------------------------------
 SWEEP_RATIO_TARGET = 2.0  # our sweep's efficiency / Ray Tune's defaults', on 8 short trials

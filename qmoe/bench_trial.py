@@ -13,6 +13,7 @@ first trial of a sweep worker does.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class TrialTimingRow:
     seconds: float  # wall time of the whole run_trial call
     train_seconds: float  # the training loop's own wall time (every epoch, validation included)
     epochs: int  # epochs run before early stopping (or the cap)
+    steps: int  # optimizer steps: epochs x batches per epoch
+    batch: int  # training batch size
     seconds_per_epoch: float  # train_seconds / epochs
     measure_seconds: float  # seconds - train_seconds: split, deploy, latency, throughput, energy
     f1_macro: float  # test-fold macro-F1 of the deployed model
@@ -97,8 +100,10 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
             seconds = time.perf_counter() - start
             train = float(record.train_seconds)
             epochs = int(record.epochs)
+            batch = spec.train.batch_size
             rows.append(TrialTimingRow(
                 model=model, seconds=seconds, train_seconds=train, epochs=epochs,
+                steps=epochs * math.ceil(int(record.n_train) / batch), batch=batch,
                 seconds_per_epoch=train / max(epochs, 1), measure_seconds=seconds - train,
                 f1_macro=float(record.f1_macro), peak_rss_mb=float(record.peak_rss_mb)))
             log.info("%s: %.1f s (%d epochs)", model, seconds, epochs)

@@ -53,6 +53,10 @@ def deploy(model: nn.Module, *, reference: bool = False, seed: int = 0) -> nn.Mo
         _replace_quant_linears(deployed, reference)
         if not reference:
             deployed = fuse_mlps(deployed)
+            # a model class may name its deployed form (an expert: called without hook dispatch)
+            deployed_class = type(deployed).__dict__.get("deployed_class")
+            if deployed_class is not None:
+                deployed.__class__ = deployed_class
     deployed.eval()
     deployed.requires_grad_(False)
     return deployed

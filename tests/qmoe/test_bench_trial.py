@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qmoe.bench_seeds import seed_floors
 from qmoe.bench_trial import DEFAULT_MODELS, MIXTURE_ALPHA, bench_trials, trial_spec
 from qmoe.data.sized import SizedConfig
 from qmoe.errors import QmoeError
@@ -25,6 +26,12 @@ def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
         assert math.isclose(r.seconds_per_epoch, r.train_seconds / r.epochs)
         assert 1 / TINY.n_classes < r.f1_macro <= 1.0  # learns above chance
         assert r.peak_rss_mb > 0
+        assert r.batch == trial_spec(r.model).train.batch_size
+        assert r.steps % r.epochs == 0 and r.steps >= r.epochs  # whole epochs of whole batches
+    # the seed floor from these very rows (qmoe.bench_seeds): one row each, the measured trial
+    floors = seed_floors(rows, bandwidth_gbs=20.0, in_dim=TINY.dim, n_classes=TINY.n_classes, gemm_gflops=50.0)
+    assert [(f.model, f.trial_seconds, f.steps) for f in floors] == [(r.model, r.seconds, r.steps) for r in rows]
+    assert floors[2].gflops_per_step > floors[0].gflops_per_step  # three experts and a router
     assert [r.is_mixture for r in rows] == [False, False, True]
     assert rows[2].meets_target is None and isinstance(rows[0].meets_target, bool)
     assert list(tmp_path.glob("sized/*.parquet"))  # the table went to the cache dir given

@@ -167,3 +167,19 @@ def test_fusion_takes_whole_mlps_of_deployed_layers() -> None:
     assert torch.equal(fused_mixed(x), deploy(mixed[2])(torch.relu(deploy(mixed[0])(x))))
     other = nn.Sequential(QuantLinear(70, 40, "q8"), nn.Tanh(), QuantLinear(40, 5, "q8"))
     assert isinstance(deploy(other), nn.Sequential)  # a non-ReLU activation is not fused
+
+
+def test_a_deployed_expert_is_called_without_hook_dispatch() -> None:
+    from qmoe.models import Expert
+    from qmoe.models.expert import DeployedExpert
+
+    torch.manual_seed(0)
+    expert = Expert(70, 5, (40,), "q1", 0.1)
+    deployed = deploy(expert)
+    assert type(deployed) is DeployedExpert and isinstance(deployed, Expert)
+    assert type(expert) is Expert  # the trained model is untouched
+    x = torch.randn(6, 70)
+    calls: list[int] = []
+    deployed.register_forward_hook(lambda *_: calls.append(1))
+    assert torch.equal(deployed(x), deployed.forward(x)) and not calls  # no nn.Module.__call__
+    assert type(deploy(expert, reference=True)) is Expert  # the float reference keeps torch's call

@@ -1,0 +1,119 @@
+"""The cost floor of training several seeds of one trial together (``qmoe bench``; issue 14 §1:
+10 seeds of one ESC-50-sized trial in <= 3x the time of one seed, on one core).
+
+Training S seeds together -- stacked weights, batched matmuls, one process -- can share the
+Python overhead, the data and the measurements, but not the arithmetic: every seed still
+needs its own forward and weight-gradient matmuls at every step, and its own optimizer update
+over its own weights and moments. This module bounds that unavoidable part from below, with
+figures measured in the same run:
+
+- matmuls: ``4 B sum(in x out)`` FLOPs per step and seed (forward and weight gradient of
+  every Linear layer; the input gradients, router passes, quantization and dropout are left
+  out, so the bound stays a bound), at the best single-thread GEMM throughput measured here
+  over the trial's shape and larger ones (as a stacked model could run);
+- optimizer: AdamW reads a parameter, its gradient and two moments and writes three of them
+  back, 28 bytes per parameter per step, at the core's best read bandwidth (its L2's).
+
+``S x steps x (matmul + optimizer)`` over one seed's whole measured trial is the least the
+ratio can be, however the seeds are batched; where it exceeds the target, no batching reaches
+it on this machine. Below the target it rules nothing out: the real per-step cost is higher
+(quantization passes, dropout, input gradients, GEMMs below peak, ten seeds' optimizer state
+far beyond L2). Seed-batched training itself is not built: S seeds run as S trials, S x one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
+from qmoe.bench_trial import TrialTimingRow, trial_spec
+from qmoe.measure import torch_threads
+from qmoe.trial import build_model
+
+ADAMW_BYTES = 28  # per parameter per step: read p, g, m, v (16), write p, m, v (12)
+#: GEMM shapes (M, K, N) timed for the best throughput: the single model's first layer at its
+#: batch, the mixture's batch, and the first layer of 10 stacked seeds sharing a batch.
+GEMM_SHAPES = ((64, 1536, 640), (256, 1536, 640), (64, 1536, 6400), (1024, 1536, 2048))
+
+
+@dataclass(frozen=True)
+class SeedFloorRow:
+    """The floor of training :data:`SEEDS` seeds of one model's trial together."""
+
+    model: str
+    trial_seconds: float  # one seed's whole trial, measured (qmoe.bench_trial)
+    steps: int  # optimizer steps that trial ran
+    gflops_per_step: float  # forward + weight-gradient matmuls of one seed's step
+    mb_per_step: float  # optimizer traffic of one seed's step (1 MB = 1e6 bytes)
+    gemm_gflops: float  # best single-thread GEMM throughput measured
+    bandwidth_gbs: float  # best single-core read bandwidth measured
+    seeds: int = SEEDS
+
+    @property
+    def floor_seconds(self) -> float:
+        """Least time for the arithmetic of ``seeds`` seeds' trainings."""
+        per_step = self.gflops_per_step / self.gemm_gflops + self.mb_per_step / 1e3 / self.bandwidth_gbs
+        return self.seeds * self.steps * per_step
+
+    @property
+    def floor_ratio(self) -> float:
+        """``floor_seconds`` over one seed's whole trial: the best any batching can reach."""
+        return self.floor_seconds / self.trial_seconds
+
+    @property
+    def ruled_out(self) -> bool:
+        """Whether the floor alone exceeds the target (no batching could meet it here)."""
+        return self.floor_ratio > SEED_RATIO_TARGET
+
+
+def best_gemm_gflops(shapes: Sequence[tuple[int, int, int]] = GEMM_SHAPES, min_seconds: float = 0.2) -> float:
+    """The best float32 GEMM throughput of one thread over ``shapes`` (GFLOP/s, best pass)."""
+    best = 0.0
+    gen = torch.Generator().manual_seed(0)
+    with torch_threads(1):
+        for m, k, n in shapes:
+            a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+            out = torch.empty(m, n)
+            torch.mm(a, b, out=out)
+            fastest, start = math.inf, time.perf_counter()
+            while time.perf_counter() - start < min_seconds:
+                t0 = time.perf_counter()
+                torch.mm(a, b, out=out)
+                fastest = min(fastest, time.perf_counter() - t0)
+            best = max(best, 2.0 * m * k * n / fastest / 1e9)
+    return best
+
+
+def step_work(model: nn.Module, batch: int) -> tuple[float, float]:
+    """(GFLOP, MB) one training step of ``model`` at least does: the forward and
+    weight-gradient matmuls of its Linear layers, and AdamW's traffic over its parameters."""
+    macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    params = sum(p.numel() for p in model.parameters())
+    return 4.0 * batch * macs / 1e9, ADAMW_BYTES * params / 1e6
+
+
+def seed_floor(model: str, model_obj: nn.Module, batch: int, steps: int, trial_seconds: float,
+               gemm_gflops: float, bandwidth_gbs: float) -> SeedFloorRow:
+    """The floor row of one measured trial (``steps`` optimizer steps in ``trial_seconds``)."""
+    gflops, mb = step_work(model_obj, batch)
+    return SeedFloorRow(model=model, trial_seconds=trial_seconds, steps=steps, gflops_per_step=gflops,
+                        mb_per_step=mb, gemm_gflops=gemm_gflops, bandwidth_gbs=bandwidth_gbs)
+
+
+def seed_floors(rows: Sequence[TrialTimingRow], bandwidth_gbs: float, in_dim: int, n_classes: int,
+                gemm_gflops: float | None = None) -> list[SeedFloorRow]:
+    """The floor of every trial timed by :func:`qmoe.bench_trial.bench_trials` on a table of
+    ``in_dim`` features and ``n_classes`` classes; ``bandwidth_gbs``: the core's best read
+    bandwidth (:func:`qmoe.bench.measure_bandwidth`'s L2 figure)."""
+    gemm = best_gemm_gflops() if gemm_gflops is None else gemm_gflops
+    out = []
+    for r in rows:
+        model = build_model(trial_spec(r.model), in_dim, n_classes)
+        out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth_gbs))
+    return out

@@ -1,0 +1,37 @@
+"""The seed-batching floor: exact work counts, its arithmetic, a measured GEMM rate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from qmoe.bench_seeds import SeedFloorRow, best_gemm_gflops, step_work
+from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
+from qmoe.models import Expert
+
+
+def test_step_work_counts_the_paper_mlp_exactly() -> None:
+    model = Expert(1536, 50, (640, 320), "q4", 0.1)
+    gflop, mb = step_work(model, batch=64)
+    macs = 1536 * 640 + 640 * 320 + 320 * 50
+    params = macs + 640 + 320 + 50  # weights and biases (q4 has no quantizer parameters)
+    assert gflop == 4 * 64 * macs / 1e9
+    assert mb == 28 * params / 1e6
+    bitnet_gflop, bitnet_mb = step_work(Expert(1536, 50, (640, 320), "bitnet", 0.1), batch=64)
+    assert bitnet_gflop == gflop and bitnet_mb == 28 * (params + 640 + 320 + 50) / 1e6  # + alpha per row
+
+
+@pytest.mark.parametrize(("trial_s", "ruled_out"), [(4.0, True), (5.0, False)])
+def test_floor_arithmetic(trial_s: float, ruled_out: bool) -> None:
+    row = SeedFloorRow(model="q4", trial_seconds=trial_s, steps=500, gflops_per_step=0.3, mb_per_step=34.0,
+                       gemm_gflops=150.0, bandwidth_gbs=34.0)
+    per_step = 0.3 / 150.0 + 34.0 / 1e3 / 34.0  # 2 ms of matmul, 1 ms of optimizer
+    assert math.isclose(row.floor_seconds, SEEDS * 500 * per_step)  # 15 s for 10 seeds: 3.75x a 4 s trial, 3x a 5 s one
+    assert math.isclose(row.floor_ratio, SEEDS * 500 * per_step / trial_s)
+    assert row.ruled_out is ruled_out and (row.floor_ratio > SEED_RATIO_TARGET) is ruled_out
+
+
+def test_gemm_rate_is_measured() -> None:
+    rate = best_gemm_gflops([(32, 64, 48)], min_seconds=0.01)
+    assert math.isfinite(rate) and rate > 0.01  # any CPU multiplies 100k FLOPs in under 10 ms
