@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from qmoe.models.dropout import Dropout
 from qmoe.quant import QuantLinear, get_quantizer
 
 
@@ -29,7 +30,7 @@ class Expert(nn.Module):
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
-            layers += [QuantLinear(width, h, self.config), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [QuantLinear(width, h, self.config), nn.ReLU(), Dropout(dropout)]
             width = h
         layers.append(QuantLinear(width, n_classes, self.config))
         self.net = nn.Sequential(*layers)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qmoe.models.dropout import dropout
+
 
 class Router(nn.Module):
     """``Linear(D,128) - ReLU - Dropout - Linear(128,64) - ReLU - Linear(64,N)``, Xavier init."""
@@ -25,7 +27,7 @@ class Router(nn.Module):
         return self._head(F.relu(self.fc1(z)), mc)
 
     def _head(self, h: torch.Tensor, mc: bool) -> torch.Tensor:
-        h = F.dropout(h, self.dropout, training=self.training or mc)
+        h = dropout(h, self.dropout, training=self.training or mc)
         h = F.relu(self.fc2(h))
         return self.fc3(h)
 
