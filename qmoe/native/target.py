@@ -12,6 +12,7 @@ flag                instructions                                used by
 :data:`HAS_VPERMW`  AVX-512 BW ``vpermw``                       bit-plane tables, 5 inputs
 :data:`HAS_AVX2`    AVX2 ``vpshufb``, ``vpmaddubsw``, ``vpsignb``  bit-plane tables, 4 inputs;
                                                                 int8 dots
+:data:`HAS_AVX512`  AVX-512 F (32 vector registers)             fp32 dots, several rows at once
 (neither)           portable LLVM IR                            AND + popcount; plain loops
 ==================  ==========================================  ==============================
 
@@ -50,3 +51,5 @@ HAS_VNNI = "avx512vnni" in target_cpu()[1]
 HAS_VPERMW = "avx512bw" in target_cpu()[1]
 #: AVX2: the 4-input table kernel (``vpshufb``) and the int8 dots (``vpmaddubsw``).
 HAS_AVX2 = "avx2" in target_cpu()[1]
+#: AVX-512 F: 32 registers of 16 float32, room for the fp32 batch kernel's 16 accumulators.
+HAS_AVX512 = "avx512f" in target_cpu()[1]

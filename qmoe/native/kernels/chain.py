@@ -39,7 +39,9 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     the order of :func:`carve`, then the total: the 9 layer buffers for layers up to ``width``
     wide, then a mixture's logits, pass probabilities, hidden layer, routing scratch and
     expert counts (``n_e`` experts, ``n_c`` classes, ``n_mc`` passes; 0 for an MLP), then the
-    :data:`~.vnni.ROWS`-row buffers of :mod:`.rows` (``hs, ys, xus, a32s, scales``)."""
+    :data:`~.vnni.ROWS`-row buffers of :mod:`.rows` (``hs, ys, xus, a32s, scales``), then a
+    mixture's logits, probabilities and router hidden layer for a row group; the last offset is
+    the total."""
     r = lambda n: (n + 63) // 64 * 64  # noqa: E731
     o0 = 0
     o1 = o0 + r(4 * width)  # h
@@ -61,7 +63,11 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     o17 = o16 + r(width * ROWS)  # xus
     o18 = o17 + r(4 * width * ROWS)  # a32s
     o19 = o18 + r(4 * ROWS)  # scales
-    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15, o16, o17, o18, o19)
+    o20 = o19 + r(4 * ROWS * n_e * n_c)  # a mixture's logits, per row of a row group
+    o21 = o20 + r(8 * ROWS * n_mc * n_e)  # its pass probabilities, per row
+    o22 = o21 + r(4 * ROWS * width)  # its router's hidden layer, per row
+    return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15, o16, o17, o18, o19, o20, o21,
+            o22)
 
 
 @njit(inline="always")

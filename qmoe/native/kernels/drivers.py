@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "89e6931044366b1c9581939d99dcb5f50447b3cec2cf9b60d3e2e983726cf4bd"
+SOURCES_SHA256 = "478665a5b9c00fd35e44b4c5adbccfedda3de33ad56df26cc3a841b610684a3d"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -46,8 +46,8 @@ if not CACHE:
 def scratch_bytes(meta, mix):  # noqa: ANN001, ANN201
     """Bytes of the scratch block :func:`mlp` (``mix`` empty) or :func:`mixture` needs."""
     if mix.shape[0] == 0:
-        return scratch_offsets(max_width(meta), 0, 0, 0)[19]
-    return scratch_offsets(max_width(meta), mix[N_EXPERTS], mix[N_CLASSES], mix[N_MC])[19]
+        return scratch_offsets(max_width(meta), 0, 0, 0)[22]
+    return scratch_offsets(max_width(meta), mix[N_EXPERTS], mix[N_CLASSES], mix[N_MC])[22]
 
 
 @njit(cache=CACHE)
@@ -105,7 +105,38 @@ def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     masks = fp[mix[MASKS_OFF]: mix[MASKS_OFF] + n_mc * hw]
     alpha, temperature = np.float64(fp[mix[ALPHA_OFF]]), np.float64(fp[mix[TEMP_OFF]])
     d = x.shape[1]
-    for b in range(x.shape[0]):
+    start = 0
+    if batched(meta):  # row groups: each row's arithmetic is the one-row loop's below
+        hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
+        glogits = scratch[o[19]: o[19] + 4 * ROWS * n_e * n_c].view(np.float32).reshape((ROWS, n_e, n_c))
+        gprobs = scratch[o[20]: o[20] + 8 * ROWS * n_mc * n_e].view(np.float64).reshape((ROWS, n_mc, n_e))
+        ghidden = scratch[o[21]: o[21] + 4 * ROWS * width].view(np.float32)
+        for start in range(0, x.shape[0] - ROWS + 1, ROWS):
+            for e in range(n_e):
+                for g in range(ROWS):
+                    hs[g * width: g * width + d] = x[start + g]
+                res = run_chain_rows(mix[MIX_HEAD + 2 * e], mix[MIX_HEAD + 2 * e + 1], hs, ys, width, meta, fp,
+                                     w, xq, xa, words, acc, a32, accf, tab, xus, a32s, scales)
+                for g in range(ROWS):
+                    glogits[g, e, :] = res[g * width: g * width + n_c]
+            for g in range(ROWS):
+                hs[g * width: g * width + d] = x[start + g]
+            res = run_chain_rows(first, 1, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus,
+                                 a32s, scales)
+            for g in range(ROWS):
+                ghidden[g * width: g * width + hw] = res[g * width: g * width + hw]
+            for m in range(n_mc):
+                for g in range(ROWS):
+                    for i in range(hw):
+                        hs[g * width + i] = ghidden[g * width + i] * masks[m * hw + i]
+                res = run_chain_rows(first + 1, count - 1, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32,
+                                     accf, tab, xus, a32s, scales)
+                for g in range(ROWS):
+                    softmax64(res[g * width:], n_e, temperature, gprobs[g, m])
+            for g in range(ROWS):
+                route(glogits[g], gprobs[g], n_e, n_c, n_mc, alpha, mix[CURIOSITY], top_k, q, out[start + g])
+        start = x.shape[0] // ROWS * ROWS
+    for b in range(start, x.shape[0]):
         for e in range(n_e):
             h[:d] = x[b]
             res = run_chain(mix[MIX_HEAD + 2 * e], mix[MIX_HEAD + 2 * e + 1], h, y, meta, fp, w, xq, xa,

@@ -209,3 +209,15 @@ def test_kernel_sources_digest_is_current() -> None:
 
     assert drivers.sources_sha256() == drivers.SOURCES_SHA256, (
         f"update SOURCES_SHA256 in qmoe/native/kernels/drivers.py to {drivers.sources_sha256()}")
+
+
+@pytest.mark.parametrize("rows", [4, 7, 64])
+def test_fp32_row_groups_in_whole_output_blocks(rows: int) -> None:
+    """Float layers whose widths are whole 64-output blocks (the AVX-512 batch kernel's, no
+    remainder) and one with a remainder: equal numpy and each row alone, bit for bit."""
+    layers = make_mlp("fp32", (1536, 128, 64, 3), seed=rows)
+    mlp = NativeMLP(layers)
+    x = np.random.default_rng(rows).standard_normal((rows, 1536)).astype(np.float32)
+    got = mlp(x)
+    assert np.array_equal(got, reference(layers, x))
+    assert all(np.array_equal(mlp(x[i: i + 1]), got[i: i + 1]) for i in range(rows))

@@ -95,6 +95,19 @@ def test_rows_are_independent_and_calls_repeat() -> None:
     assert np.array_equal(mix(x).logits, out.logits)
 
 
+@pytest.mark.parametrize("rows", [4, 23])
+def test_row_groups_give_every_field_of_each_row_alone(rows: int) -> None:
+    """Batches run the experts and the router four rows at a time where the layouts allow (the
+    rest one by one): every output field of every row is the row's own, bit for bit."""
+    mix = _mixture(0.3, top_k=2)
+    x = np.random.default_rng(rows).standard_normal((rows, D)).astype(np.float32)
+    out = mix(x)
+    fields = ("logits", "p", "p_cur", "uncertainty", "kl", "selected")
+    for i in range(rows):
+        one = mix(x[i: i + 1])
+        assert all(np.array_equal(getattr(one, f), getattr(out, f)[i: i + 1]) for f in fields)
+
+
 def test_frozen_masks_are_seeded_inverted_dropout() -> None:
     m = frozen_masks(7, 10, 128, 0.2)
     assert m.shape == (10, 128) and m.dtype == np.float32
