@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qmoe.bench_targets import GRID_HOURS_TARGET, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET
+from qmoe.bench_targets import GRID_HOURS_TARGET, SEEDS, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET
 from qmoe.errors import QmoeError
 
 from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, efficiency, serial_times, write_job
@@ -89,6 +89,12 @@ class SizedBench:
     @property
     def efficiency_met(self) -> bool:
         return self.efficiency >= SIZED_EFFICIENCY_TARGET
+
+    @property
+    def grid_seeds_hours(self) -> float:
+        """The paper grid with :data:`~qmoe.bench_targets.SEEDS` training seeds per (configuration,
+        fold), each seed its own trial (seed batching is not built): ``SEEDS x grid_hours``."""
+        return SEEDS * self.grid_hours
 
     @property
     def grid_met(self) -> bool:

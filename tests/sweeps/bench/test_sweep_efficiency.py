@@ -29,6 +29,7 @@ def test_efficiency_figures_and_targets() -> None:
                        command_wall=400.0, table_name="t", slots=2)
     assert sized.efficiency == pytest.approx(0.8) and sized.efficiency_met
     assert sized.grid_hours == pytest.approx(375 * 15 / 3600) and sized.grid_met
+    assert sized.grid_seeds_hours == pytest.approx(10 * 375 * 15 / 3600)  # ten seeds, each its own trial
     slow = SizedBench(reference=times([40.0] * 15), ours=times([42.0] * 15, wall=700.0), serial=True,
                       command_wall=720.0, table_name="t", slots=2)
     assert not slow.efficiency_met and not slow.grid_met
