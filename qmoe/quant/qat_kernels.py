@@ -250,10 +250,10 @@ if njit is not None:
         one, two, zero = np.float32(1.0), np.float32(2.0), np.float32(0.0)
         n = grad.shape[1]
         prod = np.empty(n, np.float32)
-        for j in range(grad.shape[0]):  # simple passes over a row (in L1), each vectorised
+        for j in range(grad.shape[0]):  # one vectorised pass over a row, then its sum (in L1)
             rt = ratio[j]
             for i in range(n):
-                prod[i] = min(max(np.float32(rounded[j, i]), -one), one) * grad[j, i]  # exact
+                r, g = np.float32(rounded[j, i]), grad[j, i]
+                prod[i] = min(max(r, -one), one) * g  # exact
+                grad_w[j, i] = (min(max(abs(r) - two, -one), zero) * rt) * g
             grad_alpha[j] = np.float32(block_sum(prod, 0, n))
-            for i in range(n):
-                grad_w[j, i] = (min(max(abs(np.float32(rounded[j, i])) - two, -one), zero) * rt) * grad[j, i]
