@@ -7,8 +7,9 @@ torch code's (``tests/qmoe/quant/test_quant_ste.py``). The reductions that feed 
 layer's mean, min and max; bitnet's row means) are fused too, one read of the weight each: the
 sums in float64 in a fixed order of :data:`SUM_LANES` vector lanes written into the IR
 (:func:`block_sum`), so the same on every x86 CPU whatever its vector width, and within one
-float32 rounding of the exact mean, plus ``n 2^-53 mean|W|`` from the float64 sum (torch's float32 ``mean()``, in an order that depends on
-the CPU, differs from it by its own rounding error, a few ulp). :func:`fusable` says when a
+float32 rounding of the exact mean, plus ``n 2^-53 mean|W|`` from the float64 sum (torch's
+float32 ``mean()``, in an order that depends on the CPU, differs from it by its own rounding
+error, a few ulp). :func:`fusable` says when a
 tensor can take them (contiguous float32 on the CPU, numba installed); any other tensor takes
 the torch formula. All jitted code is in this one file: numba's on-disk cache is invalidated
 per file, so a kernel cached with code from another file could run stale code.
@@ -111,17 +112,18 @@ if njit is not None:
 
     def _lanes_at(lanes: int, op: str):  # noqa: ANN202
         """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
-        a multiple of ``lanes``) in ``lanes`` vector lanes: lane l takes elements start + l,
-        start + l + lanes, ... in turn, then the lanes are combined in order. ``op``: "sum"
-        (in float64, from 0.0), "abssum" (the
-        same sum of the float32 values ``|x - c|``, c float32), "max" or "negmax"
-        (the max of ``x`` or of ``-x``, from -inf, float32; NaN fails every ``>`` and is
-        skipped). The order is in the IR, so every target (AVX-512, AVX2, SSE2) computes the
-        same operations: the result is the same on every x86 CPU."""
+        a multiple of ``lanes``, ``arr`` C-contiguous) in ``lanes`` vector lanes: lane l takes
+        elements start + l, start + l + lanes, ... in turn, then the lanes are combined in order.
+        ``op``: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
+        ``|x - c|``, c float32), "max" or "negmax" (the max of ``x`` or of ``-x``, from -inf,
+        float32; NaN fails every ``>`` and is skipped). The order is in the IR, so every target
+        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU."""
         is_sum = op in ("sum", "abssum")
 
         @intrinsic
         def lanes_at(typingctx, arr, start, stop, c):  # noqa: ANN001, ANN202
+            if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
+                return None  # the loads assume contiguous float32: no other array compiles
             sig = (types.float64 if is_sum else types.float32)(arr, start, stop, c)
 
             def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
@@ -143,8 +145,9 @@ if njit is not None:
                 acc.add_incoming(zero, pre)
                 x = builder.load(builder.gep(ptr, [i]), align=4)
                 if op == "abssum":
-                    cv = builder.insert_element(ir.Constant(vin, ir.Undefined), args[3], ir.Constant(ir.IntType(32), 0))
-                    cv = builder.shuffle_vector(cv, ir.Constant(vin, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+                    undef, i32 = ir.Constant(vin, ir.Undefined), ir.IntType(32)
+                    cv = builder.insert_element(undef, args[3], ir.Constant(i32, 0))  # c in every lane
+                    cv = builder.shuffle_vector(cv, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
                     fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin]),
                                                           f"llvm.fabs.v{lanes}f32")
                     x = builder.call(fabs, [builder.fsub(x, cv)])
@@ -178,10 +181,10 @@ if njit is not None:
 
     @njit(cache=True, error_model="numpy")
     def block_sum(x, start, stop):  # noqa: ANN001, ANN201
-        """``sum(x[start:stop])`` of float32 in float64 in the fixed order of
-        ``tests/qmoe/quant/test_qat_kernels.py::reference_sum``: blocks of :data:`BLOCK` elements each summed by
-        :data:`SUM_LANES` lanes (then the lanes in order), added in turn; the last
-        ``(stop - start) % SUM_LANES`` elements one by one."""
+        """``sum(x[start:stop])`` of float32 in float64 in a fixed order (numpy's rendering:
+        ``reference_sum`` in ``tests/qmoe/quant/test_qat_kernels.py``): blocks of :data:`BLOCK`
+        elements each summed in :data:`SUM_LANES` lanes (then the lanes in order), the block sums
+        added in turn; the last ``(stop - start) % SUM_LANES`` elements one by one."""
         total = 0.0
         top = stop - (stop - start) % SUM_LANES
         for b in range(start, top, BLOCK):
