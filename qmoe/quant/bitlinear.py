@@ -29,13 +29,36 @@ BITLINEAR_BITS = (1, 2, 4, 8, 16)
 
 
 def bitlinear_scale(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
-    """The layer's ``(mu, s)`` (0-dim, detached): ``mu = mean(W)``; ``s = max|W - mu| / qmax``,
-    or ``s = mean|W - mu|`` for k = 1."""
+    """The layer's ``(mu, s)`` (0-dim float32, detached): ``mu = mean(W)``; ``s = max|W - mu| / qmax``,
+    or ``s = mean|W - mu|`` for k = 1.
+
+    On float32 CPU weights (numba installed) the means are :mod:`qmoe.quant.qat_kernels`'
+    float64 sums in a fixed lane order, rounded once: the same on every x86 CPU, within a
+    float32 rounding of the exact mean (torch's float32 ``mean()`` differs from it by its own
+    summation error, a few ulp). Elsewhere, torch's ``mean()``.
+    """
     w = weight.detach()
+    if w.dtype is torch.float32 and w.is_cpu and w.numel() > 0 and qat_kernels.fusable(w.contiguous()):
+        mu, scale = _kernel_scale(qat_kernels.as_np(w.contiguous()).reshape(-1), bits)
+        return torch.tensor(mu), torch.tensor(scale)
     mu = w.mean()
     if bits == 1:
         return mu, (w - mu).abs_().mean()
     return mu, _range_scale(w, mu, bits)
+
+
+def _kernel_scale(w: np.ndarray, bits: int) -> tuple[np.float32, np.float32]:
+    """``(mu, s)`` of a flat float32 weight by the kernels: one pass for the sum, min and max
+    (k >= 2; ``s`` from them as :func:`_range_scale`), two passes for k = 1."""
+    n = w.shape[0]
+    if bits == 1:
+        mu = np.float32(qat_kernels.block_sum(w, 0, n) / n)
+        return mu, np.float32(qat_kernels.abs_centred_sum(w, mu) / n)
+    total, w_min, w_max = qat_kernels.layer_stats(w)
+    mu = np.float32(total / n)
+    with np.errstate(all="ignore"):  # inf/NaN weights give inf/NaN scales, as torch's
+        c_max = np.maximum(np.float32(w_max - mu), np.float32(mu - w_min))
+        return mu, np.maximum(c_max, np.float32(EPS)) / np.float32(2 ** (bits - 1) - 1)
 
 
 def _range_scale(w: Tensor, mu: Tensor, bits: int) -> Tensor:
@@ -57,24 +80,20 @@ def _grid(weight: Tensor, mu: Tensor, scale: Tensor, bits: int) -> Tensor:
 
 
 def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
-    if not qat_kernels.fusable(weight):
+    if not qat_kernels.fusable(weight) or weight.numel() == 0:
         mu, scale = bitlinear_scale(weight, bits)
         if bits == 1:
             return sign_pm1_(weight - mu).mul_(scale), None
         return _grid(weight, mu, scale, bits).mul_(scale), None
-    # the same values, each (out, in) pass fused (qmoe.quant.qat_kernels); the reductions
-    # (means) stay torch's, whose rounding depends on the summation order
+    # the same formulas in two passes over W (k = 1: three): the statistics, then the values
     out = torch.empty_like(weight)
     w, o = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1)
-    mu = weight.detach().mean()
-    m = np.float32(mu)
-    if bits == 1:  # out holds |W - mu| for its mean, then the signs
-        qat_kernels.abs_centred(w, m, o)
-        qat_kernels.signs(w, m, np.float32(out.mean()), o)
+    mu, scale = _kernel_scale(w, bits)
+    if bits == 1:
+        qat_kernels.signs(w, mu, scale, o)
     else:
         qmax = 2 ** (bits - 1) - 1
-        scale = _range_scale(weight.detach(), mu, bits)
-        qat_kernels.grid(w, m, np.float32(scale), np.float32(-qmax - 1), np.float32(qmax), o)
+        qat_kernels.grid(w, mu, scale, np.float32(-qmax - 1), np.float32(qmax), o)
     return out, None
 
 

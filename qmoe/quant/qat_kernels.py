@@ -3,8 +3,13 @@ to six (a QAT step spent most of its extra time in those passes).
 
 Each kernel computes, element by element, the same IEEE float32 operations in the same order
 as the torch formula it replaces (quoted in its docstring), so its values are bit for bit the
-torch code's (``tests/qmoe/quant/test_quant_ste.py``); the reductions that feed them (means,
-whose rounding depends on the summation order) stay torch's. :func:`fusable` says when a
+torch code's (``tests/qmoe/quant/test_quant_ste.py``). The reductions that feed them (the
+layer's mean, min and max; bitnet's row means) are fused too, one read of the weight each: the
+sums in float64 in a fixed order of :data:`SUM_LANES` vector lanes written into the IR
+(:func:`block_sum`), so the same on every x86 CPU whatever its vector width, and within one
+float32 rounding of the exact mean, plus ``n 2^-53 mean|W|`` from the float64 sum (torch's
+float32 ``mean()``, in an order that depends on the CPU, differs from it by its own rounding
+error, a few ulp). :func:`fusable` says when a
 tensor can take them (contiguous float32 on the CPU, numba installed); any other tensor takes
 the torch formula. All jitted code is in this one file: numba's on-disk cache is invalidated
 per file, so a kernel cached with code from another file could run stale code.
@@ -19,6 +24,7 @@ from torch import Tensor
 try:  # numba is a dependency; without it the torch formulas run
     from llvmlite import ir
     from numba import njit, types
+    from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised only without numba
     njit = None
@@ -34,10 +40,13 @@ def as_np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-#: Interleaved float64 partial sums of alpha's gradient (so the sum vectorises).
-LANES = 4
 #: Independent lanes of the activations' max reduction (one AVX-512 vector of float32).
 MAX_LANES = 16
+#: Float64 lanes of the layer and row sums (:func:`block_sum`): a fixed order on every CPU.
+SUM_LANES = 16
+#: Elements per block of :func:`block_sum` (8 KB of float32: stays in L1 while a
+#: kernel takes a second look at it).
+BLOCK = 2048
 
 if njit is not None:
     # error_model="numpy": a division by zero gives inf/nan as in torch (a diverging run's inf
@@ -85,12 +94,6 @@ if njit is not None:
                 out[r, i] = min(max(np.rint(x[r, i] * s), lo), qmax) / s
 
     @njit(cache=True, error_model="numpy")
-    def abs_centred(w, mu, out):  # noqa: ANN001, ANN201
-        """``(w - mu).abs_()`` into ``out`` (q1's ``mean|W - mu|`` is then torch's mean of it)."""
-        for i in range(w.shape[0]):
-            out[i] = abs(w[i] - mu)
-
-    @njit(cache=True, error_model="numpy")
     def ternary(w, gamma, alpha, out, rounded):  # noqa: ANN001, ANN201
         """``torch.div(w, gamma[:, None]).round_().clamp_(-1, 1).mul_(alpha[:, None])`` (bitnet),
         and ``round(w / gamma)`` clipped to int8 into ``rounded`` when it is not empty (for the
@@ -107,43 +110,137 @@ if njit is not None:
             for i in range(w.shape[1]):
                 out[j, i] = min(max(out[j, i], -one), one) * a
 
-    @intrinsic
-    def lane_sum(typingctx, arr, top):  # noqa: ANN001, ANN201
-        """``sum(arr[:top])`` of float32 (``top`` a multiple of :data:`LANES`) in float64: lane l
-        adds elements l, l + LANES, ... in turn (one vector add per LANES), then the lanes in
-        order. numba cannot vectorise a float reduction (the order would change): this keeps
-        the order and still uses vectors."""
-        sig = types.float64(arr, top)
+    def _lanes_at(lanes: int, op: str):  # noqa: ANN202
+        """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
+        a multiple of ``lanes``, ``arr`` C-contiguous) in ``lanes`` vector lanes: lane l takes
+        elements start + l, start + l + lanes, ... in turn, then the lanes are combined in order.
+        ``op``: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
+        ``|x - c|``, c float32), "max" or "negmax" (the max of ``x`` or of ``-x``, from -inf,
+        float32; NaN fails every ``>`` and is skipped). The order is in the IR, so every target
+        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU."""
+        is_sum = op in ("sum", "abssum")
 
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
-            vin, vacc = ir.VectorType(f32, LANES), ir.VectorType(f64, LANES)
-            ptr = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data,
-                                  vin.as_pointer())
-            nvec = builder.sdiv(args[1], ir.Constant(i64, LANES))
-            zero = ir.Constant(vacc, [0.0] * LANES)
-            pre = builder.basic_block
-            body, done = builder.append_basic_block("lanes"), builder.append_basic_block("lanes.end")
-            builder.cbranch(builder.icmp_signed(">", nvec, ir.Constant(i64, 0)), body, done)
-            builder.position_at_end(body)
-            i, acc = builder.phi(i64), builder.phi(vacc)
-            i.add_incoming(ir.Constant(i64, 0), pre)
-            acc.add_incoming(zero, pre)
-            new = builder.fadd(acc, builder.fpext(builder.load(builder.gep(ptr, [i]), align=4), vacc))
-            nxt = builder.add(i, ir.Constant(i64, 1))
-            i.add_incoming(nxt, body)
-            acc.add_incoming(new, body)
-            builder.cbranch(builder.icmp_signed("<", nxt, nvec), body, done)
-            builder.position_at_end(done)
-            total = builder.phi(vacc)
-            total.add_incoming(zero, pre)
-            total.add_incoming(new, body)
-            s = ir.Constant(f64, 0.0)
-            for lane in range(LANES):
-                s = builder.fadd(s, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
-            return s
+        @intrinsic
+        def lanes_at(typingctx, arr, start, stop, c):  # noqa: ANN001, ANN202
+            if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
+                return None  # the loads assume contiguous float32: no other array compiles
+            sig = (types.float64 if is_sum else types.float32)(arr, start, stop, c)
 
-        return sig, codegen
+            def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+                f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
+                fa = f64 if is_sum else f32
+                vin, vacc = ir.VectorType(f32, lanes), ir.VectorType(fa, lanes)
+                base = context.make_array(signature.args[0])(context, builder, args[0]).data
+                base = builder.gep(builder.bitcast(base, f32.as_pointer()), [args[1]])
+                ptr = builder.bitcast(base, vin.as_pointer())
+                nvec = builder.sdiv(builder.sub(args[2], args[1]), ir.Constant(i64, lanes))
+                init = 0.0 if is_sum else float("-inf")
+                zero = ir.Constant(vacc, [init] * lanes)
+                pre = builder.basic_block
+                body, done = builder.append_basic_block("lanes"), builder.append_basic_block("lanes.end")
+                builder.cbranch(builder.icmp_signed(">", nvec, ir.Constant(i64, 0)), body, done)
+                builder.position_at_end(body)
+                i, acc = builder.phi(i64), builder.phi(vacc)
+                i.add_incoming(ir.Constant(i64, 0), pre)
+                acc.add_incoming(zero, pre)
+                x = builder.load(builder.gep(ptr, [i]), align=4)
+                if op == "abssum":
+                    undef, i32 = ir.Constant(vin, ir.Undefined), ir.IntType(32)
+                    cv = builder.insert_element(undef, args[3], ir.Constant(i32, 0))  # c in every lane
+                    cv = builder.shuffle_vector(cv, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+                    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin]),
+                                                          f"llvm.fabs.v{lanes}f32")
+                    x = builder.call(fabs, [builder.fsub(x, cv)])
+                if is_sum:
+                    new = builder.fadd(acc, builder.fpext(x, vacc))
+                else:
+                    x = builder.fneg(x) if op == "negmax" else x
+                    new = builder.select(builder.fcmp_ordered(">", x, acc), x, acc)
+                nxt = builder.add(i, ir.Constant(i64, 1))
+                i.add_incoming(nxt, body)
+                acc.add_incoming(new, body)
+                builder.cbranch(builder.icmp_signed("<", nxt, nvec), body, done)
+                builder.position_at_end(done)
+                total = builder.phi(vacc)
+                total.add_incoming(zero, pre)
+                total.add_incoming(new, body)
+                r = ir.Constant(fa, init)
+                for lane in range(lanes):
+                    v = builder.extract_element(total, ir.Constant(ir.IntType(32), lane))
+                    r = builder.fadd(r, v) if is_sum else builder.select(builder.fcmp_ordered(">", v, r), v, r)
+                return r
+
+            return sig, codegen
+
+        return lanes_at
+
+    lane_sum16 = _lanes_at(SUM_LANES, "sum")
+    lane_abssum16 = _lanes_at(SUM_LANES, "abssum")
+    lane_max16 = _lanes_at(SUM_LANES, "max")
+    lane_negmax16 = _lanes_at(SUM_LANES, "negmax")
+
+    @njit(cache=True, error_model="numpy")
+    def block_sum(x, start, stop):  # noqa: ANN001, ANN201
+        """``sum(x[start:stop])`` of float32 in float64 in a fixed order (numpy's rendering:
+        ``reference_sum`` in ``tests/qmoe/quant/test_qat_kernels.py``): blocks of :data:`BLOCK`
+        elements each summed in :data:`SUM_LANES` lanes (then the lanes in order), the block sums
+        added in turn; the last ``(stop - start) % SUM_LANES`` elements one by one."""
+        total = 0.0
+        top = stop - (stop - start) % SUM_LANES
+        for b in range(start, top, BLOCK):
+            total += lane_sum16(x, b, min(b + BLOCK, top), np.float32(0.0))
+        for i in range(top, stop):
+            total += np.float64(x[i])
+        return total
+
+    @njit(cache=True, error_model="numpy")
+    def layer_stats(w):  # noqa: ANN001, ANN201
+        """One pass over ``w`` (flat float32): ``(sum, min, max)``, the sum in float64 as
+        :func:`block_sum`; NaN entries do not count in the min and max (they make the sum NaN).
+        Each block's max and min are taken while it is in L1 (exact in any order)."""
+        n = w.shape[0]
+        top = n - n % SUM_LANES
+        total = 0.0
+        zero = np.float32(0.0)
+        w_max = neg_min = np.float32(-np.inf)
+        for b in range(0, top, BLOCK):
+            end = min(b + BLOCK, top)
+            total += lane_sum16(w, b, end, zero)
+            m, nm = lane_max16(w, b, end, zero), lane_negmax16(w, b, end, zero)
+            w_max = m if m > w_max else w_max
+            neg_min = nm if nm > neg_min else neg_min
+        w_min = -neg_min
+        for i in range(top, n):
+            v = w[i]
+            total += np.float64(v)
+            w_min = v if v < w_min else w_min
+            w_max = v if v > w_max else w_max
+        return total, w_min, w_max
+
+    @njit(cache=True, error_model="numpy")
+    def abs_centred_sum(w, mu):  # noqa: ANN001, ANN201
+        """``sum |w - mu|`` (flat float32 ``w``, float32 ``mu``) in float64 in :func:`block_sum`'s
+        order, ``|w - mu|`` rounded to float32 as torch's ``(w - mu).abs_()``. One read of
+        ``w``, nothing written."""
+        n = w.shape[0]
+        top = n - n % SUM_LANES
+        total = 0.0
+        for b in range(0, top, BLOCK):
+            total += lane_abssum16(w, b, min(b + BLOCK, top), mu)
+        for i in range(top, n):
+            total += np.float64(abs(w[i] - mu))
+        return total
+
+    @njit(cache=True, error_model="numpy")
+    def row_gamma(w, eps, gamma):  # noqa: ANN001, ANN201
+        """bitnet's ``gamma_j = max(fl32(sum_i |w_ji| / n), eps)`` per row of ``w`` (out, in) into
+        ``gamma`` (the row's sum as :func:`abs_centred_sum` with ``mu = 0``). One read of ``w``."""
+        n = w.shape[1]
+        flat = w.reshape(-1)
+        zero = np.float32(0.0)
+        for j in range(w.shape[0]):
+            g = np.float32(abs_centred_sum(flat[j * n:(j + 1) * n], zero) / n)
+            gamma[j] = eps if g < eps else g  # clamp_min: NaN stays NaN
 
     @njit(cache=True, error_model="numpy")
     def ternary_grads(rounded, ratio, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
@@ -151,19 +248,15 @@ if njit is not None:
         ``t = clip(r, -1, 1)``: ``grad_w = clamp(|r| - 2, -1, 0) * ratio * grad`` (``ratio =
         -alpha / gamma``: the STE, zero where the value clipped; torch's operations in torch's
         order) and ``grad_alpha = sum_i t_i grad_i`` (the product rule: exact float32 products
-        summed in float64 by :func:`lane_sum`, then the tail, rounded once: within float32
+        summed in float64 by :func:`block_sum`, rounded once: within float32
         rounding of the exact sum; no full-size tensor written for it)."""
         one, two, zero = np.float32(1.0), np.float32(2.0), np.float32(0.0)
         n = grad.shape[1]
-        top = n - n % LANES
         prod = np.empty(n, np.float32)
-        for j in range(grad.shape[0]):  # simple passes over a row (in L1), each vectorised
+        for j in range(grad.shape[0]):  # one vectorised pass over a row, then its sum (in L1)
             rt = ratio[j]
             for i in range(n):
-                prod[i] = min(max(np.float32(rounded[j, i]), -one), one) * grad[j, i]  # exact
-            s = lane_sum(prod, top)
-            for i in range(top, n):
-                s += np.float64(prod[i])
-            grad_alpha[j] = np.float32(s)
-            for i in range(n):
-                grad_w[j, i] = (min(max(abs(np.float32(rounded[j, i])) - two, -one), zero) * rt) * grad[j, i]
+                r, g = np.float32(rounded[j, i]), grad[j, i]
+                prod[i] = min(max(r, -one), one) * g  # exact
+                grad_w[j, i] = (min(max(abs(r) - two, -one), zero) * rt) * g
+            grad_alpha[j] = np.float32(block_sum(prod, 0, n))

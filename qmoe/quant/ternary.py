@@ -24,8 +24,20 @@ from qmoe.quant.primitives import EPS
 
 
 def ternary_gamma(weight: Tensor) -> Tensor:
-    """Per-output-channel mean absolute weight, shape (out,)."""
-    return weight.detach().abs().mean(dim=1).clamp_min(EPS)
+    """Per-output-channel mean absolute weight, clamped to :data:`EPS`, shape (out,).
+
+    On float32 CPU weights (numba installed) each row's mean is
+    :func:`qmoe.quant.qat_kernels.row_gamma`'s float64 sum in a fixed lane order, rounded once
+    (the same on every x86 CPU, within a float32 rounding of the exact mean; torch's
+    ``mean(dim=1)`` differs from it by its own summation error, a few ulp). Elsewhere torch's.
+    """
+    w = weight.detach()
+    if w.dim() == 2 and w.dtype is torch.float32 and w.is_cpu and w.numel() > 0 \
+            and qat_kernels.fusable(w.contiguous()):
+        gamma = torch.empty(w.shape[0])
+        qat_kernels.row_gamma(qat_kernels.as_np(w.contiguous()), np.float32(EPS), gamma.numpy())
+        return gamma
+    return w.abs().mean(dim=1).clamp_min(EPS)
 
 
 class _TernarySTE(torch.autograd.Function):
@@ -33,8 +45,8 @@ class _TernarySTE(torch.autograd.Function):
     of :func:`ternary_weight` written out.
 
     Cheaper than the autograd graph of the same formula: one node. On contiguous float32 CPU
-    tensors (:mod:`qmoe.quant.qat_kernels`) the forward quantizes in one pass (the row means by
-    torch, as :func:`ternary_gamma`), keeping ``round(W / gamma)`` as int8 for the backward,
+    tensors (:mod:`qmoe.quant.qat_kernels`) the forward reads W twice (the row means of
+    :func:`ternary_gamma`, then the values), keeping ``round(W / gamma)`` as int8 for the backward,
     which is one pass with no division. Elsewhere, torch's ops: one (out, in)
     temporary in the forward, two in the backward, ``round(W / gamma)`` recomputed bit for bit,
     float passes only (torch's CPU kernels on bool masks are 5-30x slower than a float pass).
@@ -42,8 +54,8 @@ class _TernarySTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
-        buf = weight.abs()  # (out, in)
-        gamma = buf.mean(dim=1).clamp_min_(EPS)  # (out,), = ternary_gamma(weight)
+        gamma = ternary_gamma(weight)  # (out,)
+        buf = torch.empty_like(weight)  # (out, in)
         if qat_kernels.fusable(weight, alpha):  # one pass; round(W / gamma) kept for the backward
             rounded = torch.empty(weight.shape, dtype=torch.int8)
             np_ = qat_kernels.as_np

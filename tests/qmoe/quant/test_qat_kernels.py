@@ -60,32 +60,132 @@ def test_absmax_quantize_equals_its_torch_path(bits: int, monkeypatch: pytest.Mo
     assert torch.equal(fused, P.absmax_quantize(x, bits))
 
 
+def reference_sum(x: np.ndarray) -> float:
+    """The kernels' float64 sum of float32 ``x`` (flattened), in their order, in numpy: blocks
+    of ``BLOCK`` elements each summed in ``SUM_LANES`` lanes (lane l adds elements l, l + L, ...
+    from 0.0), the lanes added in order from 0.0, the block sums in turn from 0.0; then the last
+    ``len(x) % SUM_LANES`` elements one by one."""
+    x = np.asarray(x, np.float32).reshape(-1)
+    lanes_n, block = qat_kernels.SUM_LANES, qat_kernels.BLOCK
+    top = len(x) - len(x) % lanes_n
+    total = 0.0
+    for b in range(0, top, block):
+        lanes = np.zeros(lanes_n)
+        for row in x[b:min(b + block, top)].astype(np.float64).reshape(-1, lanes_n):
+            lanes = lanes + row
+        s = 0.0
+        for v in lanes:
+            s += float(v)
+        total += s
+    for v in x[top:]:
+        total += float(v)
+    return total
+
+
+def reference_mean(x: torch.Tensor) -> torch.Tensor:
+    """``fl32(reference_sum(x) / n)``, 0-dim."""
+    return torch.tensor(np.float32(reference_sum(x.numpy()) / x.numel()))
+
+
+def mean_tolerance(x: torch.Tensor) -> float:
+    """How far torch's float32 ``mean()`` may be from the kernels' (exact to float64 and one
+    float32 rounding): torch's own summation error, at most ``(log2 n + 2) u sum|x| / n`` for its
+    cascaded sum (u = 2^-24), plus the kernels' rounding ``u |mean|``."""
+    n = x.numel()
+    return float((np.log2(n) + 2) * 2.0**-24 * x.abs().double().mean() + 2.0**-24 * x.double().mean().abs())
+
+
+SIZES = [1, 15, 16, 17, 2047, 2048, 2049, 2 * 2048 + 16 * 3 + 5, 50 * 320, 640 * 1536]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_layer_stats_sum_is_the_reference_order_and_min_max_exact(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=gen) * 0.02 + 0.003
+    x[n // 2] = 0.5  # the max in a block or in the tail, by n
+    x[-1] = -0.7  # the min last (in the tail when n % 16 != 0)
+    total, lo, hi = qat_kernels.layer_stats(x.numpy())
+    assert total == reference_sum(x.numpy())  # the same float64 operations, exactly
+    assert qat_kernels.block_sum(x.numpy(), 0, n) == total
+    assert (lo, hi) == (float(x.min()), float(x.max()))
+    assert abs(float(reference_mean(x)) - float(x.mean())) <= mean_tolerance(x)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_abs_centred_sum_is_the_reference_order_of_torchs_values(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=gen) * 0.02 + 0.003
+    mu = np.float32(0.001)
+    centred = (x - torch.tensor(mu)).abs_()  # float32 |x - mu| as torch rounds it
+    got = qat_kernels.abs_centred_sum(x.numpy(), mu)
+    assert got == reference_sum(centred.numpy())
+    assert abs(np.float32(got / n) - float(centred.mean())) <= mean_tolerance(centred)
+
+
+def test_layer_stats_skip_nan_in_min_max_and_keep_infinities() -> None:
+    x = torch.linspace(-1, 1, 4099)
+    x[5], x[3000], x[-1] = float("nan"), float("inf"), float("-inf")
+    total, lo, hi = qat_kernels.layer_stats(x.numpy())
+    assert np.isnan(total) and (lo, hi) == (-np.inf, np.inf)
+
+
+@pytest.mark.parametrize("shape", [(640, 1536), (320, 640), (50, 320), (3, 7), (2, 2049)])
+def test_row_gamma_is_the_reference_mean_per_row_clamped(shape: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(shape[1])
+    w = torch.randn(shape, generator=gen) * 0.02
+    w[0] = 0.0  # a zero row: gamma = EPS
+    if shape[0] > 2:
+        w[2, 1] = float("nan")  # NaN stays NaN through the clamp, as torch's clamp_min
+    gamma = np.empty(shape[0], np.float32)
+    qat_kernels.row_gamma(w.numpy(), np.float32(P.EPS), gamma)
+    expected = np.array([max(np.float32(reference_sum(np.abs(row)) / shape[1]), np.float32(P.EPS))
+                         if not np.isnan(row).any() else np.nan for row in w.numpy()], np.float32)
+    np.testing.assert_array_equal(gamma, expected)
+    torch_gamma = w.abs().mean(dim=1).clamp_min(P.EPS)
+    ok = ~torch.isnan(torch_gamma)
+    tol = torch.tensor([mean_tolerance(row.abs()) for row in w])
+    assert ((torch.from_numpy(gamma) - torch_gamma).abs()[ok] <= tol[ok] + 2.0**-24 * P.EPS).all()
+
+
+@pytest.mark.parametrize("bits", bitlinear.BITLINEAR_BITS)
+@pytest.mark.parametrize("shape", [(640, 1536), (50, 320), (3, 7)])
+def test_bitlinear_scale_is_the_formula_on_the_reference_mean(bits: int, shape: tuple[int, int]) -> None:
+    """``mu`` the reference mean; ``s`` from it by DESIGN's formula in torch's float32 ops;
+    both close to torch's (whose mean rounds in its own order)."""
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(shape, generator=gen) * 0.02 + 0.003
+    mu, scale = bitlinear.bitlinear_scale(w, bits)
+    assert torch.equal(mu, reference_mean(w))
+    centred = (w - mu).abs_()
+    if bits == 1:
+        assert torch.equal(scale, reference_mean(centred))
+    else:
+        assert torch.equal(scale, centred.amax().clamp_min(P.EPS) / (2 ** (bits - 1) - 1))
+    t_mu, t_scale = w.mean(), (w - w.mean()).abs()
+    t_scale = t_scale.mean() if bits == 1 else t_scale.amax() / (2 ** (bits - 1) - 1)
+    assert abs(float(mu - t_mu)) <= mean_tolerance(w)
+    # s moves with mu by at most |mu - mu_torch| (/ qmax), plus the roundings
+    assert abs(float(scale - t_scale)) <= 2 * mean_tolerance(w) + 4 * 2.0**-24 * float(t_scale)
+
+
 @pytest.mark.parametrize("bits", bitlinear.BITLINEAR_BITS)
 @pytest.mark.parametrize("shape", [(640, 1536), (50, 320), (3, 7)])
 def test_bitlinear_fused_equals_its_torch_path(bits: int, shape: tuple[int, int],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fused forward (q1: |W - mu| written into the output, torch's mean of it, then the
-    signs over it) gives the torch formula's values and gradient, bit for bit."""
+    """The fused forward (the statistics in one pass, then the grid or the signs) gives the
+    torch formula's values and gradient bit for bit, given the same ``(mu, s)``."""
     gen = torch.Generator().manual_seed(bits)
     w0 = torch.randn(shape, generator=gen) * 0.02 + 0.003
     grad = torch.randn(shape, generator=gen)
     w = w0.clone().requires_grad_()
     fused = bitlinear.bitlinear_weight(w, bits)
     fused.backward(grad)
+    stats = bitlinear.bitlinear_scale(w0, bits)
     torch_paths(monkeypatch)
+    monkeypatch.setattr(bitlinear, "bitlinear_scale", lambda weight, k: stats)
     w_ref = w0.clone().requires_grad_()
     ref = bitlinear.bitlinear_weight(w_ref, bits)
     ref.backward(grad)
     assert torch.equal(fused, ref)
     assert torch.equal(w.grad, w_ref.grad)
     assert torch.equal(fused, bitlinear.bitlinear_weight(w0, bits))  # no-grad path alike
-
-
-def test_abs_centred_is_torchs_sub_abs() -> None:
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randn(1000, generator=gen)
-    w[:3] = torch.tensor([0.25, -0.0, float("inf")])
-    mu = torch.tensor(0.25)
-    out = torch.empty_like(w)
-    qat_kernels.abs_centred(w.numpy(), np.float32(mu), out.numpy())
-    assert torch.equal(out, (w - mu).abs_())
