@@ -25,6 +25,9 @@ def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
         assert math.isclose(r.seconds_per_epoch, r.train_seconds / r.epochs)
         assert 1 / TINY.n_classes < r.f1_macro <= 1.0  # learns above chance
         assert r.peak_rss_mb > 0
+        # the trial's own peak over what the process held as it started (imports: torch alone ~500 MB)
+        assert 0 < r.rss_before_mb and math.isclose(r.peak_increment_mb, r.peak_rss_mb - r.rss_before_mb)
+        assert r.peak_increment_mb < r.peak_rss_mb
     assert [r.is_mixture for r in rows] == [False, False, True]
     assert rows[2].meets_target is None and isinstance(rows[0].meets_target, bool)
     assert list(tmp_path.glob("sized/*.parquet"))  # the table went to the cache dir given
