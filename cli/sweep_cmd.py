@@ -29,17 +29,24 @@ Values = Annotated[Optional[str], typer.Option("--values", help="Comma-separated
 
 def _launch(spec: SweepSpec, args: SweepArgs) -> None:
     """Plan ``spec`` with the shared options, then print the trials (``--dry-run``) or run them."""
-    from qmoe.sweeps.runner import plan_command, run_sweep
+    from qmoe.sweeps.cluster import early_ray, worker_env
 
-    plan, name = plan_command(spec, args.overrides(), name=args.name, storage=args.storage, dry_run=args.dry_run)
-    for dataset, why in plan.skipped.items():
-        stderr.print(f"note: leaving out {dataset}: {why}")
-    if args.dry_run:
-        stdout.print(_trials_table(plan.trials, title=f"{plan.spec.kind}: {plan.spec.description}"))
-        print(f"{len(plan.trials)} trials")
-        return
-    with continue_hint(f"qmoe resume {name}"):
-        outcome = run_sweep(plan, name=name, options=args.run_options())
+    options = args.run_options()
+    # An embedded Ray starts while the sweep's modules load and its grid is planned.
+    with early_ray(options.address, env=worker_env(options.cpus_per_trial), verbose=options.verbose,
+                   enabled=not args.dry_run):
+        from qmoe.sweeps.runner import plan_command, run_sweep
+
+        plan, name = plan_command(spec, args.overrides(), name=args.name, storage=args.storage,
+                                  dry_run=args.dry_run)
+        for dataset, why in plan.skipped.items():
+            stderr.print(f"note: leaving out {dataset}: {why}")
+        if args.dry_run:
+            stdout.print(_trials_table(plan.trials, title=f"{plan.spec.kind}: {plan.spec.description}"))
+            print(f"{len(plan.trials)} trials")
+            return
+        with continue_hint(f"qmoe resume {name}"):
+            outcome = run_sweep(plan, name=name, options=options)
     _report(outcome)
 
 

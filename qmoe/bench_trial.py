@@ -21,7 +21,7 @@ from pathlib import Path
 
 from qmoe.bench_targets import SINGLE_TRIAL_TARGET_S
 from qmoe.data.sized import SizedConfig, sized_table
-from qmoe.measure import torch_threads
+from qmoe.measure import rss_mb, torch_threads
 from qmoe.spec import TrialSpec
 from qmoe.trial import run_trial
 
@@ -46,6 +46,12 @@ class TrialTimingRow:
     measure_seconds: float  # seconds - train_seconds: split, deploy, latency, throughput, energy
     f1_macro: float  # test-fold macro-F1 of the deployed model
     peak_rss_mb: float  # peak resident memory during the trial (the record's figure)
+    rss_before_mb: float = float("nan")  # resident memory as the trial started (imports, table, earlier trials)
+
+    @property
+    def peak_increment_mb(self) -> float:
+        """What the trial itself added at its peak, over what the process held as it started."""
+        return self.peak_rss_mb - self.rss_before_mb
 
     @property
     def is_mixture(self) -> bool:
@@ -95,6 +101,7 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
     with torch_threads(1):
         for model in models:
             spec = trial_spec(model, fold=fold, measure_energy=measure_energy, latency_runs=latency_runs)
+            before = rss_mb()
             start = time.perf_counter()
             record = run_trial(spec, table, threads=1).record
             seconds = time.perf_counter() - start
@@ -105,6 +112,7 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
                 model=model, seconds=seconds, train_seconds=train, epochs=epochs,
                 steps=epochs * math.ceil(int(record.n_train) / batch), batch=batch,
                 seconds_per_epoch=train / max(epochs, 1), measure_seconds=seconds - train,
-                f1_macro=float(record.f1_macro), peak_rss_mb=float(record.peak_rss_mb)))
+                f1_macro=float(record.f1_macro), peak_rss_mb=float(record.peak_rss_mb),
+                rss_before_mb=before))
             log.info("%s: %.1f s (%d epochs)", model, seconds, epochs)
     return rows

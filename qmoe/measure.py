@@ -117,6 +117,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux ``/proc``; nan elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB (since the last :func:`reset_peak_rss`)."""
     try:

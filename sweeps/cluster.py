@@ -19,7 +19,10 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import socket
+import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -87,20 +90,121 @@ def validate_address(address: str | None) -> str | None:
     return address
 
 
+class EarlyStart:
+    """An embedded Ray started in a background thread while the command goes on planning.
+
+    ``ray.init`` spends its 2-4 s mostly waiting for the processes it starts; a sweep's driver
+    meanwhile imports its modules and plans. The thread stays alive until Ray is shut down:
+    Ray's processes are bound to the *thread* that started them (``PR_SET_PDEATHSIG``), so
+    they would die with a thread that ended after ``ray.init``. The next :func:`ray_session`
+    in the process takes the session over (and shuts it down at its end).
+    """
+
+    def __init__(self, kwargs: Mapping[str, object]) -> None:
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(dict(kwargs),), name="qmoe-ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, kwargs: dict) -> None:
+        import ray
+
+        try:
+            ray.init(**kwargs)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread by wait()
+            self.error = err
+        finally:
+            self._ready.set()
+        self._release.wait()
+
+    def wait(self) -> None:
+        """Block until Ray is up; re-raise what ``ray.init`` raised."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """Shut Ray down (if it came up) and let the thread end."""
+        import ray
+
+        self._ready.wait()
+        try:
+            if self.error is None:
+                ray.shutdown()
+        finally:
+            self._release.set()
+            self._thread.join(timeout=10)
+
+
+_early: EarlyStart | None = None
+
+
+def _embedded_kwargs(env: Mapping[str, str], num_cpus: int | None, verbose: bool) -> dict:
+    return dict(num_cpus=num_cpus, include_dashboard=False, _system_config=dict(EMBEDDED_SYSTEM_CONFIG),
+                runtime_env={"env_vars": dict(env)}, log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.ERROR)
+
+
+@contextlib.contextmanager
+def early_ray(address: str | None, *, env: Mapping[str, str], verbose: bool = False,
+              enabled: bool = True) -> Iterator[None]:
+    """Start an embedded Ray in the background for the block (:class:`EarlyStart`), for the
+    block's :func:`ray_session` to use; Ray is shut down at the end of the block at the latest.
+
+    Nothing happens for a cluster address, when ``enabled`` is False (a dry run), or when Ray
+    is already initialised in this process.
+    """
+    global _early
+    import ray
+
+    if not enabled or validate_address(address) is not None or ray.is_initialized() or _early is not None:
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    if main and previous is signal.SIG_DFL:
+        # what ray.init installs when it runs in the main thread: exit cleanly on SIGTERM
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _early = start = EarlyStart(_embedded_kwargs(env, None, verbose))
+    try:
+        yield
+    finally:
+        if _early is start:
+            _early = None
+            start.stop()
+        if main and previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(signum)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, *, env: Mapping[str, str], num_cpus: int | None = None,
                 verbose: bool = False) -> Iterator[ClusterInfo]:
     """Connect to (or start) Ray for the duration of the block.
 
-    When Ray is already initialised in this process (tests, notebooks), that session is used
+    An embedded Ray being started by :func:`early_ray` is waited for and taken over. When Ray
+    is otherwise already initialised in this process (tests, notebooks), that session is used
     as it is and left running.
 
     Raises:
         ConfigError: a malformed or unreachable address, or ``ray://`` without Ray Client.
     """
+    global _early
     import ray
 
     address = validate_address(address)
+    if address is None and _early is not None and num_cpus is None:
+        start, _early = _early, None
+        try:
+            start.wait()
+            yield _info("", embedded=True)
+        finally:
+            start.stop()
+        return
     if address not in (None, "auto"):
         check_reachable(address)
     if ray.is_initialized():
@@ -109,14 +213,12 @@ def ray_session(address: str | None, *, env: Mapping[str, str], num_cpus: int | 
     if address and address.startswith("ray://"):
         if importlib.util.find_spec("grpc") is None:  # Ray Client's transport
             raise ConfigError(f"--address {address} needs Ray Client: pip install 'ray[client]'")
-    kwargs = dict(runtime_env={"env_vars": dict(env)}, log_to_driver=verbose,
-                  logging_level=logging.INFO if verbose else logging.ERROR)
     try:
         if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=dict(EMBEDDED_SYSTEM_CONFIG),
-                     **kwargs)
+            ray.init(**_embedded_kwargs(env, num_cpus, verbose))
         else:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, runtime_env={"env_vars": dict(env)}, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.ERROR)
     except ConnectionError as err:
         if "Authentication" in type(err.__cause__).__name__ or "InvalidAuthToken" in str(err.__cause__):
             # Ray sends its token to an explicitly named address only when told to.

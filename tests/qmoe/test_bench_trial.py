@@ -28,6 +28,9 @@ def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
         assert r.peak_rss_mb > 0
         assert r.batch == trial_spec(r.model).train.batch_size
         assert r.steps % r.epochs == 0 and r.steps >= r.epochs  # whole epochs of whole batches
+        # the trial's own peak over what the process held as it started (imports: torch alone ~500 MB)
+        assert 0 < r.rss_before_mb and math.isclose(r.peak_increment_mb, r.peak_rss_mb - r.rss_before_mb)
+        assert r.peak_increment_mb < r.peak_rss_mb
     # the seed floor from these very rows (qmoe.bench_seeds): one row each, the measured trial
     floors = seed_floors(rows, bandwidth_gbs=20.0, in_dim=TINY.dim, n_classes=TINY.n_classes, gemm_gflops=50.0)
     assert [(f.model, f.trial_seconds, f.steps) for f in floors] == [(r.model, r.seconds, r.steps) for r in rows]

@@ -92,3 +92,67 @@ def test_a_trial_function_that_does_not_load_fails_before_anything_is_written(ra
         with pytest.raises(ConfigError, match="trial function"):
             run_sweep(plan, name="s", options=RunOptions(storage=tmp_path, trial_fn=ref, quiet=True))
         SweepStore(tmp_path, "s").check_new()  # the sweep folder was not created
+
+
+class SlowFakeRay(FakeRay):
+    """A FakeRay whose init takes a while and records the thread it ran in."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail, self.thread, self.shutdowns = fail, None, 0
+        self.up = False
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def init(self, **kwargs) -> None:
+        import threading
+
+        time.sleep(0.2)
+        self.thread = threading.current_thread()
+        if self.fail:
+            raise RuntimeError("raylet did not start")
+        self.init_kwargs, self.up = kwargs, True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.up = False
+
+
+def test_early_ray_starts_in_a_thread_that_lives_until_the_session_taking_it_over_ends(monkeypatch) -> None:
+    fake = SlowFakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with cluster.early_ray(None, env={"A": "1"}):
+        with cluster.ray_session(None, env={"A": "1"}) as info:
+            assert info.embedded and fake.up
+            # Ray's processes die with the thread that started them: it must still be alive
+            assert fake.thread is not None and fake.thread.is_alive()
+            assert fake.init_kwargs["_system_config"] == cluster.EMBEDDED_SYSTEM_CONFIG
+            assert fake.init_kwargs["runtime_env"] == {"env_vars": {"A": "1"}}
+        assert fake.shutdowns == 1 and not fake.thread.is_alive()  # stopped at the session's end
+    assert fake.shutdowns == 1 and cluster._early is None
+
+
+def test_early_ray_is_shut_down_when_the_command_fails_before_the_session(monkeypatch) -> None:
+    fake = SlowFakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with pytest.raises(ConfigError), cluster.early_ray(None, env={}):
+        raise ConfigError("sweep name in use")
+    assert fake.shutdowns == 1 and not fake.thread.is_alive() and cluster._early is None
+
+
+def test_early_ray_does_nothing_for_a_dry_run_or_a_cluster(monkeypatch) -> None:
+    fake = SlowFakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with cluster.early_ray(None, env={}, enabled=False), cluster.early_ray("auto", env={}):
+        assert cluster._early is None
+    assert fake.init_kwargs is None and fake.shutdowns == 0
+
+
+def test_a_failed_early_start_is_raised_by_the_session(monkeypatch) -> None:
+    fake = SlowFakeRay(fail=True)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with cluster.early_ray(None, env={}):
+        with pytest.raises(RuntimeError, match="raylet"), cluster.ray_session(None, env={}):
+            pass
+    assert fake.shutdowns == 0 and cluster._early is None
