@@ -96,9 +96,19 @@ def run(spec_file: Annotated[Path, typer.Argument(help="A sweep spec (TOML); see
 @with_args(RunArgs)
 def resume(name: Annotated[str, typer.Argument(help="The sweep to finish.")], *, args: RunArgs) -> None:
     """Finish a sweep: run its errored and unfinished trials; finished ones are never re-run."""
-    from qmoe.sweeps.runner import resume_sweep
+    from qmoe.sweeps.cluster import early_ray, worker_env
+    from qmoe.sweeps.store import SweepStore
 
-    outcome = resume_sweep(name, options=args.run_options())
+    options = args.run_options()
+    # With a trial left to run, an embedded Ray starts while the trial function and the
+    # tables load (a missing sweep or a damaged table fails here, as the resume would).
+    store = SweepStore(options.storage, name)
+    left = not store.is_locked() and bool(store.unfinished())
+    with early_ray(options.address, env=worker_env(options.cpus_per_trial), verbose=options.verbose,
+                   enabled=left):
+        from qmoe.sweeps.runner import resume_sweep
+
+        outcome = resume_sweep(name, options=options)
     if outcome.ran == 0 and outcome.isolated is None:
         stderr.print(f"sweep {name}: nothing to do, all {outcome.total} trials have an ok row")
     _report(outcome)

@@ -260,8 +260,7 @@ def resume_sweep(name: str, *, options: RunOptions = RunOptions(), resolve: Reso
         if save:
             store.prepare_models_dir()  # what a killed save left goes, even with nothing to run
         trials = [TrialSpec.from_dict(d) for d in manifest["trials"]]
-        ok = store.ok_keys()
-        todo = [t for t in trials if t.trial_key not in ok]
+        todo = store.unfinished()
         untimed = isolated and _untimed(store)
         if not todo and not untimed:
             return _outcome(store, trials, since=None, wall=0.0, slots=0, nodes=0, first_start=None)

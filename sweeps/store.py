@@ -21,6 +21,7 @@ import pandas as pd
 from qmoe import layout
 from qmoe.errors import ConfigError, one_line
 from qmoe.record import TrialRecord
+from qmoe.spec import TrialSpec
 
 from qmoe.sweeps.folder import RunFolder, atomic_write_parquet
 
@@ -117,6 +118,16 @@ class SweepStore(RunFolder):
     def ok_keys(self) -> set[str]:
         df = self.read_results()
         return set(df.loc[df["status"] == layout.OK, "trial_key"])
+
+    def unfinished(self) -> list[TrialSpec]:
+        """The manifest's trials without an ok row (what a resume runs), in manifest order.
+
+        Raises:
+            ConfigError: no such sweep, or a damaged results table.
+        """
+        trials = [TrialSpec.from_dict(d) for d in self.read_manifest()["trials"]]
+        ok = self.ok_keys()
+        return [t for t in trials if t.trial_key not in ok]
 
     def log_run(self, figures: Mapping[str, Any]) -> None:
         """Append one run's figures (timings, efficiency) to ``runs.jsonl`` in the sweep folder."""

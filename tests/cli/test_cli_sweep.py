@@ -95,3 +95,53 @@ def test_existing_name_is_refused(capsys, synth_table, tmp_path) -> None:
     (tmp_path / "runs" / "taken").mkdir(parents=True)
     code, _, err = run(capsys, "sweep", "alpha", "--name", "taken", "--storage", str(tmp_path / "runs"))
     assert code == 1 and "qmoe resume taken" in err
+
+
+class _RecordingRay:
+    """Stands in for ``ray``: records that the command started it (and that it was shut down)."""
+
+    def __init__(self) -> None:
+        self.started = self.up = False
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def init(self, **kwargs) -> None:
+        self.started = self.up = True
+
+    def shutdown(self) -> None:
+        self.up = False
+
+
+@pytest.mark.parametrize("rows, early", [("none", True), ("error", True), ("ok", False), ("locked", False)])
+def test_resume_starts_ray_early_only_with_a_trial_left_to_run(capsys, tmp_path, monkeypatch, rows, early) -> None:
+    import contextlib
+    import sys
+
+    from qmoe import layout
+    from qmoe.errors import ConfigError
+    from qmoe.record import TrialRecord
+    from qmoe.spec import TrialSpec
+    from qmoe.sweeps import cluster
+    from qmoe.sweeps.store import SweepStore
+
+    spec = TrialSpec(dataset="synth", fold=1, experts=("q4",))
+    store = SweepStore(tmp_path, "s")
+    store.create({"version": layout.MANIFEST_VERSION, "trials": [spec.to_dict()]})
+    if rows in ("error", "ok"):
+        row = TrialRecord.failed(spec, "boom").to_row()
+        store.upsert([{**row, "status": layout.OK, "error": None} if rows == "ok" else row])
+    fake = _RecordingRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    seen = {}
+
+    def fake_resume(name, *, options):
+        seen["early"] = cluster._early is not None
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr("qmoe.sweeps.runner.resume_sweep", fake_resume)
+    with store.lock() if rows == "locked" else contextlib.nullcontext():  # another command holds it
+        code, _, err = run(capsys, "resume", "s", "--storage", str(tmp_path))
+    assert code == 1 and "stopped by the test" in err
+    assert seen == {"early": early} and fake.started is early and not fake.up
+    assert [t.trial_key for t in store.unfinished()] == ([] if rows == "ok" else [spec.trial_key])
