@@ -50,15 +50,18 @@ def bench(
         from qmoe.bench_trial import bench_trials
 
         stderr.print("running one real trial per model on an ESC-50-sized table (one thread, ~3 min) ...")
-        with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
-            timed = bench_trials(tmp)
-        out.print(bt.trials_table(timed))
         from qmoe.bench_seeds import seed_floors
+        from qmoe.bench_trial import fresh_trial_memory
         from qmoe.data.sized import SizedConfig
 
-        sized = SizedConfig()
-        out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes)))
-        out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed]))
+        with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
+            timed = bench_trials(tmp)
+            out.print(bt.trials_table(timed))
+            sized = SizedConfig()
+            out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes)))
+            stderr.print("a single model's and a mixture's trial alone in fresh processes (memory) ...")
+            fresh = [fresh_trial_memory(tmp, m) for m in ("q4", "bitnet,q4,q8")]
+        out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed], fresh))
     if sweep:
         from qmoe.sweeps.bench.driver_memory import driver_memory_profile
         from qmoe.sweeps.bench.sweep_efficiency import sized_bench, sweep_bench

@@ -107,9 +107,10 @@ def seeds_table(rows: Sequence[Any]) -> Table:
     return table
 
 
-def memory_table(imports: Sequence[Any], trial_rss: Sequence[float]) -> Table:
+def memory_table(imports: Sequence[Any], trial_rss: Sequence[float], fresh: Sequence[Any] = ()) -> Table:
     """Resident memory: fresh processes importing what a trial needs (:func:`qmoe.bench.import_memory`),
-    and the trials' peaks."""
+    the trials' peaks, and trials run alone in fresh worker-like processes
+    (:func:`qmoe.bench_trial.fresh_trial_memory`)."""
     table = Table(title=f"Memory (MB): what imports alone hold, and a trial's peak (target <= {RSS_TARGET_MB:.0f})")
     for col in ("process", "RSS", "private (anon)", "shared libraries (file)"):
         table.add_column(col)
@@ -119,8 +120,13 @@ def memory_table(imports: Sequence[Any], trial_rss: Sequence[float]) -> Table:
     if trial_rss:
         table.add_row(f"one trial, peak (min-max over the trials above; target met: {_yes(max(trial_rss) <= RSS_TARGET_MB)})",
                       f"{fmt(min(trial_rss))}-{fmt(max(trial_rss))}", "", "")
+    for r in fresh:
+        table.add_row(f"one {r.model} trial ({r.epochs} epochs) alone in a fresh process: after "
+                      f"{', '.join(r.imported)}; + the table; the trial's peak (its own increment over both)",
+                      f"{fmt(r.imports_mb)}; +{fmt(r.table_mb)}; {fmt(r.peak_mb)} (+{fmt(r.increment_mb)})", "", "")
     table.caption = ("file pages are shared by every worker on a node; torch's own import is most "
-                     "of a trial's floor")
+                     "of a trial's floor. A trial allocates its buffers in its first epoch: a few "
+                     "epochs show its peak.")
     return table
 
 

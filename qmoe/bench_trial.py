@@ -7,13 +7,18 @@ latency, throughput, energy when asked, record) on the benchmark-sized table of
 thread. A row splits the trial's wall time into training (the loop's own clock) and the rest
 (split, standardisation, deployment and the measurements). The first trial of a process also
 pays one-time costs (numba kernels loaded from their cache, CodeCarbon's first start), as the
-first trial of a sweep worker does.
+first trial of a sweep worker does. :func:`fresh_trial_memory` runs one trial alone in a fresh
+process instead, for the memory a trial itself needs over a worker's imports.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from qmoe.bench_targets import SINGLE_TRIAL_TARGET_S
 from qmoe.data.sized import SizedConfig, sized_table
+from qmoe.errors import QmoeError
 from qmoe.measure import rss_mb, torch_threads
 from qmoe.spec import TrialSpec
 from qmoe.trial import run_trial
@@ -116,3 +122,71 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
                 rss_before_mb=before))
             log.info("%s: %.1f s (%d epochs)", model, seconds, epochs)
     return rows
+
+
+#: What a sweep worker has imported when its first trial starts (Ray Tune's trainable, the trial
+#: and its kernels).
+WORKER_IMPORTS = ("ray.tune", "qmoe.trial", "qmoe.native.kernels.drivers")
+#: Epochs of a memory probe: a trial's buffers are all allocated in its first epoch (training
+#: keeps one best-model copy, not a history), so its peak does not grow with more.
+MEMORY_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class TrialMemoryRow:
+    """Resident memory of one trial run alone in a fresh process, as in a sweep worker (MB)."""
+
+    model: str
+    imports_mb: float  # after importing :data:`WORKER_IMPORTS`
+    table_mb: float  # what loading the table added
+    peak_mb: float  # peak during the trial (training, deployment, measurements)
+    epochs: int  # epochs the trial ran
+    imported: tuple[str, ...] = WORKER_IMPORTS  # what the process imported first
+
+    @property
+    def increment_mb(self) -> float:
+        """The trial's own peak over what the process held as it started (imports and table)."""
+        return self.peak_mb - self.imports_mb - self.table_mb
+
+
+def fresh_trial_memory(cache_dir: str | Path, model: str, *, config: SizedConfig = SizedConfig(),
+                       epochs: int = MEMORY_EPOCHS) -> TrialMemoryRow:
+    """Run one trial of ``model`` (``epochs`` epochs) on the sized table in a fresh Python process
+    that first imports what a sweep worker does, and read its memory there.
+
+    In-process trials (:func:`bench_trials`) run in a heap that earlier work already grew, so
+    their peak over start hides what a trial needs; a fresh process shows it.
+
+    Raises:
+        QmoeError: the probe failed.
+    """
+    args = json.dumps({"cache_dir": str(cache_dir), "model": model, "epochs": epochs,
+                       "config": dataclasses.asdict(config)})
+    code = f"from qmoe.bench_trial import _memory_probe; _memory_probe({args!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise QmoeError(f"the memory probe of {model} failed (exit {proc.returncode}): {last}")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    return TrialMemoryRow(model=model, **figures)
+
+
+def _memory_probe(raw: str) -> None:
+    """The child of :func:`fresh_trial_memory`: prints its figures as one JSON line."""
+    import importlib
+
+    args = json.loads(raw)
+    for module in WORKER_IMPORTS:
+        importlib.import_module(module)
+    imports = rss_mb()
+    table = sized_table(args["cache_dir"], SizedConfig(**args["config"]))
+    loaded = rss_mb()
+    spec = trial_spec(args["model"])
+    assert spec.train is not None
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_epochs=args["epochs"]))
+    with torch_threads(1):
+        # the record's peak: from after the split and standardisation to the end of the trial
+        record = run_trial(spec, table, threads=1).record
+    peak = max(float(record.peak_rss_mb), loaded)
+    print(json.dumps({"imports_mb": imports, "table_mb": loaded - imports, "peak_mb": peak,
+                      "epochs": int(record.epochs)}))

@@ -41,3 +41,18 @@ def test_sized_table_extrapolates_the_paper_grid() -> None:
     quick = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=700.0), serial=False,
                                    command_wall=720.0, table_name="t.parquet", slots=2))
     assert "sum in sweep s (reference)" in cells(quick) and "NO" in quick.caption
+
+
+def test_memory_table_shows_a_fresh_trials_increment_over_its_imports_and_table() -> None:
+    from qmoe.bench import ImportRow
+    from qmoe.bench_trial import TrialMemoryRow
+    from qmoe.cli.bench_tables import memory_table
+
+    fresh = TrialMemoryRow(model="q4", imports_mb=790.0, table_mb=80.0, peak_mb=1070.0, epochs=3)
+    assert fresh.increment_mb == 200.0
+    table = memory_table([ImportRow(what="torch", modules=("torch",), rss_mb=510.0, anon_mb=281.0, file_mb=229.0)],
+                         [1357.0, 1391.0], [fresh])
+    got = cells(table)
+    assert got["RSS"] == ["510", "1357-1391", "790; +80; 1070 (+200)"]
+    assert "one q4 trial (3 epochs) alone in a fresh process: after ray.tune" in got["process"][2]
+    assert "target met: NO" in got["process"][1]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from qmoe.bench_seeds import seed_floors
-from qmoe.bench_trial import DEFAULT_MODELS, MIXTURE_ALPHA, bench_trials, trial_spec
+from qmoe.bench_trial import (DEFAULT_MODELS, MIXTURE_ALPHA, WORKER_IMPORTS, bench_trials, fresh_trial_memory,
+                              trial_spec)
 from qmoe.data.sized import SizedConfig
 from qmoe.errors import QmoeError
 
@@ -51,3 +52,18 @@ def test_specs_use_the_sized_dataset_and_curious_mixtures() -> None:
 def test_unknown_model_is_a_qmoe_error(tmp_path: Path) -> None:
     with pytest.raises(QmoeError, match="q3"):
         bench_trials(tmp_path, ("q3",), config=TINY, measure_energy=False)
+
+
+def test_fresh_trial_memory_runs_the_capped_trial_in_a_worker_like_process(tmp_path: Path) -> None:
+    row = fresh_trial_memory(tmp_path, "q4", config=TINY, epochs=2)
+    assert row.model == "q4" and row.epochs == 2  # the cap applied (patience is longer)
+    assert row.imported == WORKER_IMPORTS and "ray.tune" in row.imported
+    assert row.imports_mb > 100  # torch alone holds more than this in any build
+    assert row.peak_mb >= row.imports_mb + row.table_mb
+    assert math.isclose(row.increment_mb, row.peak_mb - row.imports_mb - row.table_mb) and row.increment_mb >= 0
+    assert list(tmp_path.glob("sized/*.parquet"))  # the child built the table where it was told
+
+
+def test_a_failing_memory_probe_is_one_qmoe_error(tmp_path: Path) -> None:
+    with pytest.raises(QmoeError, match="memory probe of q3 failed"):
+        fresh_trial_memory(tmp_path, "q3", config=TINY, epochs=1)
