@@ -21,6 +21,11 @@ else:  # pragma: no cover - numba is a dependency
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
+def _undecorated(method: Callable) -> Callable:
+    """The function a ``functools.wraps`` decorator wrapped (the method itself if none)."""
+    return getattr(method, "__wrapped__", method)
+
+
 def optimizer_for(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """:class:`AdamW`; the router of a mixture gets its own group when ``cfg.router_lr`` is set."""
     router = getattr(model, "router", None) if isinstance(model, MixtureOfExperts) else None
@@ -42,6 +47,15 @@ class AdamW(torch.optim.AdamW):
     default path (no amsgrad, maximize, capturable, differentiable, foreach, fused) on
     contiguous float32 CPU tensors takes the kernel; anything else runs torch's own passes.
     """
+
+    # torch wraps these two in ``torch._disable_dynamo``, whose first call imports torch._dynamo
+    # (and sympy): ~150 MB and 1-2 s in every worker process, for a compiler that training
+    # never runs. The wrapped functions themselves are torch's own code, called as they are.
+    def add_param_group(self, param_group: dict) -> None:
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _undecorated(torch.optim.Optimizer.zero_grad)(self, set_to_none)
 
     @torch.no_grad()
     def clip_and_step(self, max_norm: float) -> None:

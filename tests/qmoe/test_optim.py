@@ -163,3 +163,20 @@ def test_other_settings_and_layouts_take_torch_passes() -> None:
     strided, _ = _run(AdamW, contiguous=False, clip=0.05)  # a transposed weight: torch's passes
     want, _ = _run(torch.optim.AdamW, contiguous=False, clip=0.05)
     assert all(torch.equal(a, b) for a, b in zip(want, strided))
+
+
+def test_training_steps_never_import_torch_dynamo() -> None:
+    # torch's Optimizer.add_param_group and zero_grad import torch._dynamo (~150 MB, 1-2 s) on
+    # their first call; a fresh process shows whether ours does (other tests may have imported it)
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom qmoe.optim import AdamW\n"
+            "lin = torch.nn.Linear(8, 4)\nopt = AdamW(lin.parameters(), lr=1e-3)\n"
+            "before = lin.weight.detach().clone()\n"
+            "for _ in range(3):\n    opt.zero_grad()\n    lin(torch.randn(5, 8)).sum().backward()\n"
+            "    opt.clip_and_step(1.0)\n"
+            "print(int(not torch.equal(before, lin.weight)), len(opt.param_groups), "
+            "int('torch._dynamo' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1", "0"]  # it trained, one group, and no torch._dynamo
