@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from qmoe.energy import Energy, EnergyMeter  # noqa: F401 - measurements of a trial, in one place
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,6 @@ KWH_TO_WH = 1e3
 KWH_TO_MJ = 3.6e9  # 1 kWh = 3.6e6 J = 3.6e9 mJ
 KG_TO_G = 1e3
 KG_TO_UG = 1e9
-_CC_MODES = {"intel_rapl": "rapl", "apple_powermetrics": "rapl", "cpu_load": "cpu-load",
-             "constant": "constant", "intel_power_gadget": "rapl"}
 
 
 @contextlib.contextmanager
@@ -53,58 +51,6 @@ def measure_throughput(fn: Callable[[torch.Tensor], object], samples: torch.Tens
             elapsed = time.perf_counter() - start
             if elapsed >= min_seconds and n >= 3:
                 return n * batch / elapsed
-
-
-@dataclass(frozen=True)
-class Energy:
-    """Energy and emissions of a measured block, in CodeCarbon's units (kWh, kg CO2eq)."""
-
-    kwh: float
-    co2_kg: float
-    seconds: float
-    method: str  # rapl | cpu-load | constant
-
-
-class EnergyMeter:
-    """CodeCarbon's offline tracker, one per process, measuring named blocks as tasks.
-
-    The first block in a process costs ~1.5 s (CodeCarbon probes the hardware); later ones
-    are cheap, which matters when Ray reuses a worker for many trials.
-    """
-
-    _tracker = None
-
-    def __init__(self, country_iso_code: str | None = None) -> None:
-        self.country = country_iso_code or os.environ.get("QMOE_COUNTRY", "IRL")
-
-    def _get(self):  # noqa: ANN202 - codecarbon type
-        if EnergyMeter._tracker is None:
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
-            from codecarbon import OfflineEmissionsTracker
-
-            EnergyMeter._tracker = OfflineEmissionsTracker(
-                country_iso_code=self.country, save_to_file=False, log_level="error",
-                tracking_mode="process", measure_power_secs=3600, allow_multiple_runs=True)
-        return EnergyMeter._tracker
-
-    def method(self) -> str:
-        tracker = self._get()
-        modes = [getattr(h, "_mode", None) for h in getattr(tracker, "_hardware", [])
-                 if type(h).__name__ == "CPU"]
-        return _CC_MODES.get(modes[0], str(modes[0])) if modes else "constant"
-
-    @contextlib.contextmanager
-    def measure(self, name: str) -> Iterator[list[Energy]]:
-        """Measure the block; the yielded list receives one :class:`Energy` at exit."""
-        tracker = self._get()
-        out: list[Energy] = []
-        tracker.start_task(name)
-        try:
-            yield out
-        finally:
-            data = tracker.stop_task()
-            out.append(Energy(kwh=float(data.energy_consumed), co2_kg=float(data.emissions),
-                              seconds=float(data.duration), method=self.method()))
 
 
 def reset_peak_rss() -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ray import tune
 
+from qmoe.energy import EnergyMeter
 from qmoe.errors import ConfigError, QmoeError, one_line
 from qmoe.record import TrialRecord, now_iso
 from qmoe.spec import TrialSpec
@@ -49,6 +50,10 @@ class SweepTrainable(tune.Trainable):
         if payload is None:
             raise ConfigError("SweepTrainable needs its payload: wrap it with tune.with_parameters")
         self._payload = payload
+        if any(t.get("measure_energy", True) for t in payload.trials.values()):
+            # CodeCarbon's one-time probe (~2.5 s, mostly waiting on a child process) runs
+            # while the trial function loads, not inside this worker's first trial.
+            EnergyMeter.warm_up()
         self._fn = resolve_trial_fn(payload.trial_fn)
         start_worker()
 
