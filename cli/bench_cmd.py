@@ -50,7 +50,8 @@ def bench(
         from qmoe.bench_trial import bench_trials
 
         stderr.print("running one real trial per model on an ESC-50-sized table (one thread, ~3 min) ...")
-        from qmoe.bench_seeds import seed_floors
+        from qmoe.bench_seeds import seed_floors, stacked_step
+        from qmoe.bench_targets import SEEDS
         from qmoe.bench_trial import fresh_trial_memory
         from qmoe.data.sized import SizedConfig
 
@@ -58,7 +59,9 @@ def bench(
             timed = bench_trials(tmp)
             out.print(bt.trials_table(timed))
             sized = SizedConfig()
-            out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes)))
+            stderr.print(f"timing one training step of {SEEDS} stacked MLPs against one ...")
+            stacked = stacked_step(batch=timed[0].batch)
+            out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes), stacked))
             stderr.print("a single model's and a mixture's trial alone in fresh processes (memory) ...")
             fresh = [fresh_trial_memory(tmp, m) for m in ("q4", "bitnet,q4,q8")]
         out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed], fresh))

@@ -19,6 +19,10 @@ ratio can be, however the seeds are batched; where it exceeds the target, no bat
 it on this machine. Below the target it rules nothing out: the real per-step cost is higher
 (quantization passes, dropout, input gradients, GEMMs below peak, ten seeds' optimizer state
 far beyond L2). Seed-batched training itself is not built: S seeds run as S trials, S x one.
+
+:func:`stacked_step` measures the simplest stacked form outright: one training step of S fp32
+MLPs as one model (batched matmuls over a leading seed dimension, one autograd graph, one
+optimizer over the stacked weights) against one MLP's step, interleaved in one process.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import statistics
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
@@ -117,3 +124,69 @@ def seed_floors(rows: Sequence[TrialTimingRow], bandwidth_gbs: float, in_dim: in
         model = build_model(trial_spec(r.model), in_dim, n_classes)
         out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth_gbs))
     return out
+
+
+@dataclass(frozen=True)
+class StackedStep:
+    """One training step of :data:`SEEDS` fp32 MLPs stacked into one model, and of one MLP (ms)."""
+
+    seeds: int
+    batch: int
+    stacked_ms: float  # median over rounds
+    one_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.stacked_ms / self.one_ms
+
+
+def stacked_step(dims: Sequence[int] = (1536, 640, 320, 50), *, seeds: int = SEEDS, batch: int = 64,
+                 dropout: float = 0.1, rounds: int = 5, min_seconds: float = 0.1) -> StackedStep:
+    """Time one training step (forward, backward, clipping and AdamW) of ``seeds`` fp32 MLPs
+    stacked -- ``torch.baddbmm`` over a leading seed dimension, each seed its own batch, one
+    loss, one :class:`~qmoe.optim.AdamW` over the stacked weights -- against one MLP's step
+    (:class:`~qmoe.models.Expert`, as trials train it), in interleaved rounds, one thread.
+
+    fp32 is the cheapest case (no quantizer pass), and clipping here spans all seeds at once
+    (per-seed clipping, which equal results need, costs more): the stacked time is optimistic.
+    """
+    from qmoe.models import Expert
+    from qmoe.optim import AdamW
+
+    gen = torch.Generator().manual_seed(0)
+    with torch_threads(1):
+        ws = [nn.Parameter(torch.randn(seeds, i, o, generator=gen) * 0.02) for i, o in zip(dims[:-1], dims[1:])]
+        bs = [nn.Parameter(torch.zeros(seeds, 1, o)) for o in dims[1:]]
+        opt_stacked = AdamW([*ws, *bs], lr=1e-3)
+        x = torch.randn(seeds, batch, dims[0], generator=gen)
+        y = torch.randint(0, dims[-1], (seeds, batch), generator=gen)
+        one = Expert(dims[0], dims[-1], tuple(dims[1:-1]), "fp32", dropout).train()
+        opt_one = AdamW(one.parameters(), lr=1e-3)
+
+        def step_stacked() -> None:
+            h = x
+            for k, (w, b) in enumerate(zip(ws, bs)):
+                h = torch.baddbmm(b, h, w)
+                if k < len(ws) - 1:
+                    h = F.dropout(F.relu(h), dropout)
+            loss = F.cross_entropy(h.reshape(seeds * batch, -1), y.reshape(-1)) * seeds
+            opt_stacked.zero_grad()
+            loss.backward()
+            opt_stacked.clip_and_step(1.0)
+
+        def step_one() -> None:
+            loss = F.cross_entropy(one(x[0]), y[0])
+            opt_one.zero_grad()
+            loss.backward()
+            opt_one.clip_and_step(1.0)
+
+        times: dict[str, list[float]] = {"stacked": [], "one": []}
+        for _ in range(rounds + 1):  # the first round warms up
+            for name, fn in (("stacked", step_stacked), ("one", step_one)):
+                n, start = 0, time.perf_counter()
+                while n < 2 or time.perf_counter() - start < min_seconds:
+                    fn()
+                    n += 1
+                times[name].append((time.perf_counter() - start) / n)
+    return StackedStep(seeds=seeds, batch=batch, stacked_ms=1e3 * statistics.median(times["stacked"][1:]),
+                       one_ms=1e3 * statistics.median(times["one"][1:]))

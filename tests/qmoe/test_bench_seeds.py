@@ -35,3 +35,11 @@ def test_floor_arithmetic(trial_s: float, ruled_out: bool) -> None:
 def test_gemm_rate_is_measured() -> None:
     rate = best_gemm_gflops([(32, 64, 48)], min_seconds=0.01)
     assert math.isfinite(rate) and rate > 0.01  # any CPU multiplies 100k FLOPs in under 10 ms
+
+
+def test_stacked_step_times_both_forms_in_one_run() -> None:
+    from qmoe.bench_seeds import StackedStep, stacked_step
+
+    row = stacked_step((16, 12, 8, 3), seeds=3, batch=4, rounds=2, min_seconds=0.001)
+    assert isinstance(row, StackedStep) and (row.seeds, row.batch) == (3, 4)
+    assert row.stacked_ms > 0 and row.one_ms > 0 and math.isclose(row.ratio, row.stacked_ms / row.one_ms)
