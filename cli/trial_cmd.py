@@ -28,14 +28,18 @@ def trial(
     as_json: opt.Json = False,
 ) -> None:
     """Train and measure one model or mixture on one fold; print the results-table row."""
+    experts = tuple(m.strip() for m in model.split(","))
+    if any(not m for m in experts):
+        raise ConfigError(f"--model {model!r} has an empty name: write e.g. q4 or bitnet,q4,q8")
+    if energy:
+        from qmoe.energy import EnergyMeter
+
+        EnergyMeter.warm_up()  # CodeCarbon's one-time probe runs while torch and the table load
+
     from qmoe.data.datasets import resolve_table
     from qmoe.spec import TrialSpec
     from qmoe.export.saved import check_save_dir
     from qmoe.trial import check_spec, run_trial
-
-    experts = tuple(m.strip() for m in model.split(","))
-    if any(not m for m in experts):
-        raise ConfigError(f"--model {model!r} has an empty name: write e.g. q4 or bitnet,q4,q8")
     table = resolve_table(dataset if data is None else None, data)
     spec = TrialSpec(dataset=table.meta.get("dataset", dataset) if data is None else data.stem,
                      fold=fold, experts=experts, alpha=alpha, protocol=protocol, seed=seed,

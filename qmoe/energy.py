@@ -80,9 +80,11 @@ class EnergyMeter:
 
     def _tracker_now(self):  # noqa: ANN202 - codecarbon type
         if EnergyMeter._tracker is None:
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
 
+            # after the import, which sets its own level (INFO): the tracker's constructor logs
+            # before it applies ``log_level``
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             EnergyMeter._tracker = OfflineEmissionsTracker(
                 country_iso_code=self.country, save_to_file=False, log_level="error",
                 tracking_mode="process", measure_power_secs=3600, allow_multiple_runs=True)

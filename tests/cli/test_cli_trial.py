@@ -52,3 +52,14 @@ def test_console_script_exit_code_and_no_traceback(tmp_path) -> None:
     assert proc.returncode == 1
     assert "bad.parquet" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("energy, warmed", [("--energy", 1), ("--no-energy", 0)])
+def test_trial_starts_the_energy_probe_first_only_when_it_measures_energy(capsys, monkeypatch, energy,
+                                                                          warmed) -> None:
+    from qmoe.energy import EnergyMeter
+
+    calls = []
+    monkeypatch.setattr(EnergyMeter, "warm_up", classmethod(lambda cls: calls.append(cls)))
+    code, _, err = run(capsys, "trial", "--dataset", "nope", energy)
+    assert code == 1 and "nope" in err and len(calls) == warmed  # started before the table loads
