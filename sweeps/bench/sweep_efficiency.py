@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qmoe.bench_targets import GRID_HOURS_TARGET, SEEDS, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET
+from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET,
+                                SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET)
 from qmoe.errors import QmoeError
 
 from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, efficiency, serial_times, write_job
@@ -64,6 +65,14 @@ class ShortBench:
     @property
     def met(self) -> bool:
         return self.ratio >= SWEEP_RATIO_TARGET
+
+    @property
+    def efficiency_met(self) -> bool:
+        return self.ours_efficiency >= SHORT_EFFICIENCY_TARGET
+
+    @property
+    def first_trial_met(self) -> bool:
+        return self.first_trial is not None and self.first_trial <= FIRST_TRIAL_TARGET_S
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,17 +27,19 @@ def test_short_table_compares_ours_with_the_defaults() -> None:
     assert got["efficiency"] == ["-", "0.8", "0.3333"]
     assert got["vs one by one"] == ["1.00x", "1.10x", "1.80x"]
     assert "ours / defaults = 2.40x (target >= 2x: yes)" in table.caption
+    assert "our efficiency 0.8 (target >= 0.85: NO)" in table.caption
+    assert "first trial running 8 s after our command started (target <= 8 s: yes)" in table.caption
 
 
 def test_sized_table_extrapolates_the_paper_grid() -> None:
     from qmoe.cli.bench_tables import sized_table
 
     serial = times("one by one", [40.0] * 15)  # 600 s: 300 s of wall at best
-    table = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=375.0), serial=True,
+    table = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=300.0 / 0.96), serial=True,
                                    command_wall=400.0, table_name="t.parquet", slots=2))
     got = cells(table)
-    assert got["efficiency"] == ["0.8"] and got["full grid (15 slices) h"] == ["1.562"]
-    assert "target >= 0.8: yes" in table.caption and "target <= 2 h: yes" in table.caption
+    assert got["efficiency"] == ["0.96"] and got["full grid (15 slices) h"] == ["1.302"]
+    assert "target >= 0.9: yes" in table.caption and "target <= 2 h: yes" in table.caption
     quick = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=700.0), serial=False,
                                    command_wall=720.0, table_name="t.parquet", slots=2))
     assert "sum in sweep s (reference)" in cells(quick) and "NO" in quick.caption

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 
 import pytest
@@ -25,11 +27,17 @@ def test_efficiency_figures_and_targets() -> None:
                        first_trial=8.0, command_wall=35.0, slots=2)
     assert short.ours_efficiency == pytest.approx(0.8) and short.defaults_efficiency == pytest.approx(1 / 3)
     assert short.ratio == pytest.approx(2.4) and short.met
-    sized = SizedBench(reference=times([40.0] * 15), ours=times([42.0] * 15, wall=375.0), serial=True,
+    assert not short.efficiency_met and short.first_trial_met  # 0.8 < 0.85; 8 s <= 8 s
+    quick = ShortBench(serial=times([5.0] * 8), ours=times([5.5] * 8, wall=23.0), defaults=times([9.0] * 8, wall=60.0),
+                       first_trial=8.5, command_wall=35.0, slots=2)
+    assert quick.ours_efficiency == pytest.approx(20 / 23) and quick.efficiency_met and not quick.first_trial_met
+    assert not dataclasses.replace(quick, first_trial=None).first_trial_met  # never seen running: not met
+    sized = SizedBench(reference=times([40.0] * 15), ours=times([42.0] * 15, wall=330.0), serial=True,
                        command_wall=400.0, table_name="t", slots=2)
-    assert sized.efficiency == pytest.approx(0.8) and sized.efficiency_met
-    assert sized.grid_hours == pytest.approx(375 * 15 / 3600) and sized.grid_met
-    assert sized.grid_seeds_hours == pytest.approx(10 * 375 * 15 / 3600)  # ten seeds, each its own trial
+    assert sized.efficiency == pytest.approx(300 / 330) and sized.efficiency_met  # >= 0.9
+    assert sized.grid_hours == pytest.approx(330 * 15 / 3600) and sized.grid_met
+    assert sized.grid_seeds_hours == pytest.approx(10 * 330 * 15 / 3600)  # ten seeds, each its own trial
+    assert not dataclasses.replace(sized, ours=times([42.0] * 15, wall=375.0)).efficiency_met  # 0.8 < 0.9
     slow = SizedBench(reference=times([40.0] * 15), ours=times([42.0] * 15, wall=700.0), serial=True,
                       command_wall=720.0, table_name="t", slots=2)
     assert not slow.efficiency_met and not slow.grid_met
