@@ -138,17 +138,18 @@ if njit is not None:
         """``torch.div(w, gamma[:, None]).round_().clamp_(-1, 1).mul_(alpha[:, None])`` (bitnet),
         and ``round(w / gamma)`` clipped to int8 into ``rounded`` when it is not empty (for the
         backward: it then reads one byte per weight, not four, and divides nothing)."""
-        one = np.float32(1.0)
-        keep = rounded.shape[0] > 0
-        for j in range(w.shape[0]):
-            g, a = gamma[j], alpha[j]
-            for i in range(w.shape[1]):
-                out[j, i] = np.rint(w[j, i] / g)
-            if keep:
-                for i in range(w.shape[1]):  # |r| >= 2 all mean "clipped": 127 keeps that
-                    rounded[j, i] = np.int8(min(max(out[j, i], np.float32(-127.0)), np.float32(127.0)))
-            for i in range(w.shape[1]):
-                out[j, i] = min(max(out[j, i], -one), one) * a
+        one, big = np.float32(1.0), np.float32(127.0)
+        for j in range(w.shape[0]):  # one loop per row (a quarter faster than three over it)
+            g, a, wj, oj = gamma[j], alpha[j], w[j], out[j]
+            if rounded.shape[0] > 0:
+                rj = rounded[j]
+                for i in range(wj.shape[0]):
+                    r = np.rint(wj[i] / g)
+                    rj[i] = np.int8(min(max(r, -big), big))  # |r| >= 2 all mean "clipped": 127 keeps that
+                    oj[i] = min(max(r, -one), one) * a
+            else:
+                for i in range(wj.shape[0]):
+                    oj[i] = min(max(np.rint(wj[i] / g), -one), one) * a
 
     def _lanes_at(lanes: int, op: str):  # noqa: ANN202
         """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
