@@ -11,8 +11,12 @@ float32 rounding of the exact mean, plus ``n 2^-53 mean|W|`` from the float64 su
 float32 ``mean()``, in an order that depends on the CPU, differs from it by its own rounding
 error, a few ulp). :func:`fusable` says when a
 tensor can take them (contiguous float32 on the CPU, numba installed); any other tensor takes
-the torch formula. All jitted code is in this one file: numba's on-disk cache is invalidated
-per file, so a kernel cached with code from another file could run stale code.
+the torch formula. In training the reductions come from the optimizer's pass over the weight
+(:func:`adamw_layer_stats`, :func:`adamw_row_gamma`: AdamW's update, then the same sums of each
+block while it is in L1), handed to the next forward by :func:`request_stats` and
+:func:`cached_stats`. All jitted code is in this one file (AdamW's kernel too, formula in
+:mod:`qmoe.optim_kernel`): numba's on-disk cache is invalidated per file, so a kernel cached
+with code from another file could run stale code.
 """
 
 from __future__ import annotations
