@@ -9,13 +9,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 
 from qmoe.models.moe import MixtureOfExperts
 from qmoe.optim_kernel import njit
+from qmoe.quant import qat_kernels
 from qmoe.spec import TrainConfig
 
 if njit is not None:
-    from qmoe.optim_kernel import adamw_step
+    from qmoe.optim_kernel import adamw_layer_stats, adamw_row_gamma, adamw_step
 else:  # pragma: no cover - numba is a dependency
     adamw_step = None
 _MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -105,10 +107,28 @@ class AdamW(torch.optim.AdamW):
                 tiny = torch.finfo(torch.float32).tiny
                 if not math.sqrt(tiny) / bias_correction2_sqrt < eps * 2.0**-25:
                     tiny = 0.0  # an eps or beta2 outside the argument: sqrt(v) itself
-                adamw_step(param.detach().view(-1).numpy(), param.grad.view(-1).numpy(),
-                           exp_avg.view(-1).numpy(), exp_avg_sq.view(-1).numpy(), clip,
-                           f32(1 - lr * weight_decay), f32(1 - beta1), f32(beta2), f32(1 - beta2),
-                           f32(tiny), f32(bias_correction2_sqrt), f32(eps), f32(-(lr / (1 - beta1**step))))
+                args = (param.detach().view(-1).numpy(), param.grad.view(-1).numpy(),
+                        exp_avg.view(-1).numpy(), exp_avg_sq.view(-1).numpy(), clip,
+                        f32(1 - lr * weight_decay), f32(1 - beta1), f32(beta2), f32(1 - beta2),
+                        f32(tiny), f32(bias_correction2_sqrt), f32(eps), f32(-(lr / (1 - beta1**step))))
+                self._kernel(param, args)
+
+    @staticmethod
+    def _kernel(param: torch.Tensor, args: tuple) -> None:
+        """The update of one parameter; with the weight statistics its next forward asked for
+        (:func:`qmoe.quant.qat_kernels.request_stats`) computed in the same pass. The kernel
+        writes through numpy, unseen by torch: the parameter's version is bumped after it."""
+        want = qat_kernels.requested_stats(param)
+        if want is None:
+            adamw_step(*args)
+        elif want[0] == "layer":
+            value = adamw_layer_stats(*args)
+        else:  # "rows": bitnet's gamma
+            value = np.empty(param.shape[0], np.float32)
+            adamw_row_gamma(*args, param.shape[1], np.float32(want[1]), value)
+        increment_version(param)
+        if want is not None:
+            qat_kernels.store_stats(param, value)
 
     def _state(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.state[param]

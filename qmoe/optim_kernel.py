@@ -28,41 +28,10 @@ the group's settings before using the kernel).
 
 from __future__ import annotations
 
-import numpy as np
+from qmoe.quant.qat_kernels import njit
 
-try:  # numba is a dependency; without it the optimizer runs torch's passes
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.extending import intrinsic
-except ImportError:  # pragma: no cover - exercised only without numba
-    njit = None
-
-if njit is not None:
-
-    @intrinsic
-    def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201
-        """``a * b + c`` rounded once (float32)."""
-        sig = types.float32(types.float32, types.float32, types.float32)
-
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            f32 = ir.FloatType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
-            return builder.call(fn, args)
-
-        return sig, codegen
-
-    # error_model="numpy": a division by zero gives inf/nan as torch does, never an exception
-    @njit(cache=True, error_model="numpy", nogil=True)
-    def adamw_step(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step):  # noqa: ANN001, ANN201
-        """One AdamW step over flat float32 arrays ``p`` (parameter), ``g`` (its gradient, read
-        only), ``m`` and ``v`` (the moments), in place; every scalar is float32 (see the module
-        docstring for the formula)."""
-        for i in range(p.shape[0]):
-            gi = g[i] * clip
-            pi = p[i] * decay
-            mi = fma32(w1, gi - m[i], m[i])
-            vi = fma32(w2 * gi, gi, v[i] * beta2)
-            d = np.sqrt(tiny if vi < tiny else vi) / bc2_sqrt + eps  # a NaN stays NaN, as clamp_min
-            p[i] = pi + (neg_step * mi) / d
-            m[i] = mi
-            v[i] = vi
+if njit is not None:  # numba is a dependency; without it the optimizer runs torch's passes
+    # defined with the fake-quant kernels: the variants that also compute the next forward's
+    # weight statistics (adamw_layer_stats, adamw_row_gamma) share its code and their lane sums,
+    # and numba's on-disk cache is invalidated per file (see qmoe.quant.qat_kernels)
+    from qmoe.quant.qat_kernels import adamw_layer_stats, adamw_row_gamma, adamw_step, fma32  # noqa: F401

@@ -47,14 +47,15 @@ def bitlinear_scale(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return mu, _range_scale(w, mu, bits)
 
 
-def _kernel_scale(w: np.ndarray, bits: int) -> tuple[np.float32, np.float32]:
+def _kernel_scale(w: np.ndarray, bits: int, stats: tuple | None = None) -> tuple[np.float32, np.float32]:
     """``(mu, s)`` of a flat float32 weight by the kernels: one pass for the sum, min and max
-    (k >= 2; ``s`` from them as :func:`_range_scale`), two passes for k = 1."""
+    (k >= 2; ``s`` from them as :func:`_range_scale`), two passes for k = 1. ``stats``: those
+    of ``w`` (:func:`qat_kernels.layer_stats`' values) when already known, saving that pass."""
     n = w.shape[0]
     if bits == 1:
-        mu = np.float32(qat_kernels.block_sum(w, 0, n) / n)
+        mu = np.float32((qat_kernels.block_sum(w, 0, n) if stats is None else stats[0]) / n)
         return mu, np.float32(qat_kernels.abs_centred_sum(w, mu) / n)
-    total, w_min, w_max = qat_kernels.layer_stats(w)
+    total, w_min, w_max = qat_kernels.layer_stats(w) if stats is None else stats
     mu = np.float32(total / n)
     with np.errstate(all="ignore"):  # inf/NaN weights give inf/NaN scales, as torch's
         c_max = np.maximum(np.float32(w_max - mu), np.float32(mu - w_min))
@@ -85,10 +86,15 @@ def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
         if bits == 1:
             return sign_pm1_(weight - mu).mul_(scale), None
         return _grid(weight, mu, scale, bits).mul_(scale), None
-    # the same formulas in two passes over W (k = 1: three): the statistics, then the values
+    # the same formulas in two passes over W (k = 1: three): the statistics, then the values;
+    # in training, the statistics come from the optimizer's pass over W (its last step wrote
+    # this W: qat_kernels.adamw_layer_stats, the same bits as layer_stats), saving one pass
     out = torch.empty_like(weight)
     w, o = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1)
-    mu, scale = _kernel_scale(w, bits)
+    stats = qat_kernels.cached_stats(weight, "layer")
+    if stats is None:
+        qat_kernels.request_stats(weight, "layer")
+    mu, scale = _kernel_scale(w, bits, stats)
     if bits == 1:
         qat_kernels.signs(w, mu, scale, o)
     else:

@@ -30,10 +30,17 @@ def ternary_gamma(weight: Tensor) -> Tensor:
     :func:`qmoe.quant.qat_kernels.row_gamma`'s float64 sum in a fixed lane order, rounded once
     (the same on every x86 CPU, within a float32 rounding of the exact mean; torch's
     ``mean(dim=1)`` differs from it by its own summation error, a few ulp). Elsewhere torch's.
+    A weight the optimizer updates gets them from the optimizer's pass over it
+    (:func:`qmoe.quant.qat_kernels.adamw_row_gamma`: the same bits), saving a read of W.
     """
     w = weight.detach()
     if w.dim() == 2 and w.dtype is torch.float32 and w.is_cpu and w.numel() > 0 \
             and qat_kernels.fusable(w.contiguous()):
+        if w.is_contiguous():
+            cached = qat_kernels.cached_stats(weight, "rows")
+            if cached is not None:
+                return torch.from_numpy(cached)  # a new array each step: nobody else writes it
+            qat_kernels.request_stats(weight, "rows", EPS)
         gamma = torch.empty(w.shape[0])
         qat_kernels.row_gamma(qat_kernels.as_np(w.contiguous()), np.float32(EPS), gamma.numpy())
         return gamma

@@ -180,3 +180,43 @@ def test_training_steps_never_import_torch_dynamo() -> None:
             "int('torch._dynamo' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1", "0"]  # it trained, one group, and no torch._dynamo
+
+
+@pytest.mark.parametrize("name", ["q1", "q8", "bitnet"])
+def test_weight_statistics_from_the_step_change_no_bit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward's weight statistics computed in the optimizer's pass (qat_kernels'
+    adamw_layer_stats / adamw_row_gamma) give the same training, bit for bit, as the forward
+    computing them itself; and the forward does use them."""
+    from qmoe.quant import qat_kernels
+    from qmoe.quant.layers import QuantLinear
+
+    def train(use: bool) -> tuple[list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(QuantLinear(33, 40, name), torch.nn.ReLU(), QuantLinear(40, 5, name))
+        opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+        x, y = torch.randn(16, 33), torch.randint(0, 5, (16,))
+        hits = 0
+        for _ in range(4):
+            hits += sum(qat_kernels.cached_stats(layer.weight, "rows" if name == "bitnet" else "layer") is not None
+                        for layer in (model[0], model[2]))
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.clip_and_step(0.5)
+        return [p.detach().clone() for p in model.parameters()], hits
+
+    got, hits = train(True)
+    assert hits == 6  # steps 2-4 of both layers
+    monkeypatch.setattr(qat_kernels, "request_stats", lambda *args, **kwargs: None)
+    want, none = train(False)
+    assert none == 0
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_the_fused_step_bumps_the_parameter_version() -> None:
+    """The kernel writes through numpy: the step tells torch (stale statistics, saved tensors)."""
+    p = torch.nn.Parameter(torch.randn(10))
+    opt = AdamW([p], lr=0.1)
+    p.grad = torch.ones(10)
+    before = p._version
+    opt.step()
+    assert p._version == before + 1

@@ -189,3 +189,83 @@ def test_bitlinear_fused_equals_its_torch_path(bits: int, shape: tuple[int, int]
     assert torch.equal(fused, ref)
     assert torch.equal(w.grad, w_ref.grad)
     assert torch.equal(fused, bitlinear.bitlinear_weight(w0, bits))  # no-grad path alike
+
+
+def _adamw_case(n: int, seed: int) -> tuple[tuple[np.ndarray, ...], tuple[np.float32, ...]]:
+    """Flat parameter, gradient and moments (zeros, NaN and infinities included) and the step's
+    float32 scalars, as :class:`qmoe.optim.AdamW` passes them."""
+    rng = np.random.default_rng(seed)
+    p = (rng.standard_normal(n) * 0.05).astype(np.float32)
+    g = (rng.standard_normal(n) * 10.0 ** rng.integers(-20, 1, n)).astype(np.float32)
+    g[rng.random(n) < 0.2] = 0.0
+    m = (rng.standard_normal(n) * 1e-3).astype(np.float32)
+    v = (rng.random(n) * 1e-6).astype(np.float32)
+    f = np.float32
+    scalars = (f(0.7), f(1 - 1e-5), f(0.1), f(0.999), f(0.001), f(np.finfo(np.float32).tiny), f(0.03), f(1e-8),
+               f(-1e-3))
+    return (p, g, m, v), scalars
+
+
+def _nan_equal(a: object, b: object) -> bool:
+    return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("special", [False, True])
+def test_adamw_layer_stats_is_the_step_then_layer_stats(n: int, special: bool) -> None:
+    """The optimizer's pass with the statistics: the same bits as adamw_step, then layer_stats."""
+    arrays, scalars = _adamw_case(n, n)
+    if special:  # a NaN and infinities in the block part or the tail, by n
+        arrays[0][n // 3] = np.inf
+        arrays[0][-1] = -np.inf
+        arrays[1][n // 2] = np.nan
+    want = [a.copy() for a in arrays]
+    qat_kernels.adamw_step(*want, *scalars)
+    want_stats = qat_kernels.layer_stats(want[0])
+    got = [a.copy() for a in arrays]
+    stats = qat_kernels.adamw_layer_stats(*got, *scalars)
+    assert all(np.array_equal(a.view(np.int32), b.view(np.int32)) for a, b in zip(got, want))
+    assert all(_nan_equal(a, b) for a, b in zip(stats, want_stats))
+    assert special == bool(np.isnan(stats[0]))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 16), (2, 2049), (50, 320), (7, 2048), (640, 1536)])
+def test_adamw_row_gamma_is_the_step_then_row_gamma(shape: tuple[int, int]) -> None:
+    rows, width = shape
+    arrays, scalars = _adamw_case(rows * width, width)
+    if rows > 2:
+        arrays[1][2 * width] = np.nan  # row 2's gamma NaN
+        arrays[0][width:2 * width] = 0.0  # row 1: zero weights, zero gradient: gamma = EPS
+        arrays[1][width:2 * width] = 0.0
+        arrays[2][width:2 * width] = 0.0
+    want = [a.copy() for a in arrays]
+    qat_kernels.adamw_step(*want, *scalars)
+    want_gamma = np.empty(rows, np.float32)
+    qat_kernels.row_gamma(want[0].reshape(rows, width), np.float32(P.EPS), want_gamma)
+    got = [a.copy() for a in arrays]
+    gamma = np.empty(rows, np.float32)
+    qat_kernels.adamw_row_gamma(*got, *scalars, width, np.float32(P.EPS), gamma)
+    assert all(np.array_equal(a.view(np.int32), b.view(np.int32)) for a, b in zip(got, want))
+    assert np.array_equal(gamma.view(np.int32), want_gamma.view(np.int32))
+    if rows > 2:
+        assert np.isnan(gamma[2]) and gamma[1] == np.float32(P.EPS)
+
+
+def test_cached_stats_only_for_the_unchanged_parameter_they_were_stored_for() -> None:
+    w = torch.nn.Parameter(torch.randn(8, 40))
+    qat_kernels.request_stats(w, "layer")
+    assert qat_kernels.requested_stats(w) == ("layer", 0.0)
+    assert qat_kernels.cached_stats(w, "layer") is None  # requested, not stored yet
+    qat_kernels.store_stats(w, (1.0, -1.0, 2.0))
+    assert qat_kernels.cached_stats(w, "layer") == (1.0, -1.0, 2.0)
+    assert qat_kernels.cached_stats(w, "rows") is None  # another kind
+    assert qat_kernels.cached_stats(w.detach(), "layer") is None  # another tensor object
+    with torch.no_grad():
+        w.mul_(2.0)  # an in-place change: the stored values are stale
+    assert qat_kernels.cached_stats(w, "layer") is None
+    frozen = torch.randn(3, 3)
+    qat_kernels.request_stats(frozen, "layer")  # no gradient: the optimizer never updates it
+    assert qat_kernels.requested_stats(frozen) is None
+    key = id(w)
+    del w  # the entry goes with the parameter
+    assert key not in qat_kernels._STATS
