@@ -8,7 +8,7 @@ as soon as it is measured; what each figure means is said where it is measured
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,9 +41,11 @@ def bench(
     stderr.print("timing deployed forms (1536-640-320-50 MLP, batch 1 and 256, one thread) ...")
     rows = bench_latency(runs=runs, bandwidth=bw) + bench_mixture(runs=runs)
     out.print(bt.latency_table(rows))
-    out.print(bt.targets_table(check_targets(rows)))
+    parts: dict[str, Any] = {"deployed": check_targets(rows)}
+    out.print(bt.targets_table(parts["deployed"]))
     stderr.print("timing training epochs (2000 x 1536, 50 classes, batch 64, one thread) ...")
-    out.print(bt.epochs_table(bench_epochs(rounds=rounds), rounds))
+    parts["epochs"] = bench_epochs(rounds=rounds)
+    out.print(bt.epochs_table(parts["epochs"], rounds))
     if trials:
         import tempfile
 
@@ -62,6 +64,7 @@ def bench(
             stderr.print(f"timing one training step of {SEEDS} stacked MLPs against one ...")
             stacked = stacked_step(batch=timed[0].batch)
             out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes), stacked))
+            parts.update(trials=timed, stacked=stacked)
             stderr.print("a single model's and a mixture's trial alone in fresh processes (memory) ...")
             fresh = [fresh_trial_memory(tmp, m) for m in ("q4", "bitnet,q4,q8")]
         out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed], fresh))
@@ -70,9 +73,11 @@ def bench(
         from qmoe.sweeps.bench.sweep_efficiency import sized_bench, sweep_bench
 
         stderr.print("8 short trials: one by one, as our sweep, on Ray Tune's defaults (fresh processes, ~2-4 min) ...")
-        out.print(bt.short_table(sweep_bench(QMOE)))
+        parts["short"] = sweep_bench(QMOE)
+        out.print(bt.short_table(parts["short"]))
         stderr.print("Table 1's 15 configurations on an ESC-50-sized fold: a sweep, then one by one (~8 min) ...")
-        out.print(bt.sized_table(sized_bench(QMOE)))
+        parts["sized"] = sized_bench(QMOE)
+        out.print(bt.sized_table(parts["sized"]))
         stderr.print("profiling the driver's memory over a 40-trial sweep ...")
         out.print(bt.driver_memory_table(driver_memory_profile(40)))
     if extraction:
@@ -80,3 +85,6 @@ def bench(
 
         stderr.print("timing feature extraction on Ray ...")
         out.print(bt.extraction_table(extraction_throughput()))
+    from qmoe.bench_summary import summary_rows
+
+    out.print(bt.summary_table(summary_rows(**parts)))

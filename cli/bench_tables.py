@@ -54,6 +54,17 @@ def targets_table(targets: Sequence[Any]) -> Table:
     return table
 
 
+def summary_table(rows: Sequence[Any]) -> Table:
+    """Every target of the run, met or not (:func:`qmoe.bench_summary.summary_rows`)."""
+    met = sum(r.met for r in rows)
+    table = Table(title=f"All targets of this run: {met} of {len(rows)} met")
+    for col in ("target", "what", "measured", "met"):
+        table.add_column(col)
+    for t in rows:
+        table.add_row(t.target, t.quantizer, t.measured, _yes(t.met))
+    return table
+
+
 def epochs_table(rows: Sequence[Any], rounds: int) -> Table:
     """Seconds per training epoch against fp32 (:func:`qmoe.bench.bench_epochs`)."""
     from qmoe.quant import get_quantizer

@@ -1,0 +1,71 @@
+"""Every target one ``qmoe bench`` run measured, in one list (issues 8 and 14): what the run's
+last table shows, each target marked met or not.
+
+The figures come from the benchmarks that measured them (:mod:`qmoe.bench`,
+:mod:`qmoe.bench_trial`, :mod:`qmoe.bench_seeds`, :mod:`qmoe.sweeps.bench`); a part that did
+not run (``--no-trials``, ``--no-sweep``) leaves its targets out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qmoe.bench import EpochRow, TargetRow
+from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB,
+                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIZED_EFFICIENCY_TARGET,
+                                SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRow] = (),
+                 trials: Sequence[Any] = (), stacked: Any = None, short: Any = None,
+                 sized: Any = None) -> list[TargetRow]:
+    """The targets of one run.
+
+    Args:
+        deployed: :func:`qmoe.bench.check_targets`' rows (batch 1 and 256).
+        epochs: :func:`qmoe.bench.bench_epochs`' rows (QAT epoch vs fp32, quantizers trained
+            with quantization only).
+        trials: :func:`qmoe.bench_trial.bench_trials`' rows (single trial seconds, peak RSS).
+        stacked: :func:`qmoe.bench_seeds.stacked_step`'s figure (seed batching is not built:
+            its target is never met; the stacked step says how far off the simplest form is).
+        short, sized: the sweep benchmarks (:mod:`qmoe.sweeps.bench.sweep_efficiency`).
+    """
+    from qmoe.quant import get_quantizer
+
+    out = list(deployed)
+    for r in epochs:
+        if r.quantizer != "fp32" and not get_quantizer(r.quantizer).post_training:
+            out.append(TargetRow(f"QAT epoch <= {QAT_EPOCH_TARGET:g}x fp32", r.quantizer, _x(r.ratio),
+                                 r.ratio <= QAT_EPOCH_TARGET))
+    singles = [r for r in trials if not r.is_mixture]
+    if singles:
+        slowest = max(singles, key=lambda r: r.seconds)
+        out.append(TargetRow(f"single-model trial <= {SINGLE_TRIAL_TARGET_S:g} s", f"slowest: {slowest.model}",
+                             f"{slowest.seconds:.1f} s", slowest.seconds <= SINGLE_TRIAL_TARGET_S))
+    if trials:
+        peak = max(trials, key=lambda r: r.peak_rss_mb)
+        out.append(TargetRow(f"trial peak RSS <= {RSS_TARGET_MB:g} MB", f"highest: {peak.model}",
+                             f"{peak.peak_rss_mb:.0f} MB", peak.peak_rss_mb <= RSS_TARGET_MB))
+    if stacked is not None:
+        out.append(TargetRow(f"{SEEDS} seeds <= {SEED_RATIO_TARGET:g}x one seed's trial", "all",
+                             f"not built ({SEEDS} trials, {SEEDS}x); {SEEDS} fp32 MLPs stacked: "
+                             f"{_x(stacked.ratio)} one step", False))
+    if short is not None:
+        first = "never" if short.first_trial is None else f"{short.first_trial:.1f} s"
+        out += [TargetRow(f"sweep efficiency, 8 short trials >= {SHORT_EFFICIENCY_TARGET:g}", "qmoe sweep",
+                          f"{short.ours_efficiency:.2f}", short.efficiency_met),
+                TargetRow(f"first trial running <= {FIRST_TRIAL_TARGET_S:g} s after the command", "qmoe sweep",
+                          first, short.first_trial_met),
+                TargetRow(f"efficiency / Ray Tune defaults' >= {SWEEP_RATIO_TARGET:g}x", "qmoe sweep",
+                          _x(short.ratio), short.met)]
+    if sized is not None:
+        out += [TargetRow(f"sweep efficiency, ESC-50-sized Table 1 >= {SIZED_EFFICIENCY_TARGET:g}", "qmoe sweep",
+                          f"{sized.efficiency:.2f}", sized.efficiency_met),
+                TargetRow(f"paper grid on {sized.slots} slots <= {GRID_HOURS_TARGET:g} h", "qmoe sweep",
+                          f"{sized.grid_hours:.2f} h ({SEEDS} seeds: {sized.grid_seeds_hours:.1f} h)", sized.grid_met)]
+    return out

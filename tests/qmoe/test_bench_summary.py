@@ -1,0 +1,52 @@
+"""The run's targets in one list: each figure against its target, parts that did not run left out."""
+
+from __future__ import annotations
+
+from qmoe.bench import EpochRow, TargetRow
+from qmoe.bench_seeds import StackedStep
+from qmoe.bench_summary import summary_rows
+from qmoe.bench_trial import TrialTimingRow
+from qmoe.sweeps.bench.jobs import RunTimes, TrialTime
+from qmoe.sweeps.bench.sweep_efficiency import ShortBench, SizedBench
+
+
+def _times(seconds: list[float], wall: float | None = None) -> RunTimes:
+    return RunTimes(label="t", wall_seconds=wall,
+                    trials=tuple(TrialTime(trial_key=str(i), model="q4", seconds=s) for i, s in enumerate(seconds)))
+
+
+def _trial(model: str, seconds: float, rss: float) -> TrialTimingRow:
+    return TrialTimingRow(model=model, seconds=seconds, train_seconds=seconds / 2, epochs=10, steps=300, batch=64,
+                          seconds_per_epoch=seconds / 20, measure_seconds=seconds / 2, f1_macro=0.5, peak_rss_mb=rss)
+
+
+def test_every_target_of_a_full_run_is_listed_and_judged() -> None:
+    deployed = [TargetRow("1-bit >= 20x", "q1", "17.1x", False)]
+    epochs = [EpochRow("fp32", 0.2, 1.0), EpochRow("q4", 0.23, 1.15), EpochRow("bitnet", 0.3, 1.5),
+              EpochRow("ptq8", 0.21, 1.05)]  # ptq8 quantizes after training: no QAT target
+    trials = [_trial("q4", 8.0, 1100.0), _trial("fp32", 61.0, 1000.0), _trial("bitnet,q4,q8", 90.0, 1300.0)]
+    short = ShortBench(serial=_times([5.0] * 8), ours=_times([5.5] * 8, wall=23.0),
+                       defaults=_times([9.0] * 8, wall=60.0), first_trial=9.5, command_wall=35.0, slots=2)
+    sized = SizedBench(reference=_times([40.0] * 15), ours=_times([42.0] * 15, wall=330.0), serial=True,
+                       command_wall=400.0, table_name="t", slots=2)
+    rows = summary_rows(deployed=deployed, epochs=epochs, trials=trials,
+                        stacked=StackedStep(seeds=10, batch=64, stacked_ms=200.0, one_ms=20.0), short=short, sized=sized)
+    got = {(r.target, r.quantizer): (r.measured, r.met) for r in rows}
+    assert got[("1-bit >= 20x", "q1")] == ("17.1x", False)
+    assert got[("QAT epoch <= 1.2x fp32", "q4")] == ("1.15x", True)
+    assert got[("QAT epoch <= 1.2x fp32", "bitnet")] == ("1.50x", False)
+    assert not any(q == "ptq8" for _, q in got)
+    assert got[("single-model trial <= 60 s", "slowest: fp32")] == ("61.0 s", False)  # mixtures have no such target
+    assert got[("trial peak RSS <= 600 MB", "highest: bitnet,q4,q8")] == ("1300 MB", False)
+    assert got[("10 seeds <= 3x one seed's trial", "all")][1] is False
+    assert "10.00x one step" in got[("10 seeds <= 3x one seed's trial", "all")][0]
+    assert got[("sweep efficiency, 8 short trials >= 0.85", "qmoe sweep")] == ("0.87", True)
+    assert got[("first trial running <= 8 s after the command", "qmoe sweep")] == ("9.5 s", False)
+    assert got[("sweep efficiency, ESC-50-sized Table 1 >= 0.9", "qmoe sweep")] == ("0.91", True)
+    assert got[("paper grid on 2 slots <= 2 h", "qmoe sweep")] == ("1.38 h (10 seeds: 13.8 h)", True)
+    assert len(rows) == 11  # 1 deployed + 2 QAT + single trial + RSS + seeds + 3 short sweep + 2 sized sweep
+
+
+def test_parts_that_did_not_run_leave_their_targets_out() -> None:
+    assert summary_rows() == []
+    assert [r.target for r in summary_rows(epochs=[EpochRow("fp32", 0.2, 1.0)])] == []
