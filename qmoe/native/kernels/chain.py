@@ -11,14 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_bytes, quantize_row, rescale,
-                                     rescale_binary)
+from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_bytes, pair_words, quantize_row,
+                                     rescale, rescale_binary)
 from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
-                                      dots_int8_vnni, dots_lut16, dots_lut32, dots_planes, dots_q16, dots_xnor)
+                                      dots_int8_vnni, dots_lut16, dots_lut32, dots_planes, dots_q16, dots_q16_vnni,
+                                      dots_xnor)
 from qmoe.native.kernels.vnni import ROWS
 from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI, KIND, LUT16,
-                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, Q16, REC, RELU, UNCERTAINTY_MAX,
-                                W_OFF, XNOR)
+                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, Q16, Q16_VNNI, REC, RELU,
+                                UNCERTAINTY_MAX, W_OFF, XNOR)
 
 #: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
 LOG_EPS = 1e-12
@@ -60,8 +61,8 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     o14 = o13 + r(8 * n_e)  # f
     o15 = o14 + r(4 * width * ROWS)  # hs
     o16 = o15 + r(4 * width * ROWS)  # ys
-    o17 = o16 + r(width * ROWS)  # xus
-    o18 = o17 + r(4 * width * ROWS)  # a32s
+    o17 = o16 + r(2 * width * ROWS)  # xus (uint8; q16: int32 words of 2 activations)
+    o18 = o17 + r(8 * width * ROWS)  # a32s (int32, float32; q16: int64)
     o19 = o18 + r(4 * ROWS)  # scales
     o20 = o19 + r(4 * ROWS * n_e * n_c)  # a mixture's logits, per row of a row group
     o21 = o20 + r(8 * ROWS * n_mc * n_e)  # its pass probabilities, per row
@@ -121,6 +122,9 @@ def run_layer(r, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa
                 dots_planes(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, words, acc)
             elif kind == Q16:
                 dots_q16(xq, d, n, w, w_off, a32, acc)
+            elif kind == Q16_VNNI:
+                pair_words(xq, d, p0, a32)
+                dots_q16_vnni(a32, 0, 1, n, w, w_off, p0, acc, 0)
             rescale(acc, fp, f_off, n, s, relu, y)
 
 

@@ -14,7 +14,7 @@ from numba import njit
 
 from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
                                       lut16_tables4, lut32_block1, lut32_block2, popcount64)
-from qmoe.native.kernels.vnni import BLOCK, vnni_block1, vnni_block_rows
+from qmoe.native.kernels.vnni import BLOCK, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
@@ -56,6 +56,20 @@ def dots_q16(xq, d, n, w, w_off, a32, acc):  # noqa: ANN001, ANN201
                 a32[j] += xi * np.int32(row[j])
         for j in range(n):
             acc[j] += a32[j]
+
+
+@njit(inline="always")
+def dots_q16_vnni(xw, xstride, rows, n, w, w_off, pairs, acc, ostride):  # noqa: ANN001, ANN201, PLR0913
+    """int64 dots of ``rows`` rows (1 or :data:`~.vnni.ROWS`) at once by ``vpdpwssd``: row r's
+    activations in int32 words ``xw[r xstride:]`` (:func:`~.act.pair_words`), its dots into
+    ``acc[r ostride:]`` (N rounded up to 64). Weights: blocks of 64 outputs, ``pairs`` steps
+    of (64 outputs, 2 inputs) int16."""
+    for b in range((n + BLOCK - 1) // BLOCK):
+        at = w_off + b * pairs * 4 * BLOCK
+        if rows == 1:
+            q16_block1(xw, xstride, w, at, pairs, acc, b * BLOCK, ostride)
+        else:
+            q16_block_rows(xw, xstride, w, at, pairs, acc, b * BLOCK, ostride)
 
 
 @njit(inline="always")

@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "478665a5b9c00fd35e44b4c5adbccfedda3de33ad56df26cc3a841b610684a3d"
+SOURCES_SHA256 = "edbce8a60b52fcf22834b43ffc8c28a21e70afc2e1368570b16c2770b13dd5c2"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

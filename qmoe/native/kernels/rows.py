@@ -1,7 +1,8 @@
 """:data:`~.vnni.ROWS` samples through a chain of layers at once: the batch path of the drivers.
 
-A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`) runs its rows in one
-pass over its weights (:func:`~.dots.dots_int8_vnni`), so a batch reads each weight once per
+A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`) or the ``vpdpwssd``
+one (:data:`~qmoe.native.layout.Q16_VNNI`) runs its rows in one pass over its weights
+(:func:`~.dots.dots_int8_vnni`, :func:`~.dots.dots_q16_vnni`), so a batch reads each weight once per
 :data:`~.vnni.ROWS` rows instead of once per row; so does a float layer on AVX-512
 (:mod:`.fblock`, its sums held in registers); any other layer runs row by row
 (:func:`~.chain.run_layer`). A row's arithmetic is the one-row path's, step for step (the same
@@ -14,19 +15,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qmoe.native.kernels.act import bias_relu, offset_bytes, quantize_row, rescale
+from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
 from qmoe.native.kernels.chain import run_layer
-from qmoe.native.kernels.dots import dots_int8_vnni, view
+from qmoe.native.kernels.dots import dots_int8_vnni, dots_q16_vnni, view
 from qmoe.native.kernels.fblock import BLOCK, float_block_rows
 from qmoe.native.kernels.vnni import ROWS
-from qmoe.native.layout import D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, REC, RELU, W_OFF
+from qmoe.native.layout import D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, Q16_VNNI, REC, RELU, W_OFF
 from qmoe.native.target import HAS_AVX512, HAS_VNNI
 
 
 @njit(inline="always")
 def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
     """The row-group buffers at :func:`~.chain.scratch_offsets` ``o``: ``hs, ys`` (float32, row
-    g at ``g width``), ``xus`` (uint8), ``a32s`` (int32) and ``scales`` (float32, one per row)."""
+    g at ``g width``), ``xus`` (uint8, ``2 width`` bytes a row), ``a32s`` (int32, ``2 width``
+    a row) and ``scales`` (float32, one per row)."""
     return (scratch[o[14]: o[15]].view(np.float32), scratch[o[15]: o[16]].view(np.float32),
             scratch[o[16]: o[17]], scratch[o[17]: o[18]].view(np.int32),
             scratch[o[18]: o[18] + 4 * ROWS].view(np.float32))
@@ -34,11 +36,11 @@ def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
 
 @njit(inline="always")
 def batched(meta):  # noqa: ANN001, ANN201
-    """Whether the row-group path helps this chain: a layer in the ``vpdpbusd`` layout, or a
-    float layer on AVX-512 (:mod:`.fblock`)."""
+    """Whether the row-group path helps this chain: a layer in the ``vpdpbusd`` or ``vpdpwssd``
+    layout, or a float layer on AVX-512 (:mod:`.fblock`)."""
     for r in range(0, meta.shape[0], REC):
         kind = meta[r + KIND]
-        if (HAS_VNNI and kind == INT8_VNNI) or (HAS_AVX512 and kind == FLOAT):
+        if (HAS_VNNI and (kind == INT8_VNNI or kind == Q16_VNNI)) or (HAS_AVX512 and kind == FLOAT):
             return True
     return False
 
@@ -74,6 +76,17 @@ def run_layer_rows(r, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf,
         for g in range(ROWS):
             bias_relu(accs[g * width: (g + 1) * width], fp, f_off, n, meta[r + RELU] != 0,
                       ys[g * width: (g + 1) * width])
+        return
+    if HAS_VNNI and meta[r + KIND] == Q16_VNNI:
+        d, n, w_off, f_off, pairs = meta[r + D_IN], meta[r + N_OUT], meta[r + W_OFF], meta[r + F_OFF], meta[r + P0]
+        xws, a64s = xus.view(np.int32), a32s.view(np.int64)  # row g at g width / 2, at g width
+        for g in range(ROWS):
+            scales[g], _ = quantize_row(hs[g * width: (g + 1) * width], d, xq)
+            pair_words(xq, d, pairs, xws[g * width // 2: (g + 1) * width // 2])
+        dots_q16_vnni(xws, width // 2, ROWS, n, w, w_off, pairs, a64s, width)
+        for g in range(ROWS):
+            rescale(a64s[g * width: (g + 1) * width], fp, f_off, n, scales[g], meta[r + RELU] != 0,
+                    ys[g * width: (g + 1) * width])
         return
     if meta[r + KIND] != INT8_VNNI:
         for g in range(ROWS):
