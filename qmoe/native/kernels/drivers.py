@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "75a414d48ac724cf0f501fb7ea693ca92248484b3a59806e264f1eea2e7e500f"
+SOURCES_SHA256 = "ff81639213597aa0dbfd7ad0f9bce54da52348422f71fd1aca47b797008a027b"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -19,7 +19,7 @@ from numba import njit
 
 from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
 from qmoe.native.kernels.chain import run_layer
-from qmoe.native.kernels.dots import dots_int8_vnni, dots_q16_vnni, view
+from qmoe.native.kernels.dots import dots_int8_vnni, dots_q16_vnni
 from qmoe.native.kernels.fblock import BLOCK, float_block_rows
 from qmoe.native.kernels.vnni import GROUP, ROWS
 from qmoe.native.layout import D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, Q16_VNNI, REC, RELU, W_OFF
@@ -50,22 +50,12 @@ def batched(meta):  # noqa: ANN001, ANN201
 @njit(inline="always")
 def dots_float_rows(hs, width, m, d, n, w, w_off, accs):  # noqa: ANN001, ANN201
     """:func:`~.dots.dots_float` of the ``m`` rows ``hs[g width:]`` (a multiple of
-    :data:`~.vnni.ROWS`) into ``accs[g width:]``: whole blocks of outputs by
-    :func:`~.fblock.float_block_rows`, :data:`~.vnni.ROWS` rows at a time, the last
-    ``n % BLOCK`` outputs by the one-row loop's arithmetic (the same sums either way)."""
-    top = n - n % BLOCK
-    for j0 in range(0, top, BLOCK):
+    :data:`~.vnni.ROWS`) into ``accs[g width:]``: blocks of 64 outputs (the last one partial)
+    by :func:`~.fblock.float_block_rows`, :data:`~.vnni.ROWS` rows at a time (the one-row
+    loop's sums, bit for bit)."""
+    for j0 in range(0, n, BLOCK):
         for g in range(0, m, ROWS):
-            float_block_rows(hs[g * width:], width, w, w_off, d, n, j0, accs[g * width:], width)
-    if top < n:
-        wt = view(w, w_off, d * n, np.float32, 4)
-        for g in range(m):
-            for j in range(top, n):
-                accs[g * width + j] = np.float32(0.0)
-            for i in range(d):
-                xi = hs[g * width + i]
-                for j in range(top, n):
-                    accs[g * width + j] += xi * wt[i * n + j]
+            float_block_rows(hs[g * width:], width, w, w_off, d, n, j0, min(BLOCK, n - j0), accs[g * width:], width)
 
 
 @njit
