@@ -45,10 +45,11 @@ def float_block_rows(typingctx, xs, xstride, w, w_off, d, n, j0, cols, out, ostr
         masked_load = builder.module.globals.get(name) or ir.Function(
             builder.module, ir.FunctionType(v16, [v16.as_pointer(), ir.IntType(32), vec(ir.IntType(1), 16), v16]),
             name)
-        limit = builder.trunc(cols_, ir.IntType(32))
-        limit = builder.shuffle_vector(builder.insert_element(ir.Constant(i32x16, None), limit, ir.Constant(ir.IntType(32), 0)),
-                                       ir.Constant(i32x16, None), ir.Constant(i32x16, [0] * 16))
-        masks = [builder.icmp_signed("<", ir.Constant(i32x16, list(range(16 * q, 16 * q + 16))), limit) for q in range(4)]
+        i32 = ir.IntType(32)
+        limit = builder.insert_element(ir.Constant(i32x16, None), builder.trunc(cols_, i32), ir.Constant(i32, 0))
+        limit = builder.shuffle_vector(limit, ir.Constant(i32x16, None), ir.Constant(i32x16, [0] * 16))
+        masks = [builder.icmp_signed("<", ir.Constant(i32x16, list(range(16 * q, 16 * q + 16))), limit)
+                 for q in range(4)]
         xdata = context.make_array(signature.args[0])(context, builder, xs_).data
         wbase = context.make_array(signature.args[2])(context, builder, w_).data
         wf = builder.bitcast(builder.gep(wbase, [w_off_]), F32.as_pointer())
@@ -57,9 +58,8 @@ def float_block_rows(typingctx, xs, xstride, w, w_off, d, n, j0, cols, out, ostr
         loop = Loop(builder, c64(0), d_, c64(1), [zero] * (4 * ROWS), "input")  # d >= 1
         i, accs = loop.i, loop.vals
         at = builder.add(builder.mul(i, n_), j0_)
-        wv = [builder.call(masked_load, [builder.bitcast(builder.gep(wf, [builder.add(at, c64(16 * q))]),
-                                                         v16.as_pointer()), ir.Constant(ir.IntType(32), 4), masks[q], zero])
-              for q in range(4)]
+        ptrs = [builder.bitcast(builder.gep(wf, [builder.add(at, c64(16 * q))]), v16.as_pointer()) for q in range(4)]
+        wv = [builder.call(masked_load, [ptrs[q], ir.Constant(i32, 4), masks[q], zero]) for q in range(4)]
         new = []
         for r in range(ROWS):
             x = builder.load(builder.gep(xdata, [builder.add(builder.mul(xstride_, c64(r)), i)]), align=4)

@@ -8,8 +8,9 @@ group of 4 broadcast to every lane; a lane holds one output, so no horizontal su
 rows share each weight load: at batch sizes the weights are read once per :data:`ROWS` rows
 instead of once per row. ``vpdpwssd`` multiplies 32 pairs of int16 and adds each pair's two
 products to an int32 lane; the q16 kernel sums :data:`Q16_PAIRS` pairs in int32 lanes, then
-widens them to int64 (exact, as :func:`~.dots.dots_q16`). Behind :data:`~qmoe.native.target.HAS_VNNI` like :mod:`.simd`'s
-intrinsics: without it the intrinsic compiles to nothing and its layout is never built.
+widens them to int64 (exact, as :func:`~.dots.dots_q16`). Behind
+:data:`~qmoe.native.target.HAS_VNNI` like :mod:`.simd`'s intrinsics: without it the intrinsic
+compiles to nothing and its layout is never built.
 """
 
 from __future__ import annotations
