@@ -113,11 +113,11 @@ def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None
     target's, :mod:`qmoe.native.target`) can run for ``kind``, fastest first (int8 weights within -8..7 can also take the nibble layout)."""
     if kind == "fp32":
         return [L.FLOAT]
-    if kind == "q16":
-        return [L.Q16]
     if kind == "binary":
         return [L.XNOR]
     avx2, vpermw, vnni = _paths(backend)
+    if kind == "q16":
+        return [L.Q16_VNNI] * vnni + [L.Q16]
     if kind == "int8":
         small = weight is not None and np.min(weight) >= -8 and np.max(weight) <= 7
         wide = weight is not None and np.shape(weight)[1] > P.VNNI_MAX_D
@@ -170,6 +170,8 @@ def lower(layer: Layer, code: int | None = None, backend: Backend | None = None)
         params, w = P.pack_int8_avx2(q)
     elif code == L.INT8_VNNI:
         params, w = P.pack_int8_vnni(q)
+    elif code == L.Q16_VNNI:
+        params, w = P.pack_q16_vnni(q)
     else:
         planes, shifts, offset = P.bit_planes(layer.kind, q)
         params = (len(planes), shifts[0], shifts[1], offset)
@@ -195,6 +197,8 @@ def unpack(low: Lowered) -> np.ndarray:
         return P.unpack_int4_avx2(low.w, p[0], n, d)
     if low.code == L.INT8_VNNI:
         return P.unpack_int8_vnni(low.w, p[0], n, d)
+    if low.code == L.Q16_VNNI:
+        return P.unpack_q16_vnni(low.w, p[0], n, d)
     if low.code == L.XNOR:
         return np.where(P.unpack_words(low.w.view(np.uint64).reshape(-1, n).T, d), 1, -1)
     unpackers = {L.LUT16: P.unpack_lut16, L.LUT32: P.unpack_lut32, L.PLANES: P.unpack_planes}

@@ -197,3 +197,20 @@ def unpack_int8_vnni(data: np.ndarray, groups: int, n: int, d: int) -> np.ndarra
     n_pad = -(-n // VNNI_BLOCK) * VNNI_BLOCK
     body = data[: n_pad * 4 * groups].view(np.int8).reshape(n_pad // VNNI_BLOCK, groups, VNNI_BLOCK, 4)
     return body.transpose(0, 2, 1, 3).reshape(n_pad, 4 * groups)[:n, :d].astype(np.int64)
+
+
+def pack_q16_vnni(q: np.ndarray) -> tuple[tuple[int], np.ndarray]:
+    """``vpdpwssd`` layout of int16 weights: blocks of :data:`VNNI_BLOCK` outputs (N padded with
+    zero rows), each ``ceil(D/2)`` pairs of (64 outputs, 2 inputs) int16 (D padded with zeros).
+    Returns ``((pairs,), bytes)``."""
+    n, d = q.shape
+    pairs, n_pad = -(-d // 2), -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    padded = np.zeros((n_pad, 2 * pairs), np.int16)
+    padded[:n, :d] = q
+    return (pairs,), _bytes(padded.reshape(n_pad // VNNI_BLOCK, VNNI_BLOCK, pairs, 2).transpose(0, 2, 1, 3))
+
+
+def unpack_q16_vnni(data: np.ndarray, pairs: int, n: int, d: int) -> np.ndarray:
+    n_pad = -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    body = data[: n_pad * 4 * pairs].view(np.int16).reshape(n_pad // VNNI_BLOCK, pairs, VNNI_BLOCK, 2)
+    return body.transpose(0, 2, 1, 3).reshape(n_pad, 2 * pairs)[:n, :d].astype(np.int64)

@@ -64,6 +64,16 @@ def offset_bytes(xq, d, top, xu):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
+def pair_words(xq, d, pairs, xw):  # noqa: ANN001, ANN201
+    """``xw[k]`` (int32) = the activations ``2k`` (low 16 bits) and ``2k + 1`` as int16, for
+    ``k < pairs`` (the operand of ``vpdpwssd``); 0 past ``d`` (weights there are zero)."""
+    for k in range(d // 2):
+        xw[k] = (np.int32(xq[2 * k]) & 0xFFFF) | (np.int32(xq[2 * k + 1]) << 16)
+    for k in range(d // 2, pairs):
+        xw[k] = np.int32(xq[2 * k]) & 0xFFFF if 2 * k < d else np.int32(0)
+
+
+@njit(inline="always")
 def mean_abs(h, d):  # noqa: ANN001, ANN201
     """``sum|h[:d]| / d`` in float32 (the binary layer's ``beta``), in a fixed order.
 

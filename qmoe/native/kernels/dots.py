@@ -14,7 +14,7 @@ from numba import njit
 
 from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
                                       lut16_tables4, lut32_block1, lut32_block2, popcount64)
-from qmoe.native.kernels.vnni import BLOCK, vnni_block1, vnni_block_rows
+from qmoe.native.kernels.vnni import BLOCK, Q16_PAIRS, ROWS, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
@@ -59,6 +59,29 @@ def dots_q16(xq, d, n, w, w_off, a32, acc):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
+def dots_q16_vnni(xw, xstride, rows, n, w, w_off, pairs, acc, ostride):  # noqa: ANN001, ANN201, PLR0913
+    """int64 dots of ``rows`` rows (1 or a multiple of :data:`~.vnni.ROWS`) by ``vpdpwssd``:
+    row r's activations in int32 words ``xw[r xstride:]`` (:func:`~.act.pair_words`), its dots
+    into ``acc[r ostride:]`` (N rounded up to 64). Weights: blocks of 64 outputs, ``pairs``
+    steps of (64 outputs, 2 inputs) int16. Block by block, chunk of :data:`~.vnni.Q16_PAIRS`
+    pairs (32 KB) by chunk, :data:`~.vnni.ROWS` rows at a time: a chunk comes from the L1
+    cache for all rows but the first ones."""
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for r in range(rows):
+        for j in range(nblocks * BLOCK):
+            acc[r * ostride + j] = 0
+    for b in range(nblocks):
+        at = w_off + b * pairs * 4 * BLOCK
+        for k0 in range(0, pairs, Q16_PAIRS):
+            k1 = min(pairs, k0 + Q16_PAIRS)
+            if rows == 1:
+                q16_block1(xw, xstride, w, at, k0, k1, acc, b * BLOCK, ostride)
+            else:
+                for g in range(0, rows, ROWS):
+                    q16_block_rows(xw[g * xstride:], xstride, w, at, k0, k1, acc, g * ostride + b * BLOCK, ostride)
+
+
+@njit(inline="always")
 def dots_int8_plain(xq, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
     """int32 dots with int8 weights stored (N, D) row-major (the portable path)."""
     wt = view(w, w_off, d * n, np.int8, 1)
@@ -87,7 +110,8 @@ def dots_int8_avx2(xq, d, n, w, w_off, nchunks, flush, ncorr, xa, acc):  # noqa:
 
 @njit(inline="always")
 def dots_int8_vnni(xu, stride, rows, n, w, w_off, groups, acc):  # noqa: ANN001, ANN201
-    """int32 dots of ``rows`` rows (1 or :data:`~.vnni.ROWS`) at once by ``vpdpbusd``: row r's
+    """int32 dots of ``rows`` rows (1 or a multiple of :data:`~.vnni.ROWS`, those
+    :data:`~.vnni.ROWS` at a time, block by block) by ``vpdpbusd``: row r's
     activations ``x + 128`` in uint8 ``xu[r stride:]`` (``4 groups`` of them, the ones past D
     any value), its dots into ``acc[r stride:]``. Weights: blocks of 64 outputs, ``groups``
     steps of (64 outputs, 4 inputs) int8, then each output's weight sum (int32), which the
@@ -98,7 +122,8 @@ def dots_int8_vnni(xu, stride, rows, n, w, w_off, groups, acc):  # noqa: ANN001,
         if rows == 1:
             vnni_block1(xu, stride, w, at, groups, acc, b * BLOCK, stride)
         else:
-            vnni_block_rows(xu, stride, w, at, groups, acc, b * BLOCK, stride)
+            for g in range(0, rows, ROWS):
+                vnni_block_rows(xu[g * stride:], stride, w, at, groups, acc, g * stride + b * BLOCK, stride)
     sums = view(w, w_off + nblocks * groups * 4 * BLOCK, n, np.int32, 4)
     for r in range(rows):
         for j in range(n):

@@ -25,14 +25,14 @@ from qmoe.native.kernels.act import mean_abs, quantize_row
 from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
 from qmoe.native.kernels.rows import batched, carve_rows, run_chain_rows
 from qmoe.native.kernels.simd import f32_pointer
-from qmoe.native.kernels.vnni import ROWS
+from qmoe.native.kernels.vnni import GROUP, ROWS
 from qmoe.native.kernels.sources import sources_sha256
 from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
                                 N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "478665a5b9c00fd35e44b4c5adbccfedda3de33ad56df26cc3a841b610684a3d"
+SOURCES_SHA256 = "9a4d444383afc99757f4a5e76d548f33c0372c64b10c6c5bd6f11f385ad6a175"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -40,6 +40,13 @@ CACHE = sources_sha256() == SOURCES_SHA256
 if not CACHE:
     log.warning("qmoe.native kernel sources changed: compiling without numba's disk cache until "
                 "SOURCES_SHA256 in %s is updated to %s", __file__, sources_sha256())
+
+
+@njit(inline="always")
+def group_rows(left):  # noqa: ANN001, ANN201
+    """Rows of the next row group when ``left >= ROWS`` rows are left: :data:`~.vnni.GROUP`,
+    or the most whole :data:`~.vnni.ROWS` of them."""
+    return min(GROUP, left // ROWS * ROWS)
 
 
 @njit(cache=CACHE)
@@ -54,8 +61,9 @@ def scratch_bytes(meta, mix):  # noqa: ANN001, ANN201
 def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last).
     ``scratch``: :func:`scratch_bytes` bytes, 64-byte aligned (no allocation per call). Rows go
-    :data:`~.vnni.ROWS` at a time where the chain has a layer that shares its weight reads
-    between rows (:mod:`.rows`), the rest one by one: the same outputs either way."""
+    up to :data:`~.vnni.GROUP` at a time (:func:`group_rows`) where the chain has a layer that
+    shares its weight reads between rows (:mod:`.rows`), the rest one by one: the same outputs
+    either way."""
     width = max_width(meta)
     o = scratch_offsets(width, 0, 0, 0)
     h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, o, width)
@@ -64,14 +72,15 @@ def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     start = 0
     if batched(meta):
         hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
-        for start in range(0, x.shape[0] - ROWS + 1, ROWS):
-            for g in range(ROWS):
+        while x.shape[0] - start >= ROWS:
+            m = group_rows(x.shape[0] - start)
+            for g in range(m):
                 hs[g * width: g * width + d] = x[start + g]
-            res = run_chain_rows(0, n_layers, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab,
+            res = run_chain_rows(0, n_layers, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab,
                                  xus, a32s, scales)
-            for g in range(ROWS):
+            for g in range(m):
                 out[start + g, :] = res[g * width: g * width + n]
-        start = x.shape[0] // ROWS * ROWS
+            start += m
     for b in range(start, x.shape[0]):
         h[:d] = x[b]
         res = run_chain(0, n_layers, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
@@ -108,34 +117,35 @@ def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     start = 0
     if batched(meta):  # row groups: each row's arithmetic is the one-row loop's below
         hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
-        glogits = scratch[o[19]: o[19] + 4 * ROWS * n_e * n_c].view(np.float32).reshape((ROWS, n_e, n_c))
-        gprobs = scratch[o[20]: o[20] + 8 * ROWS * n_mc * n_e].view(np.float64).reshape((ROWS, n_mc, n_e))
-        ghidden = scratch[o[21]: o[21] + 4 * ROWS * width].view(np.float32)
-        for start in range(0, x.shape[0] - ROWS + 1, ROWS):
+        glogits = scratch[o[19]: o[19] + 4 * GROUP * n_e * n_c].view(np.float32).reshape((GROUP, n_e, n_c))
+        gprobs = scratch[o[20]: o[20] + 8 * GROUP * n_mc * n_e].view(np.float64).reshape((GROUP, n_mc, n_e))
+        ghidden = scratch[o[21]: o[21] + 4 * GROUP * width].view(np.float32)
+        while x.shape[0] - start >= ROWS:
+            nr = group_rows(x.shape[0] - start)
             for e in range(n_e):
-                for g in range(ROWS):
+                for g in range(nr):
                     hs[g * width: g * width + d] = x[start + g]
-                res = run_chain_rows(mix[MIX_HEAD + 2 * e], mix[MIX_HEAD + 2 * e + 1], hs, ys, width, meta, fp,
+                res = run_chain_rows(mix[MIX_HEAD + 2 * e], mix[MIX_HEAD + 2 * e + 1], nr, hs, ys, width, meta, fp,
                                      w, xq, xa, words, acc, a32, accf, tab, xus, a32s, scales)
-                for g in range(ROWS):
+                for g in range(nr):
                     glogits[g, e, :] = res[g * width: g * width + n_c]
-            for g in range(ROWS):
+            for g in range(nr):
                 hs[g * width: g * width + d] = x[start + g]
-            res = run_chain_rows(first, 1, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus,
+            res = run_chain_rows(first, 1, nr, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus,
                                  a32s, scales)
-            for g in range(ROWS):
+            for g in range(nr):
                 ghidden[g * width: g * width + hw] = res[g * width: g * width + hw]
             for m in range(n_mc):
-                for g in range(ROWS):
+                for g in range(nr):
                     for i in range(hw):
                         hs[g * width + i] = ghidden[g * width + i] * masks[m * hw + i]
-                res = run_chain_rows(first + 1, count - 1, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32,
+                res = run_chain_rows(first + 1, count - 1, nr, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32,
                                      accf, tab, xus, a32s, scales)
-                for g in range(ROWS):
+                for g in range(nr):
                     softmax64(res[g * width:], n_e, temperature, gprobs[g, m])
-            for g in range(ROWS):
+            for g in range(nr):
                 route(glogits[g], gprobs[g], n_e, n_c, n_mc, alpha, mix[CURIOSITY], top_k, q, out[start + g])
-        start = x.shape[0] // ROWS * ROWS
+            start += nr
     for b in range(start, x.shape[0]):
         for e in range(n_e):
             h[:d] = x[b]

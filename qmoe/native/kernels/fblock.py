@@ -27,27 +27,39 @@ F32 = ir.FloatType()
 
 
 @intrinsic
-def float_block_rows(typingctx, xs, xstride, w, w_off, d, n, j0, out, ostride):  # noqa: ANN001, ANN201
+def float_block_rows(typingctx, xs, xstride, w, w_off, d, n, j0, cols, out, ostride):  # noqa: ANN001, ANN201, PLR0913
     """For the :data:`BLOCK` outputs ``j0 <= j < j0 + BLOCK`` of the (D, N) float32 weights at
     byte ``w_off`` of ``w`` and each row ``r < ROWS`` of ``xs[r xstride:]``:
-    ``out[r ostride + j] = sum_i xs[r xstride + i] W[i, j]`` (float32, ``i`` ascending, from 0)."""
-    sig = types.void(xs, xstride, w, w_off, d, n, j0, out, ostride)
+    ``out[r ostride + j] = sum_i xs[r xstride + i] W[i, j]`` (float32, ``i`` ascending, from 0).
+    Only the first ``cols`` (1..64) weights of each input are read (masked loads: a last,
+    partial block reads nothing past the weights); the outputs past them are 0 or any value."""
+    sig = types.void(xs, xstride, w, w_off, d, n, j0, cols, out, ostride)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         if not HAS_AVX512:
             return context.get_dummy_value()
-        xs_, xstride_, w_, w_off_, d_, n_, j0_, out_, ostride_ = args
+        xs_, xstride_, w_, w_off_, d_, n_, j0_, cols_, out_, ostride_ = args
         v16 = vec(F32, 16)
+        i32x16 = vec(ir.IntType(32), 16)
+        name = "llvm.masked.load.v16f32.p0v16f32"
+        masked_load = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(v16, [v16.as_pointer(), ir.IntType(32), vec(ir.IntType(1), 16), v16]),
+            name)
+        i32 = ir.IntType(32)
+        limit = builder.insert_element(ir.Constant(i32x16, None), builder.trunc(cols_, i32), ir.Constant(i32, 0))
+        limit = builder.shuffle_vector(limit, ir.Constant(i32x16, None), ir.Constant(i32x16, [0] * 16))
+        masks = [builder.icmp_signed("<", ir.Constant(i32x16, list(range(16 * q, 16 * q + 16))), limit)
+                 for q in range(4)]
         xdata = context.make_array(signature.args[0])(context, builder, xs_).data
         wbase = context.make_array(signature.args[2])(context, builder, w_).data
         wf = builder.bitcast(builder.gep(wbase, [w_off_]), F32.as_pointer())
-        odata = context.make_array(signature.args[7])(context, builder, out_).data
+        odata = context.make_array(signature.args[8])(context, builder, out_).data
         zero = ir.Constant(v16, [0.0] * 16)
         loop = Loop(builder, c64(0), d_, c64(1), [zero] * (4 * ROWS), "input")  # d >= 1
         i, accs = loop.i, loop.vals
         at = builder.add(builder.mul(i, n_), j0_)
-        wv = [builder.load(builder.bitcast(builder.gep(wf, [builder.add(at, c64(16 * q))]), v16.as_pointer()),
-                           align=4) for q in range(4)]
+        ptrs = [builder.bitcast(builder.gep(wf, [builder.add(at, c64(16 * q))]), v16.as_pointer()) for q in range(4)]
+        wv = [builder.call(masked_load, [ptrs[q], ir.Constant(i32, 4), masks[q], zero]) for q in range(4)]
         new = []
         for r in range(ROWS):
             x = builder.load(builder.gep(xdata, [builder.add(builder.mul(xstride_, c64(r)), i)]), align=4)

@@ -92,11 +92,11 @@ def test_rows_do_not_depend_on_batch_mates(kind: str) -> None:
     assert mlp(np.empty((0, 200), np.float32)).shape == (0, 10)
 
 
-BATCH_CASES = [(kind, code) for kind in ("int8", "int4", "ternary", "fp32") for code in _codes(kind)]
+BATCH_CASES = [(kind, code) for kind in ("int8", "int4", "ternary", "fp32", "q16") for code in _codes(kind)]
 
 
 @pytest.mark.parametrize("kind, code", BATCH_CASES, ids=[f"{k}-{L.KIND_NAMES[c]}" for k, c in BATCH_CASES])
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 11, 256])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 7, 8, 11, 23, 256])
 def test_batches_equal_numpy_and_each_row_alone(kind: str, code: int, rows: int) -> None:
     """Batches run several rows per pass over a layer's weights where the layout allows (the
     ``vpdpbusd`` one: 4 rows), the rows left over one by one: every row equals numpy, and its
@@ -221,3 +221,26 @@ def test_fp32_row_groups_in_whole_output_blocks(rows: int) -> None:
     got = mlp(x)
     assert np.array_equal(got, reference(layers, x))
     assert all(np.array_equal(mlp(x[i: i + 1]), got[i: i + 1]) for i in range(rows))
+
+
+@pytest.mark.parametrize("code", layouts("q16"), ids=[L.KIND_NAMES[c] for c in layouts("q16")])
+@pytest.mark.parametrize("d, n", [(1, 1), (2, 64), (255, 65), (257, 128), (513, 130)])
+def test_q16_rows_equal_integer_dots_and_each_row_alone(code: int, d: int, n: int) -> None:
+    """q16 layers (odd and even inputs, whole and partial blocks of 64 outputs, sums longer
+    than one int32 chunk) on 1, 4, 7, 23 rows: each output is the exact int64 dot rescaled,
+    the same whether the row ran in a group of rows or alone."""
+    rng = np.random.default_rng(d + n)
+    w = rng.integers(-32768, 32768, size=(n, d))
+    w[0, :] = -32768
+    layer = Layer(kind="q16", weight=w, bias=np.zeros(n, np.float32), rescale=np.ones(n, np.float32))
+    mlp = NativeMLP([layer], [code])
+    assert mlp.layouts == (L.KIND_NAMES[code],)
+    for rows in (1, 4, 7, 23):
+        x = rng.standard_normal((rows, d)).astype(np.float32)
+        x[rows // 2] = np.where(np.arange(d) % 2 == 0, 1.0, -1.0)  # every activation +-127
+        got = mlp(x)
+        s = (np.float32(1.0) / np.abs(x).max(axis=1, keepdims=True)) * np.float32(127)
+        dots = np.rint(x * s).astype(np.int64) @ w.T.astype(np.int64)
+        assert np.array_equal(got, dots.astype(np.float32) * (np.float32(1.0) / s))
+        for i in range(rows):
+            assert np.array_equal(mlp(x[i: i + 1]), got[i: i + 1])
