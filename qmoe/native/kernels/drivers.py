@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "478665a5b9c00fd35e44b4c5adbccfedda3de33ad56df26cc3a841b610684a3d"
+SOURCES_SHA256 = "306414831e2f1c9de2e9a02a2d1e88f617a796d1709cee03a6d2da9cdd1370fc"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
