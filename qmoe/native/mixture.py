@@ -120,6 +120,7 @@ class NativeMixture:
         self.in_dim, self.n_classes, self.n_experts, self.top_k = d, n_c, n_e, top_k
         self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, self.mix)))
         self.width = n_c + 4 * n_e + top_k
+        self._mixture_at = None  # the compiled mixture_at, resolved at the first run_at
 
     @property
     def nbytes(self) -> int:
@@ -137,7 +138,11 @@ class NativeMixture:
         """Run on ``rows`` contiguous float32 rows at ``address`` into ``out`` (rows + 1,
         C + 4N + k): per row the concatenated fields of :class:`MixtureOutput`, then the
         load-balancing loss in ``out[rows, 0]`` (:meth:`split` separates them)."""
-        self._drivers.mixture_at(address, rows, self.meta, self.fp, self.w, self.mix, self.scratch, out)
+        run = self._mixture_at  # the compiled driver without numba's dispatcher: ``out`` is not checked
+        if run is None:
+            run = self._mixture_at = kernels.entry_point(self._drivers.mixture_at, address, rows, self.meta,
+                                                         self.fp, self.w, self.mix, self.scratch, out)
+        run(address, rows, self.meta, self.fp, self.w, self.mix, self.scratch, out)
 
     def split(self, out: np.ndarray) -> MixtureOutput:
         """The fields of a raw output (B + 1, C + 4N + k), as views (``selected`` as int64)."""

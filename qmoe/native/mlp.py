@@ -77,6 +77,7 @@ class NativeMLP:
         self.in_dim, self.out_dim = self.lowered[0].d, self.lowered[-1].n
         # the kernels' working memory, allocated once (calls hold the GIL: never shared)
         self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, np.empty(0, np.int64))))
+        self._mlp_at = None  # the compiled mlp_at, resolved at the first run_at
 
     @property
     def layouts(self) -> tuple[str, ...]:
@@ -97,5 +98,10 @@ class NativeMLP:
 
     def run_at(self, address: int, rows: int, out: np.ndarray) -> None:
         """Run on ``rows`` contiguous float32 rows at ``address`` (which the caller keeps alive,
-        e.g. a torch tensor's ``data_ptr()``) into ``out`` (rows, N) float32."""
-        self._drivers.mlp_at(address, rows, self.meta, self.fp, self.w, self.scratch, out)
+        e.g. a torch tensor's ``data_ptr()``) into ``out`` (rows, N) float32, C-contiguous and
+        writable (not checked: the compiled function is called without numba's dispatcher)."""
+        run = self._mlp_at
+        if run is None:
+            run = self._mlp_at = kernels.entry_point(self._drivers.mlp_at, address, rows, self.meta, self.fp,
+                                                     self.w, self.scratch, out)
+        run(address, rows, self.meta, self.fp, self.w, self.scratch, out)

@@ -71,6 +71,9 @@ def packed_linear(kind: str, weight: Tensor | np.ndarray, bias: Tensor | None, c
     return PackedLinear(layer, config, has_bias=bias is not None)
 
 
+_F32, _NP32, _empty, _from_numpy = torch.float32, np.float32, np.empty, torch.from_numpy  # no lookups per call
+
+
 def run_native(native: Any, x: Tensor) -> Tensor:
     """Run a :class:`~qmoe.native.NativeMLP` on ``x`` (..., D); float32 (..., N).
 
@@ -79,10 +82,11 @@ def run_native(native: Any, x: Tensor) -> Tensor:
     that torch then wraps.
     """
     d_in, n_out = native.in_dim, native.out_dim
-    if x.dim() == 2 and x.dtype is torch.float32 and x.is_cpu and x.is_contiguous() and x.shape[1] == d_in:
-        out = np.empty((x.shape[0], n_out), np.float32)  # (B, N): new each call, never shared
-        native.run_at(x.data_ptr(), x.shape[0], out)
-        return torch.from_numpy(out)
+    shape = x.shape  # read once: each tensor attribute costs ~0.1-0.4 µs at batch 1
+    if x.dtype is _F32 and x.is_cpu and len(shape) == 2 and shape[1] == d_in and x.is_contiguous():
+        out = _empty((shape[0], n_out), _NP32)  # (B, N): new each call, never shared
+        native.run_at(x.data_ptr(), shape[0], out)
+        return _from_numpy(out)
     if x.shape[-1] != d_in:
         raise ValueError(f"input has {x.shape[-1]} features, the layer expects {d_in}")
     lead = x.shape[:-1]

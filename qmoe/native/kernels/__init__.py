@@ -39,6 +39,21 @@ class Backend:
     vnni: bool = False
 
 
+def entry_point(driver: Any, *args: Any) -> Any:
+    """``driver``'s compiled function for the types of ``args``, called without numba's
+    dispatcher (which types every argument on every call, ~0.5 µs of a batch-1 call); the
+    driver itself where it has no overloads (an ahead-of-time module's function, or numba
+    with the JIT disabled). Compiles it first (or loads it from numba's disk cache) if needed.
+
+    The function returned does not check its arguments' types: call it only with arguments of
+    the types of ``args`` (the same arrays, or arrays of the same dtype, dimensions, layout
+    and writability; ints for ints).
+    """
+    if not hasattr(driver, "overloads") or not hasattr(driver, "typeof_pyval"):
+        return driver
+    return driver.compile(tuple(driver.typeof_pyval(a) for a in args))
+
+
 def load() -> Backend:
     """The numba backend: :mod:`.drivers` (importing numba, ~0.3-1 s, on first use), for the CPU
     of :mod:`qmoe.native.target`.

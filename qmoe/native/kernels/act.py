@@ -107,25 +107,27 @@ def rescale(acc, fp, f_off, n, s, relu, out):  # noqa: ANN001, ANN201
     One loop per case, each a select: a ``relu`` test inside the loop kept it scalar, and a
     branch on the sign of ``y`` mispredicted on every new input.
     """
-    if relu:
+    scale, bias = fp[f_off: f_off + n], fp[f_off + n: f_off + 2 * n]  # views: ``fp[f_off + j]`` kept it
+    if relu:  # scalar (a possibly negative index: gathers and one vdivss per output)
         for j in range(n):
-            y = np.float32(acc[j]) * (fp[f_off + j] / s) + fp[f_off + n + j]
+            y = np.float32(acc[j]) * (scale[j] / s) + bias[j]
             out[j] = y if y > np.float32(0.0) else np.float32(0.0)
     else:
         for j in range(n):
-            out[j] = np.float32(acc[j]) * (fp[f_off + j] / s) + fp[f_off + n + j]
+            out[j] = np.float32(acc[j]) * (scale[j] / s) + bias[j]
 
 
 @njit(inline="always")
 def rescale_binary(acc, fp, f_off, n, beta, relu, out):  # noqa: ANN001, ANN201
     """``out[j] = float32(acc[j]) * (beta * alpha[j]) + bias[j]``, then ReLU if asked."""
+    alpha, bias = fp[f_off: f_off + n], fp[f_off + n: f_off + 2 * n]  # views, as in :func:`rescale`
     if relu:
         for j in range(n):
-            y = np.float32(acc[j]) * (beta * fp[f_off + j]) + fp[f_off + n + j]
+            y = np.float32(acc[j]) * (beta * alpha[j]) + bias[j]
             out[j] = y if y > np.float32(0.0) else np.float32(0.0)
     else:
         for j in range(n):
-            out[j] = np.float32(acc[j]) * (beta * fp[f_off + j]) + fp[f_off + n + j]
+            out[j] = np.float32(acc[j]) * (beta * alpha[j]) + bias[j]
 
 
 @njit(inline="always")

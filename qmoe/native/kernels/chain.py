@@ -8,8 +8,10 @@ passes into the mixture's output. Compiled into the drivers (:mod:`.drivers`), n
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_bytes, pair_words, quantize_row,
                                      rescale, rescale_binary)
@@ -71,15 +73,38 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
             o22)
 
 
+@intrinsic
+def _pointer_at(typingctx, arr, offset, dtype):  # noqa: ANN001, ANN201
+    """Byte ``offset`` of the uint8 array ``arr``'s data as a pointer to ``dtype`` (a numba
+    number class, e.g. ``np.float32``), for ``carray``."""
+    sig = types.CPointer(dtype.instance_type)(arr, offset, dtype)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.bitcast(builder.gep(data, [args[1]]), context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def part(scratch, start, stop, dtype, size):  # noqa: ANN001, ANN201
+    """``scratch[start:stop].view(dtype)`` (``dtype`` of ``size`` bytes; ``stop - start`` a
+    multiple of it) as an array
+    without a reference to ``scratch`` (the caller holds it for the call): ~30 ns less than
+    ``view`` each, nine of them at every batch-1 call."""
+    return numba.carray(_pointer_at(scratch, start, dtype), (stop - start) // size)
+
+
 @njit(inline="always")
 def carve(scratch, o, width):  # noqa: ANN001, ANN201
     """The 9 layer buffers at ``scratch_offsets`` ``o`` of the 64-byte aligned uint8 ``scratch``:
     ``h, y`` (float32 activations), ``xq`` (int8), ``xa`` (uint8), ``words`` (uint64), ``acc``
     (int64), ``a32`` (int32), ``accf`` (float32) and ``tab`` (table bytes)."""
-    return (scratch[o[0]: o[0] + 4 * width].view(np.float32), scratch[o[1]: o[1] + 4 * width].view(np.float32),
-            scratch[o[2]: o[2] + width].view(np.int8), scratch[o[3]: o[3] + width],
-            scratch[o[4]: o[5]].view(np.uint64), scratch[o[5]: o[6]].view(np.int64),
-            scratch[o[6]: o[7]].view(np.int32), scratch[o[7]: o[8]].view(np.float32), scratch[o[8]: o[9]])
+    return (part(scratch, o[0], o[0] + 4 * width, np.float32, 4), part(scratch, o[1], o[1] + 4 * width, np.float32, 4),
+            part(scratch, o[2], o[2] + width, np.int8, 1), part(scratch, o[3], o[3] + width, np.uint8, 1),
+            part(scratch, o[4], o[5], np.uint64, 8), part(scratch, o[5], o[6], np.int64, 8),
+            part(scratch, o[6], o[7], np.int32, 4), part(scratch, o[7], o[8], np.float32, 4),
+            part(scratch, o[8], o[9], np.uint8, 1))
 
 
 @njit

@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "9a4d444383afc99757f4a5e76d548f33c0372c64b10c6c5bd6f11f385ad6a175"
+SOURCES_SHA256 = "ccc1b2552891d8778fdb0ec4093ae5946b5e962757f5aeebe7082c269856100e"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
-from qmoe.native.kernels.chain import run_layer
+from qmoe.native.kernels.chain import part, run_layer
 from qmoe.native.kernels.dots import dots_int8_vnni, dots_q16_vnni
 from qmoe.native.kernels.fblock import BLOCK, float_block_rows
 from qmoe.native.kernels.vnni import GROUP, ROWS
@@ -31,9 +31,9 @@ def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
     """The row-group buffers at :func:`~.chain.scratch_offsets` ``o``: ``hs, ys`` (float32, row
     g at ``g width``), ``xus`` (uint8, ``2 width`` bytes a row), ``a32s`` (int32, ``2 width``
     a row) and ``scales`` (float32, one per row)."""
-    return (scratch[o[14]: o[15]].view(np.float32), scratch[o[15]: o[16]].view(np.float32),
-            scratch[o[16]: o[17]], scratch[o[17]: o[18]].view(np.int32),
-            scratch[o[18]: o[18] + 4 * GROUP].view(np.float32))
+    return (part(scratch, o[14], o[15], np.float32, 4), part(scratch, o[15], o[16], np.float32, 4),
+            part(scratch, o[16], o[17], np.uint8, 1), part(scratch, o[17], o[18], np.int32, 4),
+            part(scratch, o[18], o[18] + 4 * GROUP, np.float32, 4))
 
 
 @njit(inline="always")
