@@ -12,6 +12,10 @@ import re
 
 _BITLINEAR = re.compile(r"q(\d+)")
 
+#: The quantizers :mod:`qmoe.quant` registers on import (a test keeps this equal to the registry),
+#: so that checking a spec's names costs no torch import; other names need the live registry.
+BUILTIN_QUANTIZERS = ("binary", "bitnet", "fp32", "ptq8", "q1", "q16", "q2", "q4", "q8")
+
 
 def bitlinear_name(bits: int) -> str:
     """The name of the ``bits``-bit BitLinear quantizer: ``4 -> "q4"``."""

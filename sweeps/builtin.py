@@ -10,7 +10,7 @@ from qmoe.errors import ConfigError, UnknownNameError
 from qmoe.quant_names import bitlinear_bits, bitlinear_name
 from qmoe.spec import check_alpha
 
-from qmoe.sweeps.grid import SweepSpec, builtin_spec, check_experts, known_quantizers
+from qmoe.sweeps.grid import SweepSpec, builtin_spec, check_experts, is_quantizer, known_quantizers
 
 
 def alpha_spec(values: tuple[float, ...] | None = None, experts: tuple[str, ...] | None = None,
@@ -50,9 +50,9 @@ def bits_spec(values: tuple[int, ...] | None = None) -> SweepSpec:
     if values is None:
         return spec
     models = tuple((bitlinear_name(b),) for b in values)
-    widths = sorted(k for k in map(bitlinear_bits, known_quantizers()) if k is not None)
     for b, (name,) in zip(values, models):
-        if name not in known_quantizers():
+        if not is_quantizer(name):
+            widths = sorted(k for k in map(bitlinear_bits, known_quantizers()) if k is not None)
             raise UnknownNameError(f"--values: no {b}-bit quantizer; known bit-widths: "
                                    f"{','.join(map(str, widths))}")
     return spec.replace_group("bits", models=models)

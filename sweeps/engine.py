@@ -25,7 +25,7 @@ from qmoe.record import now_iso
 from qmoe.sweeps.cluster import ClusterInfo, check_reachable, ray_session, validate_address, worker_env
 from qmoe.sweeps.folder import RunFolder
 from qmoe.sweeps.progress import NullProgress
-from qmoe.sweeps.trial_fn import TrialFn, resolve_trial_fn, trial_fn_ref
+from qmoe.sweeps.trial_fn import TrialFn, check_trial_fn, trial_fn_ref
 
 DEFAULT_STORAGE = Path("qmoe-runs")
 # Tune's defaults print status tables, write JSON/CSV/TensorBoard logs per trial and log each
@@ -58,9 +58,10 @@ class RunOptions:
         validate_address(self.address)
 
     def resolved_trial_fn(self) -> str | TrialFn:
-        """The trial function to run; a reference that does not load fails here, once."""
+        """The trial function to run; a reference that does not load fails here, once
+        (:func:`~qmoe.sweeps.trial_fn.check_trial_fn`)."""
         ref = trial_fn_ref(self.trial_fn)
-        resolve_trial_fn(ref)
+        check_trial_fn(ref)
         return ref
 
     def check_address(self) -> None:

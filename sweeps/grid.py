@@ -37,7 +37,6 @@ line's choices (``--dataset``, ``--folds``, ``--hparams``...) apply to any spec 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 
 from qmoe.errors import ConfigError, UnknownNameError
 from qmoe.layout import IN_SWEEP, ISOLATED
-from qmoe.quant_names import bitlinear_name
+from qmoe.quant_names import BUILTIN_QUANTIZERS, bitlinear_name
 from qmoe.registry import Registry
 from qmoe.spec import CURIOSITIES, DEFAULT_CURIOSITY, PROTOCOLS, TrainConfig, check_alpha
 
@@ -64,20 +63,24 @@ _TOP_KEYS = ("description", "datasets", "folds", "seed", "seeds", "repeats", "cu
 _GRID_KEYS = ("id", "models", "bits", "alphas")
 
 
-@functools.cache
 def known_quantizers() -> tuple[str, ...]:
-    """The registered quantizer names (imports ``qmoe.quant``, hence torch, once)."""
+    """The registered quantizer names (imports ``qmoe.quant``, hence torch: ~1-2 s)."""
     from qmoe.quant import list_quantizers
 
     return tuple(list_quantizers())
 
 
+def is_quantizer(name: str) -> bool:
+    """Whether ``name`` is a registered quantizer; a built-in name is known without torch
+    (a sweep command's checks then leave its first seconds to Ray's start)."""
+    return name in BUILTIN_QUANTIZERS or name in known_quantizers()
+
+
 def check_experts(experts: tuple[str, ...], where: str) -> None:
     """Raise UnknownNameError (listing the known names) for an unknown quantizer."""
-    known = known_quantizers()
     for name in experts:
-        if name not in known:
-            raise UnknownNameError(f"{where}: unknown quantizer {name!r}; known: {', '.join(known)}")
+        if not is_quantizer(name):
+            raise UnknownNameError(f"{where}: unknown quantizer {name!r}; known: {', '.join(known_quantizers())}")
 
 
 @dataclass(frozen=True, kw_only=True)

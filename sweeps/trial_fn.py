@@ -8,6 +8,7 @@ the real one. A picklable callable works as well.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
@@ -43,3 +44,19 @@ def resolve_trial_fn(ref: str | TrialFn) -> TrialFn:
     if not callable(fn):
         raise ConfigError(f"trial function {ref!r} is not callable")
     return fn
+
+
+def check_trial_fn(ref: str | TrialFn) -> None:
+    """Fail now on a reference the workers could not load; the driver itself never calls it.
+
+    The default (:data:`DEFAULT_TRIAL_FN`) is only looked up, not imported: importing it loads
+    torch and sklearn (~2-3 s of CPU and ~500 MB), which the driver does not need and which would
+    compete with Ray's start for the machine. Any other reference is loaded (:func:`resolve_trial_fn`).
+
+    Raises:
+        ConfigError: as :func:`resolve_trial_fn`, or the default's module is missing.
+    """
+    if ref != DEFAULT_TRIAL_FN:
+        resolve_trial_fn(ref)
+    elif importlib.util.find_spec(DEFAULT_TRIAL_FN.partition(":")[0]) is None:
+        raise ConfigError(f"trial function {ref!r} cannot be loaded: its module is not installed")

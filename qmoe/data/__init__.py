@@ -27,7 +27,8 @@ _MODULES: dict[str, tuple[str, ...]] = {  # submodule -> the names it exports
                "train_val_test_indices"),
     "synth": ("CLASS_NAMES", "SynthConfig", "generate_clips"),
     "backbones": ("BACKBONES", "embed_clips"),
-    "features": ("Clip", "LogMelConfig", "log_mel"),
+    "frontend": ("Clip", "LogMelConfig"),
+    "features": ("log_mel",),
     "datasets": ("DATASETS", "DATA_CODE_VERSION", "DatasetSpec", "build_synth_table", "default_cache_dir",
                  "prepared_table_path", "resolve_table", "synth_table_path", "PreparedInfo", "list_prepared",
                  "prepared_backbones"),
@@ -61,7 +62,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from qmoe.data.image_backbones import TIMM_BACKBONES, mel_image
     from qmoe.data.prepare import BadAudio, PrepareConfig, PrepareResult, prepare_dataset
     from qmoe.data.backbones import BACKBONES, embed_clips
-    from qmoe.data.features import Clip, LogMelConfig, log_mel
+    from qmoe.data.features import log_mel
+    from qmoe.data.frontend import Clip, LogMelConfig
     from qmoe.data.splits import (
         Split,
         SplitProtocol,

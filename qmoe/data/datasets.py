@@ -21,8 +21,7 @@ from typing import Any
 
 import qmoe
 from qmoe.cache_root import default_cache_dir
-from qmoe.data.backbones import embed_clips
-from qmoe.data.features import LogMelConfig
+from qmoe.data.frontend import LogMelConfig
 from qmoe.data.synth import CLASS_NAMES, SynthConfig, generate_clips
 from qmoe.data.table import EmbeddingTable, load_table, save_table, table_from_arrays
 from qmoe.errors import DataError
@@ -199,6 +198,8 @@ def build_synth_table(
         The validated table as written (its ``meta`` records dataset, backbone,
         sample rate, log-Mel and synth settings, and versions).
     """
+    from qmoe.data.backbones import embed_clips  # torch: only when a table is built
+
     start = time.perf_counter()
     clips = list(generate_clips(cfg))
     X = embed_clips(clips, backbone, mel)

@@ -35,7 +35,7 @@ from qmoe.cache_root import default_cache_dir
 from qmoe.data.datasets import prepared_table_path
 from qmoe.data.extract import (BatchResult, Embedder, ExtractSettings, WorkItem, default_batch_size,
                                run_in_process)
-from qmoe.data.features import LogMelConfig
+from qmoe.data.frontend import LogMelConfig
 from qmoe.data.image_backbones import load_pretrained, load_state_dict_file, needs_weights
 from qmoe.data.table import EmbeddingTable, load_table, save_table, table_from_arrays
 from qmoe.errors import ConfigError, DataError

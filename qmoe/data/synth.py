@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from qmoe.data.features import Clip
+from qmoe.data.frontend import Clip
 from qmoe.errors import ConfigError
 
 Rng = np.random.Generator

@@ -184,3 +184,22 @@ def test_save_models_and_latency_from_spec_and_flags_not_in_trial_keys(tmp_path,
         with pytest.raises(ConfigError, match=None) as err:
             load_spec(write(tmp_path, f"{body}\n[[grid]]\nmodels = ['q4']\n", "bad.toml"))
         assert needle in str(err.value) and "bad.toml" in str(err.value)
+
+
+def test_builtin_quantizer_names_are_the_registry_and_others_are_looked_up(monkeypatch) -> None:
+    from qmoe.quant import QUANTIZERS, get_quantizer
+    from qmoe.quant_names import BUILTIN_QUANTIZERS
+    from qmoe.sweeps import grid
+
+    assert set(BUILTIN_QUANTIZERS) <= set(QUANTIZERS)  # each built-in name is registered ...
+    code = "from qmoe.quant import list_quantizers; print(' '.join(list_quantizers()))"
+    import subprocess
+    import sys
+
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert tuple(fresh) == BUILTIN_QUANTIZERS  # ... and a fresh registry holds exactly them
+    assert not grid.is_quantizer("q3")
+    monkeypatch.setitem(QUANTIZERS._items, "q3", get_quantizer("q4"))  # a name registered at run time
+    assert grid.is_quantizer("q3")
+    grid.check_experts(("q3", "q4"), "test")
+    assert bits_spec((3,)).group("bits").models == (("q3",),)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -156,3 +158,39 @@ def test_a_failed_early_start_is_raised_by_the_session(monkeypatch) -> None:
         with pytest.raises(RuntimeError, match="raylet"), cluster.ray_session(None, env={}):
             pass
     assert fake.shutdowns == 0 and cluster._early is None
+
+
+def test_a_sweep_command_plans_its_sweep_without_torch(tmp_path) -> None:
+    # The driver never runs a trial: checking the spec's quantizer names, loading the synth
+    # table and checking the default trial function must leave torch (and sklearn) unloaded,
+    # so that their ~2 s of CPU and ~600 MB do not compete with Ray's start.
+    code = textwrap.dedent(f"""
+        import sys
+        from qmoe.sweeps import alpha_spec, bits_spec, paper_spec, plan_sweep, RunOptions
+        from qmoe.sweeps.grid import apply_overrides
+        from qmoe.data.datasets import resolve_table
+        bits_spec((1, 4, 16)); alpha_spec((0.2,), ("bitnet", "q4", "ptq8")); paper_spec()
+        plan = plan_sweep(apply_overrides(bits_spec((4,)), folds=(1,)))
+        RunOptions(storage={str(tmp_path)!r}).resolved_trial_fn()
+        print(len(plan.trials), sorted(m for m in ("torch", "sklearn", "scipy", "numba") if m in sys.modules))
+    """)
+    env = dict(os.environ, QMOE_CACHE=str(tmp_path / "cache"))
+    env.pop("QMOE_TRIAL_FN", None)
+    subprocess.run([sys.executable, "-c", "from qmoe.data.datasets import resolve_table; resolve_table('synth')"],
+                   cwd=ROOT, env=env, check=True, capture_output=True)  # the table is built (with torch) first
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.split(maxsplit=1) == ["4", "[]\n"]
+
+
+def test_the_default_trial_function_is_looked_up_not_imported(monkeypatch) -> None:
+    from qmoe.sweeps import trial_fn
+
+    imported = []
+    monkeypatch.setattr(trial_fn, "resolve_trial_fn", lambda ref: imported.append(ref))
+    trial_fn.check_trial_fn(trial_fn.DEFAULT_TRIAL_FN)
+    assert imported == []
+    trial_fn.check_trial_fn("tests.sweeps.fakes:fast_trial")
+    assert imported == ["tests.sweeps.fakes:fast_trial"]  # any other reference is loaded
+    monkeypatch.setattr(trial_fn.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="'qmoe.trial:run_trial' cannot be loaded: its module is not installed"):
+        trial_fn.check_trial_fn(trial_fn.DEFAULT_TRIAL_FN)
