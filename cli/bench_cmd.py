@@ -63,8 +63,9 @@ def bench(
             sized = SizedConfig()
             stderr.print(f"timing one training step of {SEEDS} stacked MLPs against one ...")
             stacked = stacked_step(batch=timed[0].batch)
-            out.print(bt.seeds_table(seed_floors(timed, bw.l2_gbs, sized.dim, sized.n_classes), stacked))
-            parts.update(trials=timed, stacked=stacked)
+            floors = seed_floors(timed, bw, sized.dim, sized.n_classes)
+            out.print(bt.seeds_table(floors, stacked))
+            parts.update(trials=timed, stacked=stacked, floors=floors)
             stderr.print("a single model's and a mixture's trial alone in fresh processes (memory) ...")
             fresh = [fresh_trial_memory(tmp, m) for m in ("q4", "bitnet,q4,q8")]
         out.print(bt.memory_table(import_memory(), [r.peak_rss_mb for r in timed], fresh))

@@ -111,8 +111,9 @@ def seeds_table(rows: Sequence[Any], stacked: Any = None) -> Table:
                       "yes" if r.ruled_out else "no", _yes(False))
     if rows:
         table.caption = (f"at least = {SEEDS} x steps x (forward + weight-gradient matmuls at the best GEMM rate "
-                         f"measured here, {rows[0].gemm_gflops:.0f} GFLOP/s, + AdamW's 28 bytes per parameter "
-                         f"at the core's best read bandwidth, {rows[0].bandwidth_gbs:.0f} GB/s): work every "
+                         f"measured here, {rows[0].gemm_gflops:.0f} GFLOP/s, + AdamW's 28 bytes per parameter, "
+                         f"less what the L2 could hold ({rows[0].cached_mb:.1f} MB), at the read bandwidth of the "
+                         f"level holding one seed's optimizer state, {rows[0].level} {rows[0].bandwidth_gbs:.0f} GB/s): work every "
                          "seed needs however the seeds are batched. A bound above the target rules batching "
                          "out here; below it, it rules nothing out (quantization, dropout, input gradients and "
                          "GEMMs below peak are left out).")

@@ -12,13 +12,18 @@ figures measured in the same run:
   out, so the bound stays a bound), at the best single-thread GEMM throughput measured here
   over the trial's shape and larger ones (as a stacked model could run);
 - optimizer: AdamW reads a parameter, its gradient and two moments and writes three of them
-  back, 28 bytes per parameter per step, at the core's best read bandwidth (its L2's).
+  back, 28 bytes per parameter per step. One seed's state (16 bytes per parameter: 19 MB for
+  the MLP) is touched once per step, with the forward and backward passes in between, so it
+  cannot stay in a cache smaller than it: beyond what the core's L2 can hold (counted as
+  free), that traffic streams at least at the read bandwidth, measured here, of the level that
+  holds one seed's state (L3 here). A bound that used the L2's bandwidth for all of it (as
+  this bench did before) reads about 2x too low for state 10x the L2.
 
 ``S x steps x (matmul + optimizer)`` over one seed's whole measured trial is the least the
 ratio can be, however the seeds are batched; where it exceeds the target, no batching reaches
 it on this machine. Below the target it rules nothing out: the real per-step cost is higher
-(quantization passes, dropout, input gradients, GEMMs below peak, ten seeds' optimizer state
-far beyond L2). Seed-batched training itself is not built: S seeds run as S trials, S x one.
+(quantization passes, dropout, input gradients, GEMMs below peak, the optimizer's
+writes). Seed-batched training itself is not built: S seeds run as S trials, S x one.
 
 :func:`stacked_step` measures the simplest stacked form outright: one training step of S fp32
 MLPs as one model (batched matmuls over a leading seed dimension, one autograd graph, one
@@ -38,12 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qmoe.bench import Bandwidth
 from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
 from qmoe.bench_trial import TrialTimingRow, trial_spec
 from qmoe.measure import torch_threads
 from qmoe.trial import build_model
 
 ADAMW_BYTES = 28  # per parameter per step: read p, g, m, v (16), write p, m, v (12)
+STATE_BYTES = 16  # per parameter held between steps: p, g, m, v
 #: GEMM shapes (M, K, N) timed for the best throughput: the single model's first layer at its
 #: batch, the mixture's batch, and the first layer of 10 stacked seeds sharing a batch.
 GEMM_SHAPES = ((64, 1536, 640), (256, 1536, 640), (64, 1536, 6400), (1024, 1536, 2048))
@@ -59,13 +66,16 @@ class SeedFloorRow:
     gflops_per_step: float  # forward + weight-gradient matmuls of one seed's step
     mb_per_step: float  # optimizer traffic of one seed's step (1 MB = 1e6 bytes)
     gemm_gflops: float  # best single-thread GEMM throughput measured
-    bandwidth_gbs: float  # best single-core read bandwidth measured
+    bandwidth_gbs: float  # read bandwidth of the level holding one seed's optimizer state, measured
+    level: str = "L2"  # that level
+    cached_mb: float = 0.0  # of mb_per_step, what the faster caches could serve (counted free)
     seeds: int = SEEDS
 
     @property
     def floor_seconds(self) -> float:
         """Least time for the arithmetic of ``seeds`` seeds' trainings."""
-        per_step = self.gflops_per_step / self.gemm_gflops + self.mb_per_step / 1e3 / self.bandwidth_gbs
+        streamed_mb = max(self.mb_per_step - self.cached_mb, 0.0)
+        per_step = self.gflops_per_step / self.gemm_gflops + streamed_mb / 1e3 / self.bandwidth_gbs
         return self.seeds * self.steps * per_step
 
     @property
@@ -106,23 +116,28 @@ def step_work(model: nn.Module, batch: int) -> tuple[float, float]:
 
 
 def seed_floor(model: str, model_obj: nn.Module, batch: int, steps: int, trial_seconds: float,
-               gemm_gflops: float, bandwidth_gbs: float) -> SeedFloorRow:
+               gemm_gflops: float, bandwidth: Bandwidth) -> SeedFloorRow:
     """The floor row of one measured trial (``steps`` optimizer steps in ``trial_seconds``)."""
     gflops, mb = step_work(model_obj, batch)
+    state = STATE_BYTES * sum(p.numel() for p in model_obj.parameters())
+    level, gbs = bandwidth.level(state)
+    # each byte of state the L2 keeps saves at most its share of the step's traffic
+    cached = 0.0 if level == "L2" else bandwidth.l2_bytes * ADAMW_BYTES / STATE_BYTES / 1e6
     return SeedFloorRow(model=model, trial_seconds=trial_seconds, steps=steps, gflops_per_step=gflops,
-                        mb_per_step=mb, gemm_gflops=gemm_gflops, bandwidth_gbs=bandwidth_gbs)
+                        mb_per_step=mb, gemm_gflops=gemm_gflops, bandwidth_gbs=gbs, level=level,
+                        cached_mb=min(cached, mb))
 
 
-def seed_floors(rows: Sequence[TrialTimingRow], bandwidth_gbs: float, in_dim: int, n_classes: int,
+def seed_floors(rows: Sequence[TrialTimingRow], bandwidth: Bandwidth, in_dim: int, n_classes: int,
                 gemm_gflops: float | None = None) -> list[SeedFloorRow]:
     """The floor of every trial timed by :func:`qmoe.bench_trial.bench_trials` on a table of
-    ``in_dim`` features and ``n_classes`` classes; ``bandwidth_gbs``: the core's best read
-    bandwidth (:func:`qmoe.bench.measure_bandwidth`'s L2 figure)."""
+    ``in_dim`` features and ``n_classes`` classes; ``bandwidth``: the core's read bandwidth by
+    level (:func:`qmoe.bench.measure_bandwidth`)."""
     gemm = best_gemm_gflops() if gemm_gflops is None else gemm_gflops
     out = []
     for r in rows:
         model = build_model(trial_spec(r.model), in_dim, n_classes)
-        out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth_gbs))
+        out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth))
     return out
 
 

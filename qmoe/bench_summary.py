@@ -23,7 +23,7 @@ def _x(value: float) -> str:
 
 def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRow] = (),
                  trials: Sequence[Any] = (), stacked: Any = None, short: Any = None,
-                 sized: Any = None) -> list[TargetRow]:
+                 sized: Any = None, floors: Sequence[Any] = ()) -> list[TargetRow]:
     """The targets of one run.
 
     Args:
@@ -34,6 +34,7 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
         stacked: :func:`qmoe.bench_seeds.stacked_step`'s figure (seed batching is not built:
             its target is never met; the stacked step says how far off the simplest form is).
         short, sized: the sweep benchmarks (:mod:`qmoe.sweeps.bench.sweep_efficiency`).
+        floors: :func:`qmoe.bench_seeds.seed_floors`' rows (the least any seed batching takes).
     """
     from qmoe.quant import get_quantizer
 
@@ -54,7 +55,7 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
     if stacked is not None:
         out.append(TargetRow(f"{SEEDS} seeds <= {SEED_RATIO_TARGET:g}x one seed's trial", "all",
                              f"not built ({SEEDS} trials, {SEEDS}x); {SEEDS} fp32 MLPs stacked: "
-                             f"{_x(stacked.ratio)} one step", False))
+                             f"{_x(stacked.ratio)} one step{_floor_note(floors)}", False))
     if short is not None:
         first = "never" if short.first_trial is None else f"{short.first_trial:.1f} s"
         out += [TargetRow(f"sweep efficiency, 8 short trials >= {SHORT_EFFICIENCY_TARGET:g}", "qmoe sweep",
@@ -69,3 +70,11 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
                 TargetRow(f"paper grid on {sized.slots} slots <= {GRID_HOURS_TARGET:g} h", "qmoe sweep",
                           f"{sized.grid_hours:.2f} h ({SEEDS} seeds: {sized.grid_seeds_hours:.1f} h)", sized.grid_met)]
     return out
+
+
+def _floor_note(floors: Sequence[Any]) -> str:
+    if not floors:
+        return ""
+    low = min(floors, key=lambda r: r.floor_ratio)
+    verdict = "ruled out for every model" if all(r.ruled_out for r in floors) else "not ruled out for all"
+    return f"; any batching >= {_x(low.floor_ratio)} ({low.model}): {verdict}"

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from qmoe.bench_seeds import SeedFloorRow, best_gemm_gflops, step_work
+from qmoe.bench import Bandwidth
+from qmoe.bench_seeds import SeedFloorRow, best_gemm_gflops, seed_floor, step_work
 from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
 from qmoe.models import Expert
 
@@ -30,6 +31,23 @@ def test_floor_arithmetic(trial_s: float, ruled_out: bool) -> None:
     assert math.isclose(row.floor_seconds, SEEDS * 500 * per_step)  # 15 s for 10 seeds: 3.75x a 4 s trial, 3x a 5 s one
     assert math.isclose(row.floor_ratio, SEEDS * 500 * per_step / trial_s)
     assert row.ruled_out is ruled_out and (row.floor_ratio > SEED_RATIO_TARGET) is ruled_out
+
+
+def test_optimizer_state_beyond_the_l2_streams_from_the_level_that_holds_it() -> None:
+    model = Expert(1536, 50, (640, 320), "q4", 0.1)
+    params = sum(p.numel() for p in model.parameters())  # 1,205,330: 19.3 MB of state (p, g, m, v)
+    bw = Bandwidth(l2_gbs=150.0, l3_gbs=30.0, dram_gbs=15.0, l2_bytes=2_000_000, l3_bytes=100_000_000)
+    row = seed_floor("q4", model, batch=64, steps=500, trial_seconds=4.0, gemm_gflops=150.0, bandwidth=bw)
+    assert (row.level, row.bandwidth_gbs) == ("L3", 30.0)
+    assert math.isclose(row.cached_mb, 2.0 * 28 / 16)  # the 2 MB the L2 may keep, as traffic
+    streamed = 28 * params / 1e6 - 3.5
+    assert math.isclose(row.floor_seconds, SEEDS * 500 * (row.gflops_per_step / 150.0 + streamed / 1e3 / 30.0))
+    small = Bandwidth(l2_gbs=150.0, l3_gbs=30.0, dram_gbs=15.0, l2_bytes=16 * params, l3_bytes=10**9)
+    fits = seed_floor("q4", model, batch=64, steps=500, trial_seconds=4.0, gemm_gflops=150.0, bandwidth=small)
+    assert (fits.level, fits.bandwidth_gbs, fits.cached_mb) == ("L2", 150.0, 0.0)  # all of it at the L2's rate
+    assert fits.floor_seconds < row.floor_seconds
+    huge = Bandwidth(l2_gbs=150.0, l3_gbs=30.0, dram_gbs=15.0, l2_bytes=10**9, l3_bytes=2 * 10**9)
+    assert seed_floor("q4", model, 64, 500, 4.0, 150.0, huge).level == "L2"
 
 
 def test_gemm_rate_is_measured() -> None:

@@ -47,6 +47,21 @@ def test_every_target_of_a_full_run_is_listed_and_judged() -> None:
     assert len(rows) == 11  # 1 deployed + 2 QAT + single trial + RSS + seeds + 3 short sweep + 2 sized sweep
 
 
+def test_the_seeds_row_carries_the_floor_of_any_batching() -> None:
+    from qmoe.bench_seeds import SeedFloorRow
+
+    def floor(model: str, trial_s: float) -> SeedFloorRow:  # 10 x 500 x 1 ms = 5 s
+        return SeedFloorRow(model=model, trial_seconds=trial_s, steps=500, gflops_per_step=0.1, mb_per_step=0.0,
+                            gemm_gflops=100.0, bandwidth_gbs=30.0, level="L3")
+
+    stacked = StackedStep(seeds=10, batch=64, stacked_ms=200.0, one_ms=20.0)
+    row = summary_rows(stacked=stacked, floors=[floor("q4", 1.25), floor("fp32", 1.0)])[0]
+    assert row.measured.endswith("; any batching >= 4.00x (q4): ruled out for every model") and row.met is False
+    row = summary_rows(stacked=stacked, floors=[floor("q4", 2.5), floor("fp32", 1.0)])[0]
+    assert row.measured.endswith("; any batching >= 2.00x (q4): not ruled out for all")
+    assert summary_rows(stacked=stacked)[0].measured.endswith("one step")
+
+
 def test_parts_that_did_not_run_leave_their_targets_out() -> None:
     assert summary_rows() == []
     assert [r.target for r in summary_rows(epochs=[EpochRow("fp32", 0.2, 1.0)])] == []

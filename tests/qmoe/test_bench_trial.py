@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qmoe.bench import Bandwidth
 from qmoe.bench_seeds import seed_floors
 from qmoe.bench_trial import (DEFAULT_MODELS, MIXTURE_ALPHA, WORKER_IMPORTS, bench_trials, fresh_trial_memory,
                               trial_spec)
@@ -33,7 +34,8 @@ def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
         assert 0 < r.rss_before_mb and math.isclose(r.peak_increment_mb, r.peak_rss_mb - r.rss_before_mb)
         assert r.peak_increment_mb < r.peak_rss_mb
     # the seed floor from these very rows (qmoe.bench_seeds): one row each, the measured trial
-    floors = seed_floors(rows, bandwidth_gbs=20.0, in_dim=TINY.dim, n_classes=TINY.n_classes, gemm_gflops=50.0)
+    bw = Bandwidth(l2_gbs=40.0, l3_gbs=20.0, dram_gbs=10.0, l2_bytes=1 << 20, l3_bytes=1 << 30)
+    floors = seed_floors(rows, bw, in_dim=TINY.dim, n_classes=TINY.n_classes, gemm_gflops=50.0)
     assert [(f.model, f.trial_seconds, f.steps) for f in floors] == [(r.model, r.seconds, r.steps) for r in rows]
     assert floors[2].gflops_per_step > floors[0].gflops_per_step  # three experts and a router
     assert [r.is_mixture for r in rows] == [False, False, True]
