@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qmoe import layout
@@ -41,16 +42,29 @@ SCHEMA: dict[str, str] = {f.name: _dtype(str(f.type)) for f in dataclasses.field
 
 def as_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows -> a DataFrame with the results schema (record columns first, fixed dtypes)."""
-    df = pd.DataFrame(list(rows))
+    return conform(pd.DataFrame(list(rows)))
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with the results schema, as :func:`as_frame` gives for its rows, column
+    by column (a table of thousands of rows is not taken apart into dicts on every write)."""
+    df = df.reset_index(drop=True)
+    out = {}
     for column, dtype in SCHEMA.items():
-        if column not in df:
-            df[column] = None
+        values = df[column] if column in df else pd.Series([None] * len(df), dtype=object)
         if dtype != "object":
-            df[column] = pd.to_numeric(df[column], errors="coerce").astype(dtype)
+            out[column] = pd.to_numeric(values, errors="coerce").astype(dtype)
         else:
-            df[column] = df[column].astype(object).where(df[column].notna(), None)
-    extra = [c for c in df.columns if c not in SCHEMA]
-    return df[list(SCHEMA) + extra]
+            out[column] = _objects(values)
+    for column in df.columns:
+        if column not in SCHEMA:  # a column of another version: numpy dtypes kept, the rest as objects
+            values = df[column]
+            out[column] = values if isinstance(values.dtype, np.dtype) else _objects(values)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _objects(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), None)
 
 
 def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +79,7 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         new = new[~new["trial_key"].isin(blocked)]
         merged = pd.concat([old[~old["trial_key"].isin(new["trial_key"])], new], ignore_index=True)
     merged = merged.drop_duplicates("trial_key", keep="last")
-    return as_frame(merged.to_dict("records"))
+    return conform(merged)
 
 
 class SweepStore(RunFolder):
@@ -107,7 +121,7 @@ class SweepStore(RunFolder):
             first = one_line(err, 200)
             raise ConfigError(f"{self.results_path}: damaged results table ({first}); restore it from a "
                               f"backup, or delete it and 'qmoe resume {self.name}' runs every trial again") from None
-        return as_frame(table.to_dict("records"))
+        return conform(table)
 
     def upsert(self, rows: list[Mapping[str, Any]]) -> pd.DataFrame:
         """Merge rows into the table (see :func:`merge_rows`) and write it atomically."""

@@ -196,3 +196,21 @@ def test_damaged_results_table_is_one_clear_error(store) -> None:
     store.results_path.write_bytes(b"PAR1 torn")
     with pytest.raises(ConfigError, match="damaged results table.*qmoe resume s1"):
         store.read_results()
+
+
+def test_conform_equals_the_schema_applied_row_by_row(store) -> None:
+    # conform() takes a table column by column; as_frame() over its rows is the definition
+    from qmoe.sweeps.store import as_frame, conform
+
+    rows = [row(1), row(2, status="error"), row(3, f1=None), dict(row(4), extra_note="x", extra_count=3)]
+    store.upsert(rows)
+    on_disk = pd.read_parquet(store.results_path)
+    expected = as_frame(on_disk.to_dict("records"))
+    pd.testing.assert_frame_equal(conform(on_disk), expected)
+    pd.testing.assert_frame_equal(store.read_results(), expected)
+    assert list(expected.columns[-2:]) == ["extra_note", "extra_count"] and expected["extra_note"].tolist()[-1] == "x"
+    shuffled = on_disk.iloc[::-1].set_index(on_disk.index + 10)  # any index, any order: a fresh RangeIndex
+    pd.testing.assert_frame_equal(conform(shuffled), as_frame(shuffled.to_dict("records")))
+    empty = conform(pd.DataFrame())
+    pd.testing.assert_frame_equal(empty, as_frame([]))
+    assert list(empty.columns) == list(SCHEMA) and all(str(empty[c].dtype) == d for c, d in SCHEMA.items())
