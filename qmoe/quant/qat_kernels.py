@@ -84,8 +84,6 @@ def cached_stats(param: Tensor, kind: str) -> object | None:
     return entry[4] if entry[3] == (param.data_ptr(), param._version) else None
 
 
-#: Independent lanes of the activations' max reduction (one AVX-512 vector of float32).
-MAX_LANES = 16
 #: Float64 lanes of the layer and row sums (:func:`block_sum`): a fixed order on every CPU.
 SUM_LANES = 16
 #: Elements per block of :func:`block_sum` (8 KB of float32: stays in L1 while a
@@ -116,26 +114,24 @@ if njit is not None:
         NaN entries do not count in the max (their outputs are NaN)."""
         lo = -qmax - np.float32(1.0)
         n = x.shape[1]
-        top = n - n % MAX_LANES
-        lanes = np.empty(MAX_LANES, np.float32)
+        top = n - n % SUM_LANES  # lane_max16's multiple
+        flat = x.reshape(-1)
+        zero = np.float32(0.0)
         for r in range(x.shape[0]):
-            # the max in MAX_LANES independent lanes, so it vectorises (a max is exact in any
-            # order; a NaN fails every ``>`` and is skipped, as in a serial loop)
-            lanes[:] = np.float32(0.0)
-            for i in range(0, top, MAX_LANES):
-                for k in range(MAX_LANES):
-                    a = abs(x[r, i + k])
-                    lanes[k] = a if a > lanes[k] else lanes[k]
-            m = np.float32(0.0)
-            for k in range(MAX_LANES):
-                m = lanes[k] if lanes[k] > m else m
+            # max|x| = max(max x, max -x), each in vector lanes (a max is exact in any order;
+            # a NaN fails every ``>`` and is skipped, as in a serial loop), from 0
+            hi = lane_max16(flat, r * n, r * n + top, zero)
+            nlo = lane_negmax16(flat, r * n, r * n + top, zero)
+            m = hi if hi > zero else zero
+            m = nlo if nlo > m else m
             for i in range(top, n):
                 a = abs(x[r, i])
                 m = a if a > m else m
             m = m if m > eps else eps
             s = (np.float32(1.0) / m) * qmax
+            xr, orow = x[r], out[r]
             for i in range(n):
-                out[r, i] = min(max(np.rint(x[r, i] * s), lo), qmax) / s
+                orow[i] = min(max(np.rint(xr[i] * s), lo), qmax) / s
 
     @njit(cache=True, error_model="numpy")
     def ternary(w, gamma, alpha, out, rounded):  # noqa: ANN001, ANN201
@@ -368,20 +364,23 @@ if njit is not None:
                 gamma[j] = gamma_eps if gj < gamma_eps else gj  # clamp_min: NaN stays NaN
 
     @njit(cache=True, error_model="numpy")
-    def ternary_grads(rounded, ratio, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
+    def ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
         """bitnet's backward from ``r = round(w / gamma)`` (int8, from :func:`ternary`) and
         ``t = clip(r, -1, 1)``: ``grad_w = clamp(|r| - 2, -1, 0) * ratio * grad`` (``ratio =
-        -alpha / gamma``: the STE, zero where the value clipped; torch's operations in torch's
-        order) and ``grad_alpha = sum_i t_i grad_i`` (the product rule: exact float32 products
-        summed in float64 by :func:`block_sum`, rounded once: within float32
-        rounding of the exact sum; no full-size tensor written for it)."""
+        -(alpha / gamma)`` per row in float32, as torch's ``(alpha / gamma).neg_()``: the STE, zero
+        where the value clipped; torch's operations in torch's order) and ``grad_alpha = sum_i
+        t_i grad_i`` (the product rule: exact float32 products summed in float64 by
+        :func:`block_sum`, rounded once: within float32 rounding of the exact sum; no
+        full-size tensor written for it). Per row, two loops of one store each (LLVM vectorizes
+        neither of a loop with both stores), the row staying in L1, then the row's sum."""
         one, two, zero = np.float32(1.0), np.float32(2.0), np.float32(0.0)
         n = grad.shape[1]
         prod = np.empty(n, np.float32)
-        for j in range(grad.shape[0]):  # one vectorised pass over a row, then its sum (in L1)
-            rt = ratio[j]
+        for j in range(grad.shape[0]):
+            rt = -(alpha[j] / gamma[j])
+            rj, gj, wj = rounded[j], grad[j], grad_w[j]
             for i in range(n):
-                r, g = np.float32(rounded[j, i]), grad[j, i]
-                prod[i] = min(max(r, -one), one) * g  # exact
-                grad_w[j, i] = (min(max(abs(r) - two, -one), zero) * rt) * g
+                prod[i] = min(max(np.float32(rj[i]), -one), one) * gj[i]  # exact
+            for i in range(n):
+                wj[i] = (min(max(abs(np.float32(rj[i])) - two, -one), zero) * rt) * gj[i]
             grad_alpha[j] = np.float32(block_sum(prod, 0, n))

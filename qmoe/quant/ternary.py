@@ -76,9 +76,9 @@ class _TernarySTE(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
         weight, alpha, gamma, rounded = ctx.saved_tensors
         if rounded is not None and qat_kernels.fusable(grad):  # one pass, no division
-            ratio = (alpha.detach() / gamma).neg_()  # (out,)
             grad_w, grad_alpha = torch.empty_like(weight), torch.empty_like(gamma)
-            qat_kernels.ternary_grads(rounded.numpy(), ratio.numpy(), qat_kernels.as_np(grad), grad_w.numpy(),
+            np_ = qat_kernels.as_np
+            qat_kernels.ternary_grads(rounded.numpy(), np_(alpha), gamma.numpy(), np_(grad), grad_w.numpy(),
                                       grad_alpha.numpy())
             return (grad_w if ctx.needs_input_grad[0] else None,
                     grad_alpha if ctx.needs_input_grad[1] else None)
