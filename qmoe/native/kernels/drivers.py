@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "ccc1b2552891d8778fdb0ec4093ae5946b5e962757f5aeebe7082c269856100e"
+SOURCES_SHA256 = "52d90d2c25f3eb92f8cb5301d761bda9612e21e5ebcc9fa122ddca75f51dce8a"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -8,7 +8,8 @@ group of 4 broadcast to every lane; a lane holds one output, so no horizontal su
 rows share each weight load: at batch sizes the weights are read once per :data:`ROWS` rows
 instead of once per row. ``vpdpwssd`` multiplies 32 pairs of int16 and adds each pair's two
 products to an int32 lane; the q16 kernel sums :data:`Q16_PAIRS` pairs in int32 lanes, then
-widens them to int64 (exact, as :func:`~.dots.dots_q16`). Behind
+widens them to int64 (exact, as :func:`~.dots.dots_q16`). Bit-plane weights (q1, q2, bitnet)
+enter as their bits and become int8 in registers (:func:`_planes_block`). Behind
 :data:`~qmoe.native.target.HAS_VNNI` like :mod:`.simd`'s intrinsics: without it the intrinsic
 compiles to nothing and its layout is never built.
 """
@@ -34,6 +35,28 @@ BLOCK = 64
 #: Pairs of inputs the q16 kernel sums in int32 before widening to int64:
 #: ``2 x 128 x 127 x 32768 < 2^31`` (activations within +-127, :mod:`.act`).
 Q16_PAIRS = 128
+
+
+def _dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows):  # noqa: ANN001, ANN202, PLR0913
+    """``vpdpbusd`` of the 4 weight registers ``wv`` of group ``k`` with each row's broadcast
+    group of 4 activations (row r's int32 words at ``words[r xwords:]``): the new sums."""
+    v32 = vec(I32, 16)
+    new = []
+    for r in range(rows):
+        x = builder.load(builder.gep(words, [builder.add(builder.mul(xwords, c64(r)), k)]), align=4)
+        xb = builder.insert_element(ir.Constant(v32, None), x, ir.Constant(I32, 0))
+        xb = builder.shuffle_vector(xb, ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
+        new += [builder.call(dpbusd, [accs[4 * r + q], xb, wv[q]]) for q in range(4)]
+    return new
+
+
+def _store_rows(builder, sums, odata, o_off, ostride, rows):  # noqa: ANN001, ANN202, PLR0913
+    """Row r's 4 registers of int32 ``sums`` to ``odata[r ostride + o_off:]``."""
+    v32 = vec(I32, 16)
+    for r in range(rows):
+        for q in range(4):
+            at = builder.add(builder.add(builder.mul(ostride, c64(r)), o_off), c64(16 * q))
+            builder.store(sums[4 * r + q], builder.bitcast(builder.gep(odata, [at]), v32.as_pointer()), align=4)
 
 
 def _vnni_block(rows: int):  # noqa: ANN202
@@ -66,18 +89,8 @@ def _vnni_block(rows: int):  # noqa: ANN202
             k, accs = groups.i, groups.vals  # groups >= 1: a layer has an input
             wv = [builder.load(builder.gep(wrows, [builder.add(builder.mul(k, c64(4)), c64(q))]), align=64)
                   for q in range(4)]
-            new = []
-            for r in range(rows):
-                x = builder.load(builder.gep(words, [builder.add(builder.mul(xwords, c64(r)), k)]), align=4)
-                xb = builder.insert_element(ir.Constant(v32, None), x, ir.Constant(I32, 0))
-                xb = builder.shuffle_vector(xb, ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
-                new += [builder.call(dpbusd, [accs[4 * r + q], xb, wv[q]]) for q in range(4)]
-            groups.close(new)
-            for r in range(rows):
-                for q in range(4):
-                    at = builder.add(builder.add(builder.mul(ostride_, c64(r)), o_off_), c64(16 * q))
-                    builder.store(groups.out[4 * r + q], builder.bitcast(builder.gep(odata, [at]), v32.as_pointer()),
-                                  align=4)
+            groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
+            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -89,6 +102,67 @@ def _vnni_block(rows: int):  # noqa: ANN202
 vnni_block1 = _vnni_block(1)
 #: :data:`ROWS` rows at once.
 vnni_block_rows = _vnni_block(ROWS)
+
+
+def _planes_block(rows: int, n_planes: int):  # noqa: ANN202
+    """The block intrinsic of bit-plane weights (:data:`~qmoe.native.layout.PLANES_VNNI`) for
+    ``rows`` rows: :func:`_vnni_block`'s dots, each group's int8 weights made in registers
+    from its bits (a quarter of the bytes to read for two planes).
+
+    ``dots(xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride)``: the block at
+    byte ``w_off`` of ``w`` holds per group k of 4 inputs and per plane p 4 uint64 (word
+    ``(k n_planes + p) 4 + q``, 8-byte aligned), bit t of word q the plane's bit of output
+    ``16 q + t // 4``, input ``4 k + t % 4``; each weight is ``hi`` where plane 0's bit is set,
+    ``lo`` where not, minus ``step`` where plane 1's bit is set (int8; ternary 0, 1, 1; int2
+    0, 1, 2; pm1 -1, 1 and no plane 1). The rest as :func:`_vnni_block`'s ``dots``.
+    """
+
+    @intrinsic
+    def dots(typingctx, xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride):  # noqa: ANN001, ANN202
+        sig = types.void(xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_VNNI:
+                return context.get_dummy_value()
+            xu_, xstride_, w_, w_off_, groups_, lo_, hi_, step_, out_, o_off_, ostride_ = args
+            v32, v8, i8 = vec(I32, 16), vec(ir.IntType(8), 64), ir.IntType(8)
+            m64 = vec(ir.IntType(1), 64)
+            fnty = ir.FunctionType(v32, [v32, v32, v32])
+            dpbusd = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=fnty)
+            words = data_ptr(context, builder, signature.args[0], xu_, I32)
+
+            def splat8(v):  # noqa: ANN001, ANN202
+                b = builder.insert_element(ir.Constant(v8, None), builder.trunc(v, i8), ir.Constant(I32, 0))
+                return builder.shuffle_vector(b, ir.Constant(v8, None), ir.Constant(vec(I32, 64), [0] * 64))
+
+            lo, hi, step, zero = splat8(lo_), splat8(hi_), splat8(step_), ir.Constant(v8, [0] * 64)
+            wbase = context.make_array(signature.args[2])(context, builder, w_).data
+            bits = builder.bitcast(builder.gep(wbase, [w_off_]), I64.as_pointer())
+            odata = context.make_array(signature.args[8])(context, builder, out_).data
+            xwords = builder.sdiv(xstride_, c64(4))
+            groups = Loop(builder, c64(0), groups_, c64(1), [ir.Constant(v32, [0] * 16)] * (4 * rows), "group")
+            k, accs = groups.i, groups.vals
+            base = builder.mul(k, c64(4 * n_planes))
+            wv = []
+            for q in range(4):
+                b0 = builder.load(builder.gep(bits, [builder.add(base, c64(q))]), align=8)
+                wq = builder.select(builder.bitcast(b0, m64), hi, lo)
+                if n_planes == 2:
+                    b1 = builder.load(builder.gep(bits, [builder.add(base, c64(4 + q))]), align=8)
+                    wq = builder.sub(wq, builder.select(builder.bitcast(b1, m64), step, zero))
+                wv.append(builder.bitcast(wq, v32))
+            groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
+            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dots
+
+
+#: Bit-plane weights, :data:`ROWS` rows at once: one plane (pm1), two planes (ternary, int2).
+planes1_block_rows = _planes_block(ROWS, 1)
+planes2_block_rows = _planes_block(ROWS, 2)
 
 
 def _q16_block(rows: int):  # noqa: ANN202
