@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "52d90d2c25f3eb92f8cb5301d761bda9612e21e5ebcc9fa122ddca75f51dce8a"
+SOURCES_SHA256 = "ca397d2b00b4ae2038418732b790e39d866345e4ef7f80bfb97ef23df5c28913"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -94,7 +94,7 @@ def run_layer_rows(r, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, ac
             scales[g], _ = quantize_row(hs[g * width: (g + 1) * width], d, xq)
             offset_bytes(xq, d, 4 * groups, xus[g * width: (g + 1) * width])
         dots_planes_vnni(xus, width, m, n, w, w_off + lut32_bytes(d, n, n_planes), groups, n_planes, meta[r + P1],
-                         meta[r + P2], meta[r + P3], a32s)
+                         meta[r + P2], meta[r + P3], tab, a32s)  # tab: free while rows run in groups
         for g in range(m):
             rescale(a32s[g * width: (g + 1) * width], fp, f_off, n, scales[g], meta[r + RELU] != 0,
                     ys[g * width: (g + 1) * width])

@@ -50,17 +50,20 @@ def _dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows):  # noqa: AN
     return new
 
 
-def _store_rows(builder, sums, odata, o_off, ostride, rows):  # noqa: ANN001, ANN202, PLR0913
-    """Row r's 4 registers of int32 ``sums`` to ``odata[r ostride + o_off:]``."""
+def _store_rows(builder, sums, odata, o_off, ostride, rows, add=False):  # noqa: ANN001, ANN202, PLR0913
+    """Row r's 4 registers of int32 ``sums`` to ``odata[r ostride + o_off:]`` (``add``: added
+    to what is there)."""
     v32 = vec(I32, 16)
     for r in range(rows):
         for q in range(4):
             at = builder.add(builder.add(builder.mul(ostride, c64(r)), o_off), c64(16 * q))
-            builder.store(sums[4 * r + q], builder.bitcast(builder.gep(odata, [at]), v32.as_pointer()), align=4)
+            p = builder.bitcast(builder.gep(odata, [at]), v32.as_pointer())
+            v = builder.add(builder.load(p, align=4), sums[4 * r + q]) if add else sums[4 * r + q]
+            builder.store(v, p, align=4)
 
 
-def _vnni_block(rows: int):  # noqa: ANN202
-    """The block intrinsic for ``rows`` rows.
+def _vnni_block(rows: int, add: bool = False):  # noqa: ANN202
+    """The block intrinsic for ``rows`` rows (``add``: its sums added to ``out``'s values).
 
     ``dots(xu, xstride, w, w_off, groups, out, o_off, ostride)``: for the 64 outputs j of the
     block at byte ``w_off`` of ``w`` (``groups`` rows of (64 outputs, 4 inputs) int8, 64-byte
@@ -90,7 +93,7 @@ def _vnni_block(rows: int):  # noqa: ANN202
             wv = [builder.load(builder.gep(wrows, [builder.add(builder.mul(k, c64(4)), c64(q))]), align=64)
                   for q in range(4)]
             groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
-            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows)
+            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows, add)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -102,6 +105,32 @@ def _vnni_block(rows: int):  # noqa: ANN202
 vnni_block1 = _vnni_block(1)
 #: :data:`ROWS` rows at once.
 vnni_block_rows = _vnni_block(ROWS)
+#: :data:`ROWS` rows at once, added to ``out`` (a block's groups chunk by chunk).
+vnni_block_rows_add = _vnni_block(ROWS, add=True)
+
+
+def _splat8(builder, v):  # noqa: ANN001, ANN202
+    """The int64 ``v`` as 64 int8 lanes."""
+    v8 = vec(ir.IntType(8), 64)
+    b = builder.insert_element(ir.Constant(v8, None), builder.trunc(v, ir.IntType(8)), ir.Constant(I32, 0))
+    return builder.shuffle_vector(b, ir.Constant(v8, None), ir.Constant(vec(I32, 64), [0] * 64))
+
+
+def _plane_weights(builder, bits, k, n_planes, lo, hi, step):  # noqa: ANN001, ANN202, PLR0913
+    """The 4 registers of int8 weights (as 16 int32) of group ``k`` from its planes' uint64
+    words at ``bits[(k n_planes + p) 4 + q]``: ``hi`` or ``lo`` by plane 0, minus ``step`` by
+    plane 1 (int8 splats)."""
+    m64, v32 = vec(ir.IntType(1), 64), vec(I32, 16)
+    base = builder.mul(k, c64(4 * n_planes))
+    wv = []
+    for q in range(4):
+        b0 = builder.load(builder.gep(bits, [builder.add(base, c64(q))]), align=8)
+        wq = builder.select(builder.bitcast(b0, m64), hi, lo)
+        if n_planes == 2:
+            b1 = builder.load(builder.gep(bits, [builder.add(base, c64(4 + q))]), align=8)
+            wq = builder.sub(wq, builder.select(builder.bitcast(b1, m64), step, ir.Constant(wq.type, [0] * 64)))
+        wv.append(builder.bitcast(wq, v32))
+    return wv
 
 
 def _planes_block(rows: int, n_planes: int):  # noqa: ANN202
@@ -125,32 +154,18 @@ def _planes_block(rows: int, n_planes: int):  # noqa: ANN202
             if not HAS_VNNI:
                 return context.get_dummy_value()
             xu_, xstride_, w_, w_off_, groups_, lo_, hi_, step_, out_, o_off_, ostride_ = args
-            v32, v8, i8 = vec(I32, 16), vec(ir.IntType(8), 64), ir.IntType(8)
-            m64 = vec(ir.IntType(1), 64)
+            v32 = vec(I32, 16)
             fnty = ir.FunctionType(v32, [v32, v32, v32])
             dpbusd = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=fnty)
             words = data_ptr(context, builder, signature.args[0], xu_, I32)
-
-            def splat8(v):  # noqa: ANN001, ANN202
-                b = builder.insert_element(ir.Constant(v8, None), builder.trunc(v, i8), ir.Constant(I32, 0))
-                return builder.shuffle_vector(b, ir.Constant(v8, None), ir.Constant(vec(I32, 64), [0] * 64))
-
-            lo, hi, step, zero = splat8(lo_), splat8(hi_), splat8(step_), ir.Constant(v8, [0] * 64)
+            lo, hi, step = (_splat8(builder, v) for v in (lo_, hi_, step_))
             wbase = context.make_array(signature.args[2])(context, builder, w_).data
             bits = builder.bitcast(builder.gep(wbase, [w_off_]), I64.as_pointer())
             odata = context.make_array(signature.args[8])(context, builder, out_).data
             xwords = builder.sdiv(xstride_, c64(4))
             groups = Loop(builder, c64(0), groups_, c64(1), [ir.Constant(v32, [0] * 16)] * (4 * rows), "group")
             k, accs = groups.i, groups.vals
-            base = builder.mul(k, c64(4 * n_planes))
-            wv = []
-            for q in range(4):
-                b0 = builder.load(builder.gep(bits, [builder.add(base, c64(q))]), align=8)
-                wq = builder.select(builder.bitcast(b0, m64), hi, lo)
-                if n_planes == 2:
-                    b1 = builder.load(builder.gep(bits, [builder.add(base, c64(4 + q))]), align=8)
-                    wq = builder.sub(wq, builder.select(builder.bitcast(b1, m64), step, zero))
-                wv.append(builder.bitcast(wq, v32))
+            wv = _plane_weights(builder, bits, k, n_planes, lo, hi, step)
             groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
             _store_rows(builder, groups.out, odata, o_off_, ostride_, rows)
             return context.get_dummy_value()
@@ -160,6 +175,41 @@ def _planes_block(rows: int, n_planes: int):  # noqa: ANN202
     return dots
 
 
+def _planes_expand(n_planes: int):  # noqa: ANN202
+    """``expand(w, w_off, k0, k1, lo, hi, step, buf)``: the int8 weights of groups
+    ``k0 <= k < k1`` of the bit-plane block at byte ``w_off`` of ``w`` (as :func:`_planes_block`
+    makes them) into the 64-byte aligned ``buf``, in :func:`_vnni_block`'s layout (group
+    ``k - k0`` at byte ``256 (k - k0)``): made once, then read by several groups of rows."""
+
+    @intrinsic
+    def expand(typingctx, w, w_off, k0, k1, lo, hi, step, buf):  # noqa: ANN001, ANN202
+        sig = types.void(w, w_off, k0, k1, lo, hi, step, buf)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_VNNI:
+                return context.get_dummy_value()
+            w_, w_off_, k0_, k1_, lo_, hi_, step_, buf_ = args
+            v32 = vec(I32, 16)
+            lo, hi, step = (_splat8(builder, v) for v in (lo_, hi_, step_))
+            wbase = context.make_array(signature.args[0])(context, builder, w_).data
+            bits = builder.bitcast(builder.gep(wbase, [w_off_]), I64.as_pointer())
+            out = data_ptr(context, builder, signature.args[7], buf_, v32)
+            loop = Loop(builder, k0_, k1_, c64(1), [], "group")
+            wv = _plane_weights(builder, bits, loop.i, n_planes, lo, hi, step)
+            at = builder.mul(builder.sub(loop.i, k0_), c64(4))
+            for q in range(4):
+                builder.store(wv[q], builder.gep(out, [builder.add(at, c64(q))]), align=64)
+            loop.close([])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return expand
+
+
+#: Bit-plane weights made into int8 for several groups of rows: one plane, two planes.
+planes1_expand = _planes_expand(1)
+planes2_expand = _planes_expand(2)
 #: Bit-plane weights, :data:`ROWS` rows at once: one plane (pm1), two planes (ternary, int2).
 planes1_block_rows = _planes_block(ROWS, 1)
 planes2_block_rows = _planes_block(ROWS, 2)

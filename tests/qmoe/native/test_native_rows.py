@@ -90,10 +90,11 @@ def test_row_groups_read_their_own_copy() -> None:
     layers = make_mlp("ternary", (200, 96, 10), seed=4)
     mlp = NativeMLP(layers)
     assert mlp.layouts == (L.KIND_NAMES[L.PLANES_VNNI],) * 2
-    x = np.random.default_rng(4).standard_normal((6, 200)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((22, 200)).astype(np.float32)
     before = mlp(x)
     low = mlp.lowered[0]
     mlp.w[low.w.size - low.batch_bytes: low.w.size] ^= 0xFF  # every bit of the copy flipped
     after = mlp(x)
-    assert not np.array_equal(after[:4], before[:4])  # a group of 4
-    assert np.array_equal(after[4:], before[4:])  # the 2 rows left over, one by one
+    assert not np.array_equal(after[:16], before[:16])  # a group of 16 (weights made once for 16 rows)
+    assert not np.array_equal(after[16:20], before[16:20])  # a group of 4 (made in registers)
+    assert np.array_equal(after[20:], before[20:])  # the 2 rows left over, one by one
