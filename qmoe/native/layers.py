@@ -78,6 +78,7 @@ class Lowered:
     params: tuple[int, int, int, int]
     w: np.ndarray  # uint8
     fp: np.ndarray  # float32
+    batch_bytes: int = 0  # bytes at the end of w that only row groups read (PLANES_VNNI's copy)
 
 
 def check_layer(layer: Layer, where: str = "layer") -> None:
@@ -123,7 +124,8 @@ def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None
         wide = weight is not None and np.shape(weight)[1] > P.VNNI_MAX_D
         return ([L.INT8_VNNI] if vnni and not wide else []) + ([L.INT4_AVX2] if avx2 and small else []) + (
             [L.INT8_AVX2] if avx2 else []) + [L.INT8]
-    return [L.LUT32] * vpermw + [L.LUT16] * avx2 + [L.PLANES]
+    wide = weight is not None and np.shape(weight)[1] > P.VNNI_MAX_D
+    return [L.PLANES_VNNI] * (vnni and vpermw and not wide) + [L.LUT32] * vpermw + [L.LUT16] * avx2 + [L.PLANES]
 
 
 def _paths(backend: Backend | None) -> tuple[bool, bool, bool]:
@@ -155,6 +157,7 @@ def lower(layer: Layer, code: int | None = None, backend: Backend | None = None)
         w = P._bytes(np.asarray(layer.weight, np.float32).T)  # (D, N)
         return Lowered(code=code, d=d, n=n, relu=layer.relu, params=(0, 0, 0, 0), w=w, fp=bias)
     q = np.asarray(layer.weight).astype(np.int64)
+    batch_bytes = 0
     fp = np.concatenate([np.asarray(layer.rescale, np.float32), bias])
     params: tuple[int, ...] = ()
     if code == L.XNOR:
@@ -175,10 +178,14 @@ def lower(layer: Layer, code: int | None = None, backend: Backend | None = None)
     else:
         planes, shifts, offset = P.bit_planes(layer.kind, q)
         params = (len(planes), shifts[0], shifts[1], offset)
-        pack = {L.LUT32: P.pack_lut32, L.LUT16: P.pack_lut16, L.PLANES: P.pack_planes}[code]
+        pack = {L.LUT32: P.pack_lut32, L.PLANES_VNNI: P.pack_lut32, L.LUT16: P.pack_lut16,
+                L.PLANES: P.pack_planes}[code]
         w = pack(planes)
+        if code == L.PLANES_VNNI:  # the LUT32 bytes (a multiple of 64) for one row, then the row groups'
+            batch = P.pack_planes_vnni(planes, shifts, offset)
+            w, batch_bytes = np.concatenate([w, batch]), batch.size
     params = (tuple(int(p) for p in params) + (0, 0, 0, 0))[:4]
-    return Lowered(code=code, d=d, n=n, relu=layer.relu, params=params, w=w, fp=fp)
+    return Lowered(code=code, d=d, n=n, relu=layer.relu, params=params, w=w, fp=fp, batch_bytes=batch_bytes)
 
 
 def unpack(low: Lowered) -> np.ndarray:
@@ -201,6 +208,13 @@ def unpack(low: Lowered) -> np.ndarray:
         return P.unpack_q16_vnni(low.w, p[0], n, d)
     if low.code == L.XNOR:
         return np.where(P.unpack_words(low.w.view(np.uint64).reshape(-1, n).T, d), 1, -1)
-    unpackers = {L.LUT16: P.unpack_lut16, L.LUT32: P.unpack_lut32, L.PLANES: P.unpack_planes}
+    unpackers = {L.LUT16: P.unpack_lut16, L.LUT32: P.unpack_lut32, L.PLANES_VNNI: P.unpack_lut32,
+                 L.PLANES: P.unpack_planes}
     planes = unpackers[low.code](low.w, p[0], n, d)
-    return P.plane_weights(planes, (p[1], p[2]), p[3])
+    q = P.plane_weights(planes, (p[1], p[2]), p[3])
+    if low.code == L.PLANES_VNNI:  # the row groups' copy must hold the same weights
+        batch = P.plane_weights(P.unpack_planes_vnni(low.w[low.w.size - low.batch_bytes:], p[0], n, d),
+                                (p[1], p[2]), p[3])
+        if not np.array_equal(batch, q):
+            raise ValueError("the row groups' copy of the weights differs from the one-row layout's")
+    return q

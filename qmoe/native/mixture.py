@@ -124,8 +124,8 @@ class NativeMixture:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of weights, scales, biases and masks one inference reads."""
-        return int(sum(low.w.nbytes for low in self.lowered) + self.fp.nbytes)
+        """Bytes of weights, scales, biases and masks one inference (one row) reads."""
+        return int(sum(low.w.nbytes - low.batch_bytes for low in self.lowered) + self.fp.nbytes)
 
     def __call__(self, x: np.ndarray) -> MixtureOutput:
         """The mixture on float rows ``x`` (B, D)."""

@@ -86,8 +86,8 @@ class NativeMLP:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of weights, scales and biases one inference reads."""
-        return int(sum(low.w.nbytes + low.fp.nbytes for low in self.lowered))
+        """Bytes of weights, scales and biases one inference (one row) reads."""
+        return int(sum(low.w.nbytes - low.batch_bytes + low.fp.nbytes for low in self.lowered))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """float32 outputs (B, N) of float rows ``x`` (B, D)."""

@@ -210,6 +210,33 @@ def pack_q16_vnni(q: np.ndarray) -> tuple[tuple[int], np.ndarray]:
     return (pairs,), _bytes(padded.reshape(n_pad // VNNI_BLOCK, VNNI_BLOCK, pairs, 2).transpose(0, 2, 1, 3))
 
 
+def pack_planes_vnni(planes: list[np.ndarray], shifts: tuple[int, int], offset: int) -> np.ndarray:
+    """Bit-planes in ``vpdpbusd`` order (the row-group kernel makes the int8 weights from them in
+    registers): blocks of :data:`VNNI_BLOCK` outputs (N padded), each ``ceil(D/4)`` groups of 4
+    inputs, each per plane 4 uint64 (16 outputs x 4 inputs: bit ``4 j + i`` for output ``j``,
+    input ``i``; padding 0); then each output's sum of the weights the kernel multiplies by,
+    padded inputs included (int32, N padded to the block)."""
+    n, d = planes[0].shape
+    groups, n_pad = -(-d // 4), -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    body = np.zeros((n_pad // VNNI_BLOCK, groups, len(planes), 4, 64), bool)
+    padded = [np.zeros((n_pad, 4 * groups), bool) for _ in planes]
+    for p, bits in enumerate(planes):
+        padded[p][:n, :d] = bits
+        body[:, :, p] = padded[p].reshape(n_pad // VNNI_BLOCK, 4, 16, groups, 4).transpose(0, 3, 1, 2, 4).reshape(
+            n_pad // VNNI_BLOCK, groups, 4, 64)
+    words = np.packbits(body, axis=-1, bitorder="little")  # 8 bytes = one little-endian uint64
+    sums = plane_weights(padded, shifts, offset).sum(axis=1)  # the padding's weights too (pm1: -1)
+    return np.concatenate([_bytes(words), _bytes(sums.astype(np.int32))])
+
+
+def unpack_planes_vnni(data: np.ndarray, n_planes: int, n: int, d: int) -> list[np.ndarray]:
+    groups, n_pad = -(-d // 4), -(-n // VNNI_BLOCK) * VNNI_BLOCK
+    words = data[: n_pad // VNNI_BLOCK * groups * n_planes * 32].reshape(n_pad // VNNI_BLOCK, groups, n_planes, 4, 8)
+    bits = np.unpackbits(words, axis=-1, bitorder="little").reshape(n_pad // VNNI_BLOCK, groups, n_planes, 4, 16, 4)
+    bits = bits.transpose(2, 0, 3, 4, 1, 5).reshape(n_planes, n_pad, 4 * groups)
+    return list(bits[:, :n, :d].astype(bool))
+
+
 def unpack_q16_vnni(data: np.ndarray, pairs: int, n: int, d: int) -> np.ndarray:
     n_pad = -(-n // VNNI_BLOCK) * VNNI_BLOCK
     body = data[: n_pad * 4 * pairs].view(np.int16).reshape(n_pad // VNNI_BLOCK, pairs, VNNI_BLOCK, 2)

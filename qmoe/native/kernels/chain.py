@@ -20,7 +20,7 @@ from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2
                                       dots_xnor)
 from qmoe.native.kernels.vnni import GROUP
 from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI, KIND, LUT16,
-                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, Q16, Q16_VNNI, REC, RELU,
+                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, PLANES_VNNI, Q16, Q16_VNNI, REC, RELU,
                                 UNCERTAINTY_MAX, W_OFF, XNOR)
 
 #: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
@@ -141,7 +141,7 @@ def run_layer(r, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa
         else:
             if kind == LUT16:
                 dots_lut16(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, tab, a32, acc)
-            elif kind == LUT32:
+            elif kind == LUT32 or kind == PLANES_VNNI:  # one row: the LUT32 bytes at the head
                 dots_lut32(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, tab, a32, acc)
             elif kind == PLANES:
                 dots_planes(xq, xsum, d, n, w, w_off, p0, p1, p2, p3, words, acc)

@@ -14,10 +14,15 @@ from numba import njit
 
 from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
                                       lut16_tables4, lut32_block1, lut32_block2, popcount64)
-from qmoe.native.kernels.vnni import BLOCK, Q16_PAIRS, ROWS, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows
+from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
+                                      planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
+                                      vnni_block_rows_add)
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
+#: Groups of 4 inputs whose bit-plane weights are made into int8 at once for a group of rows
+#: (:func:`dots_planes_vnni`): 16 KB, read from the L1 cache by each :data:`~.vnni.ROWS` rows.
+PLANES_CHUNK = 64
 
 
 @njit(inline="always")
@@ -128,6 +133,55 @@ def dots_int8_vnni(xu, stride, rows, n, w, w_off, groups, acc):  # noqa: ANN001,
     for r in range(rows):
         for j in range(n):
             acc[r * stride + j] -= 128 * sums[j]
+
+
+@njit(inline="always")
+def dots_planes_vnni(xu, stride, rows, n, w, w_off, groups, n_planes, sh0, sh1, offset, buf, acc):  # noqa: ANN001, ANN201, PLR0913
+    """:func:`dots_int8_vnni` of ``rows`` rows (a multiple of :data:`~.vnni.ROWS`) with
+    bit-plane weights ``(B0 << sh0) - (B1 << sh1) + offset`` stored as
+    :func:`~qmoe.native.packing.pack_planes_vnni` at byte ``w_off``. More than
+    :data:`~.vnni.ROWS` rows: each block's int8 weights are made once, :data:`PLANES_CHUNK`
+    groups at a time, into the 64-byte aligned uint8 ``buf`` (at least 256 bytes), which each
+    :data:`~.vnni.ROWS` rows then read; :data:`~.vnni.ROWS` rows: made in registers
+    (:func:`~.vnni._planes_block`)."""
+    nblocks = (n + BLOCK - 1) // BLOCK
+    lo, hi, step = offset, (1 << sh0) + offset, 1 << sh1
+    chunk = min(PLANES_CHUNK, buf.shape[0] // 256)
+    if rows > ROWS:
+        for r in range(rows):
+            for j in range(nblocks * BLOCK):
+                acc[r * stride + j] = 0
+    for b in range(nblocks):
+        at = w_off + b * groups * n_planes * 32
+        if rows > ROWS:
+            for k0 in range(0, groups, chunk):
+                k1 = min(groups, k0 + chunk)
+                if n_planes == 1:
+                    planes1_expand(w, at, k0, k1, lo, hi, step, buf)
+                else:
+                    planes2_expand(w, at, k0, k1, lo, hi, step, buf)
+                for g in range(0, rows, ROWS):
+                    vnni_block_rows_add(xu[g * stride + 4 * k0:], stride, buf, 0, k1 - k0, acc, g * stride + b * BLOCK,
+                                        stride)
+            continue
+        for g in range(0, rows, ROWS):
+            if n_planes == 1:
+                planes1_block_rows(xu[g * stride:], stride, w, at, groups, lo, hi, step, acc, g * stride + b * BLOCK,
+                                   stride)
+            else:
+                planes2_block_rows(xu[g * stride:], stride, w, at, groups, lo, hi, step, acc, g * stride + b * BLOCK,
+                                   stride)
+    sums = view(w, w_off + nblocks * groups * n_planes * 32, n, np.int32, 4)
+    for r in range(rows):
+        for j in range(n):
+            acc[r * stride + j] -= 128 * sums[j]
+
+
+@njit(inline="always")
+def lut32_bytes(d, n, n_planes):  # noqa: ANN001, ANN201
+    """Bytes of :func:`~qmoe.native.packing.pack_lut32`'s layout (a multiple of 64): where
+    :data:`~qmoe.native.layout.PLANES_VNNI` keeps its row-group copy."""
+    return (n + LUT32_BLOCK - 1) // LUT32_BLOCK * n_planes * ((d + 14) // 15) * 64
 
 
 @njit(inline="always")

@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "ccc1b2552891d8778fdb0ec4093ae5946b5e962757f5aeebe7082c269856100e"
+SOURCES_SHA256 = "ca397d2b00b4ae2038418732b790e39d866345e4ef7f80bfb97ef23df5c28913"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -1,12 +1,14 @@
 """Up to :data:`~.vnni.GROUP` samples through a chain of layers at once: the batch path of the
 drivers.
 
-A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`) or the ``vpdpwssd``
-one (:data:`~qmoe.native.layout.Q16_VNNI`) runs its rows in one pass over its weights
-(:func:`~.dots.dots_int8_vnni`, :func:`~.dots.dots_q16_vnni`): block of outputs by block, each
-block's weights loaded once per :data:`~.vnni.ROWS` rows and read from memory once per group
-(from cache for the group's other rows) instead of once per row; so does a float layer on AVX-512
-(:mod:`.fblock`, its sums held in registers); any other layer runs row by row
+A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`), the bit-plane one
+with a ``vpdpbusd`` copy (:data:`~qmoe.native.layout.PLANES_VNNI`) or the ``vpdpwssd`` one
+(:data:`~qmoe.native.layout.Q16_VNNI`) runs its rows in one pass over its weights
+(:func:`~.dots.dots_int8_vnni`, :func:`~.dots.dots_planes_vnni`, :func:`~.dots.dots_q16_vnni`):
+block of outputs by block, each block's weights loaded once per :data:`~.vnni.ROWS` rows and
+read from memory once per group (from cache for the group's other rows) instead of once per row;
+so does a float layer on AVX-512 (:mod:`.fblock`, its sums held in registers); any other layer
+runs row by row
 (:func:`~.chain.run_layer`). A row's arithmetic is the one-row path's, step for step (the same
 quantization, exact integer dots, the same rescale), so its outputs are the same bit for bit
 and never depend on its batch mates. Compiled into the drivers (:mod:`.drivers`), never alone.
@@ -19,10 +21,11 @@ from numba import njit
 
 from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
 from qmoe.native.kernels.chain import part, run_layer
-from qmoe.native.kernels.dots import dots_int8_vnni, dots_q16_vnni
+from qmoe.native.kernels.dots import dots_int8_vnni, dots_planes_vnni, dots_q16_vnni, lut32_bytes
 from qmoe.native.kernels.fblock import BLOCK, float_block_rows
 from qmoe.native.kernels.vnni import GROUP, ROWS
-from qmoe.native.layout import D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, Q16_VNNI, REC, RELU, W_OFF
+from qmoe.native.layout import (D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, P1, P2, P3, PLANES_VNNI, Q16_VNNI,
+                                REC, RELU, W_OFF)
 from qmoe.native.target import HAS_AVX512, HAS_VNNI
 
 
@@ -38,11 +41,12 @@ def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
 
 @njit(inline="always")
 def batched(meta):  # noqa: ANN001, ANN201
-    """Whether the row-group path helps this chain: a layer in the ``vpdpbusd`` or ``vpdpwssd``
+    """Whether the row-group path helps this chain: a layer in a ``vpdpbusd`` or the ``vpdpwssd``
     layout, or a float layer on AVX-512 (:mod:`.fblock`)."""
     for r in range(0, meta.shape[0], REC):
         kind = meta[r + KIND]
-        if (HAS_VNNI and (kind == INT8_VNNI or kind == Q16_VNNI)) or (HAS_AVX512 and kind == FLOAT):
+        if (HAS_VNNI and (kind == INT8_VNNI or kind == Q16_VNNI or kind == PLANES_VNNI)) or (
+                HAS_AVX512 and kind == FLOAT):
             return True
     return False
 
@@ -81,6 +85,18 @@ def run_layer_rows(r, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, ac
         dots_q16_vnni(xws, width // 2, m, n, w, w_off, pairs, a64s, width)
         for g in range(m):
             rescale(a64s[g * width: (g + 1) * width], fp, f_off, n, scales[g], meta[r + RELU] != 0,
+                    ys[g * width: (g + 1) * width])
+        return
+    if HAS_VNNI and meta[r + KIND] == PLANES_VNNI:
+        d, n, w_off, f_off = meta[r + D_IN], meta[r + N_OUT], meta[r + W_OFF], meta[r + F_OFF]
+        n_planes, groups = meta[r + P0], (d + 3) // 4
+        for g in range(m):
+            scales[g], _ = quantize_row(hs[g * width: (g + 1) * width], d, xq)
+            offset_bytes(xq, d, 4 * groups, xus[g * width: (g + 1) * width])
+        dots_planes_vnni(xus, width, m, n, w, w_off + lut32_bytes(d, n, n_planes), groups, n_planes, meta[r + P1],
+                         meta[r + P2], meta[r + P3], tab, a32s)  # tab: free while rows run in groups
+        for g in range(m):
+            rescale(a32s[g * width: (g + 1) * width], fp, f_off, n, scales[g], meta[r + RELU] != 0,
                     ys[g * width: (g + 1) * width])
         return
     if meta[r + KIND] != INT8_VNNI:

@@ -8,7 +8,8 @@ group of 4 broadcast to every lane; a lane holds one output, so no horizontal su
 rows share each weight load: at batch sizes the weights are read once per :data:`ROWS` rows
 instead of once per row. ``vpdpwssd`` multiplies 32 pairs of int16 and adds each pair's two
 products to an int32 lane; the q16 kernel sums :data:`Q16_PAIRS` pairs in int32 lanes, then
-widens them to int64 (exact, as :func:`~.dots.dots_q16`). Behind
+widens them to int64 (exact, as :func:`~.dots.dots_q16`). Bit-plane weights (q1, q2, bitnet)
+enter as their bits and become int8 in registers (:func:`_planes_block`). Behind
 :data:`~qmoe.native.target.HAS_VNNI` like :mod:`.simd`'s intrinsics: without it the intrinsic
 compiles to nothing and its layout is never built.
 """
@@ -36,8 +37,33 @@ BLOCK = 64
 Q16_PAIRS = 128
 
 
-def _vnni_block(rows: int):  # noqa: ANN202
-    """The block intrinsic for ``rows`` rows.
+def _dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows):  # noqa: ANN001, ANN202, PLR0913
+    """``vpdpbusd`` of the 4 weight registers ``wv`` of group ``k`` with each row's broadcast
+    group of 4 activations (row r's int32 words at ``words[r xwords:]``): the new sums."""
+    v32 = vec(I32, 16)
+    new = []
+    for r in range(rows):
+        x = builder.load(builder.gep(words, [builder.add(builder.mul(xwords, c64(r)), k)]), align=4)
+        xb = builder.insert_element(ir.Constant(v32, None), x, ir.Constant(I32, 0))
+        xb = builder.shuffle_vector(xb, ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
+        new += [builder.call(dpbusd, [accs[4 * r + q], xb, wv[q]]) for q in range(4)]
+    return new
+
+
+def _store_rows(builder, sums, odata, o_off, ostride, rows, add=False):  # noqa: ANN001, ANN202, PLR0913
+    """Row r's 4 registers of int32 ``sums`` to ``odata[r ostride + o_off:]`` (``add``: added
+    to what is there)."""
+    v32 = vec(I32, 16)
+    for r in range(rows):
+        for q in range(4):
+            at = builder.add(builder.add(builder.mul(ostride, c64(r)), o_off), c64(16 * q))
+            p = builder.bitcast(builder.gep(odata, [at]), v32.as_pointer())
+            v = builder.add(builder.load(p, align=4), sums[4 * r + q]) if add else sums[4 * r + q]
+            builder.store(v, p, align=4)
+
+
+def _vnni_block(rows: int, add: bool = False):  # noqa: ANN202
+    """The block intrinsic for ``rows`` rows (``add``: its sums added to ``out``'s values).
 
     ``dots(xu, xstride, w, w_off, groups, out, o_off, ostride)``: for the 64 outputs j of the
     block at byte ``w_off`` of ``w`` (``groups`` rows of (64 outputs, 4 inputs) int8, 64-byte
@@ -66,18 +92,8 @@ def _vnni_block(rows: int):  # noqa: ANN202
             k, accs = groups.i, groups.vals  # groups >= 1: a layer has an input
             wv = [builder.load(builder.gep(wrows, [builder.add(builder.mul(k, c64(4)), c64(q))]), align=64)
                   for q in range(4)]
-            new = []
-            for r in range(rows):
-                x = builder.load(builder.gep(words, [builder.add(builder.mul(xwords, c64(r)), k)]), align=4)
-                xb = builder.insert_element(ir.Constant(v32, None), x, ir.Constant(I32, 0))
-                xb = builder.shuffle_vector(xb, ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
-                new += [builder.call(dpbusd, [accs[4 * r + q], xb, wv[q]]) for q in range(4)]
-            groups.close(new)
-            for r in range(rows):
-                for q in range(4):
-                    at = builder.add(builder.add(builder.mul(ostride_, c64(r)), o_off_), c64(16 * q))
-                    builder.store(groups.out[4 * r + q], builder.bitcast(builder.gep(odata, [at]), v32.as_pointer()),
-                                  align=4)
+            groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
+            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows, add)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -89,6 +105,114 @@ def _vnni_block(rows: int):  # noqa: ANN202
 vnni_block1 = _vnni_block(1)
 #: :data:`ROWS` rows at once.
 vnni_block_rows = _vnni_block(ROWS)
+#: :data:`ROWS` rows at once, added to ``out`` (a block's groups chunk by chunk).
+vnni_block_rows_add = _vnni_block(ROWS, add=True)
+
+
+def _splat8(builder, v):  # noqa: ANN001, ANN202
+    """The int64 ``v`` as 64 int8 lanes."""
+    v8 = vec(ir.IntType(8), 64)
+    b = builder.insert_element(ir.Constant(v8, None), builder.trunc(v, ir.IntType(8)), ir.Constant(I32, 0))
+    return builder.shuffle_vector(b, ir.Constant(v8, None), ir.Constant(vec(I32, 64), [0] * 64))
+
+
+def _plane_weights(builder, bits, k, n_planes, lo, hi, step):  # noqa: ANN001, ANN202, PLR0913
+    """The 4 registers of int8 weights (as 16 int32) of group ``k`` from its planes' uint64
+    words at ``bits[(k n_planes + p) 4 + q]``: ``hi`` or ``lo`` by plane 0, minus ``step`` by
+    plane 1 (int8 splats)."""
+    m64, v32 = vec(ir.IntType(1), 64), vec(I32, 16)
+    base = builder.mul(k, c64(4 * n_planes))
+    wv = []
+    for q in range(4):
+        b0 = builder.load(builder.gep(bits, [builder.add(base, c64(q))]), align=8)
+        wq = builder.select(builder.bitcast(b0, m64), hi, lo)
+        if n_planes == 2:
+            b1 = builder.load(builder.gep(bits, [builder.add(base, c64(4 + q))]), align=8)
+            wq = builder.sub(wq, builder.select(builder.bitcast(b1, m64), step, ir.Constant(wq.type, [0] * 64)))
+        wv.append(builder.bitcast(wq, v32))
+    return wv
+
+
+def _planes_block(rows: int, n_planes: int):  # noqa: ANN202
+    """The block intrinsic of bit-plane weights (:data:`~qmoe.native.layout.PLANES_VNNI`) for
+    ``rows`` rows: :func:`_vnni_block`'s dots, each group's int8 weights made in registers
+    from its bits (a quarter of the bytes to read for two planes).
+
+    ``dots(xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride)``: the block at
+    byte ``w_off`` of ``w`` holds per group k of 4 inputs and per plane p 4 uint64 (word
+    ``(k n_planes + p) 4 + q``, 8-byte aligned), bit t of word q the plane's bit of output
+    ``16 q + t // 4``, input ``4 k + t % 4``; each weight is ``hi`` where plane 0's bit is set,
+    ``lo`` where not, minus ``step`` where plane 1's bit is set (int8; ternary 0, 1, 1; int2
+    0, 1, 2; pm1 -1, 1 and no plane 1). The rest as :func:`_vnni_block`'s ``dots``.
+    """
+
+    @intrinsic
+    def dots(typingctx, xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride):  # noqa: ANN001, ANN202
+        sig = types.void(xu, xstride, w, w_off, groups, lo, hi, step, out, o_off, ostride)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_VNNI:
+                return context.get_dummy_value()
+            xu_, xstride_, w_, w_off_, groups_, lo_, hi_, step_, out_, o_off_, ostride_ = args
+            v32 = vec(I32, 16)
+            fnty = ir.FunctionType(v32, [v32, v32, v32])
+            dpbusd = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=fnty)
+            words = data_ptr(context, builder, signature.args[0], xu_, I32)
+            lo, hi, step = (_splat8(builder, v) for v in (lo_, hi_, step_))
+            wbase = context.make_array(signature.args[2])(context, builder, w_).data
+            bits = builder.bitcast(builder.gep(wbase, [w_off_]), I64.as_pointer())
+            odata = context.make_array(signature.args[8])(context, builder, out_).data
+            xwords = builder.sdiv(xstride_, c64(4))
+            groups = Loop(builder, c64(0), groups_, c64(1), [ir.Constant(v32, [0] * 16)] * (4 * rows), "group")
+            k, accs = groups.i, groups.vals
+            wv = _plane_weights(builder, bits, k, n_planes, lo, hi, step)
+            groups.close(_dpbusd_rows(builder, dpbusd, words, xwords, k, accs, wv, rows))
+            _store_rows(builder, groups.out, odata, o_off_, ostride_, rows)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dots
+
+
+def _planes_expand(n_planes: int):  # noqa: ANN202
+    """``expand(w, w_off, k0, k1, lo, hi, step, buf)``: the int8 weights of groups
+    ``k0 <= k < k1`` of the bit-plane block at byte ``w_off`` of ``w`` (as :func:`_planes_block`
+    makes them) into the 64-byte aligned ``buf``, in :func:`_vnni_block`'s layout (group
+    ``k - k0`` at byte ``256 (k - k0)``): made once, then read by several groups of rows."""
+
+    @intrinsic
+    def expand(typingctx, w, w_off, k0, k1, lo, hi, step, buf):  # noqa: ANN001, ANN202
+        sig = types.void(w, w_off, k0, k1, lo, hi, step, buf)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            if not HAS_VNNI:
+                return context.get_dummy_value()
+            w_, w_off_, k0_, k1_, lo_, hi_, step_, buf_ = args
+            v32 = vec(I32, 16)
+            lo, hi, step = (_splat8(builder, v) for v in (lo_, hi_, step_))
+            wbase = context.make_array(signature.args[0])(context, builder, w_).data
+            bits = builder.bitcast(builder.gep(wbase, [w_off_]), I64.as_pointer())
+            out = data_ptr(context, builder, signature.args[7], buf_, v32)
+            loop = Loop(builder, k0_, k1_, c64(1), [], "group")
+            wv = _plane_weights(builder, bits, loop.i, n_planes, lo, hi, step)
+            at = builder.mul(builder.sub(loop.i, k0_), c64(4))
+            for q in range(4):
+                builder.store(wv[q], builder.gep(out, [builder.add(at, c64(q))]), align=64)
+            loop.close([])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return expand
+
+
+#: Bit-plane weights made into int8 for several groups of rows: one plane, two planes.
+planes1_expand = _planes_expand(1)
+planes2_expand = _planes_expand(2)
+#: Bit-plane weights, :data:`ROWS` rows at once: one plane (pm1), two planes (ternary, int2).
+planes1_block_rows = _planes_block(ROWS, 1)
+planes2_block_rows = _planes_block(ROWS, 2)
 
 
 def _q16_block(rows: int):  # noqa: ANN202
