@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "ccc1b2552891d8778fdb0ec4093ae5946b5e962757f5aeebe7082c269856100e"
+SOURCES_SHA256 = "0df5818a84a93c326af5739a20e117e7b42b6070c215a0e00a05d046e6562d46"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
