@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "0df5818a84a93c326af5739a20e117e7b42b6070c215a0e00a05d046e6562d46"
+SOURCES_SHA256 = "83e9649ad4c0d506ca26eb81f74f708f31009371ed7b259222c9de09f2df9a5e"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -1,5 +1,5 @@
-"""The drivers' 8-bit activation quantization (64 values at a time, then one by one) against
-numpy, value for value, on every numba target ``make test-kernels`` compiles for."""
+"""The drivers' 8-bit activation quantization and the rescale of integer dots (vectors, then one
+by one) against numpy, value for value, on every numba target ``make test-kernels`` compiles for."""
 
 from __future__ import annotations
 
@@ -58,3 +58,32 @@ def test_quantized_values_use_the_whole_grid_and_never_minus_128() -> None:
     load().drivers.quantize_rows(x, xq)
     assert xq.min() == -127 and xq.max() == 127
     assert set(np.unique(xq)) == set(range(-127, 128))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_rescale_equals_numpy_bit_for_bit(dtype: type, relu: bool) -> None:
+    from numba import njit
+
+    from qmoe.native.kernels.act import rescale
+
+    @njit
+    def run(acc, fp, f_off, n, s, relu, out):  # noqa: ANN001, ANN202
+        rescale(acc, fp, f_off, n, s, relu, out)
+
+    rng = np.random.default_rng(int(relu) + 2 * (dtype is np.int64))
+    for n in (1, 15, 16, 17, 50, 320, 640, 643):
+        f_off = int(rng.integers(0, 5))
+        acc = rng.integers(-(2**31) + 1, 2**31 - 1, n + 16).astype(dtype)
+        if dtype is np.int64:
+            acc[::3] = rng.integers(-(2**62), 2**62, acc[::3].size)  # int64 -> float32 rounds
+        fp = (rng.standard_normal(f_off + 2 * n) * 10.0 ** rng.uniform(-20, 20)).astype(np.float32)
+        fp[f_off + n + n // 2] = np.nan  # a NaN bias: NaN, or 0 after the ReLU
+        s = np.float32(10.0 ** rng.uniform(-10, 10))
+        out = np.full(n + 16, 7.0, np.float32)
+        run(acc, fp, f_off, n, s, relu, out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = acc[:n].astype(np.float32) * (fp[f_off: f_off + n] / s) + fp[f_off + n: f_off + 2 * n]
+            want = np.where(want > 0, want, np.float32(0.0)) if relu else want
+        np.testing.assert_array_equal(out[:n].view(np.uint32), want.astype(np.float32).view(np.uint32), err_msg=str(n))
+        assert (out[n:] == 7.0).all()
