@@ -12,10 +12,8 @@ depend on the data (a mispredicted branch per activation costs more than its ari
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic
 
 from qmoe.native.kernels.simd import I8, I32, I64, abs_max, abs_sum16, gt_mask64, vec

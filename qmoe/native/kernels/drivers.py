@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "83e9649ad4c0d506ca26eb81f74f708f31009371ed7b259222c9de09f2df9a5e"
+SOURCES_SHA256 = "168f51132216579574edc3a65bd88e3c0a937b24f8374e049eb681df70044de3"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
