@@ -1,7 +1,7 @@
 """The numba kernels of the deployed forms, and the :class:`Backend` that runs them.
 
-Files: :mod:`.simd` and :mod:`.vnni` (LLVM intrinsics), :mod:`.act` (activations), :mod:`.dots`
-(one dot kernel per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's
+Files: :mod:`.simd`, :mod:`.lut32` and :mod:`.vnni` (LLVM intrinsics), :mod:`.act`
+(activations), :mod:`.dots` (one dot kernel per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's
 routing), :mod:`.rows` (several rows through a chain at once),
 :mod:`.drivers` (the compiled entry points, the only ones cached on disk), :mod:`.sources`
 (what the drivers are made of) and :mod:`.aot_build` (the drivers compiled ahead of time).

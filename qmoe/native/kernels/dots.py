@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qmoe.native.kernels.simd import (LUT32_BLOCK, bit_mask64, int4_rows4, int8_rows4, lut16_block,
-                                      lut16_tables4, lut32_block1, lut32_block2, popcount64)
+from qmoe.native.kernels.lut32 import LUT32_BLOCK, lut32_block1, lut32_block2, lut32_tables
+from qmoe.native.kernels.simd import bit_mask64, int4_rows4, int8_rows4, lut16_block, lut16_tables4, popcount64
 from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
                                       planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
                                       vnni_block_rows_add)
@@ -214,12 +214,16 @@ def dots_lut16(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, a
             k = b * n_planes + p
             lut16_block(tab, w, w_off + k * npairs * 32, npairs, a32, k * 32)
     counts = view(w, w_off + nblocks * n_planes * npairs * 32, n_planes * nblocks * 32, np.int32, 4)
-    for j in range(n):
-        i = (j // 32) * n_planes * 32 + j % 32
-        v = (np.int64(a32[i]) - 128 * np.int64(counts[j])) << sh0
-        if n_planes == 2:
-            v -= (np.int64(a32[i + 32]) - 128 * np.int64(counts[nblocks * 32 + j])) << sh1
-        acc[j] = v + offset * xsum
+    for b in range(nblocks):  # block b's planes at a32[32 planes b:] (no division per output)
+        o, j0 = b * n_planes * 32, 32 * b
+        if n_planes == 1:
+            for r in range(min(32, n - j0)):
+                acc[j0 + r] = ((np.int64(a32[o + r]) - 128 * np.int64(counts[j0 + r])) << sh0) + offset * xsum
+        else:
+            for r in range(min(32, n - j0)):
+                v = (np.int64(a32[o + r]) - 128 * np.int64(counts[j0 + r])) << sh0
+                v -= (np.int64(a32[o + 32 + r]) - 128 * np.int64(counts[nblocks * 32 + j0 + r])) << sh1
+                acc[j0 + r] = v + offset * xsum
 
 
 @njit(inline="always")
@@ -232,13 +236,7 @@ def dots_lut32(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, a
     """
     nsteps = (d + 14) // 15
     t16 = tab.view(np.int16)
-    for q in range(3 * nsteps):
-        x0, x1, x2 = np.int16(xq[5 * q]), np.int16(xq[5 * q + 1]), np.int16(xq[5 * q + 2])
-        x3, x4 = np.int16(xq[5 * q + 3]), np.int16(xq[5 * q + 4])
-        for m in range(32):  # masks of m's bits select the activations
-            t16[32 * q + m] = ((np.int16(-(m & 1)) & x0) + (np.int16(-((m >> 1) & 1)) & x1)
-                               + (np.int16(-((m >> 2) & 1)) & x2) + (np.int16(-((m >> 3) & 1)) & x3)
-                               + (np.int16(-((m >> 4) & 1)) & x4))
+    lut32_tables(xq, 3 * nsteps, t16)
     wl = w.view(np.uint16)
     for b in range((n + LUT32_BLOCK - 1) // LUT32_BLOCK):
         at, o = w_off // 64 + b * n_planes * nsteps, b * n_planes * LUT32_BLOCK
@@ -246,12 +244,16 @@ def dots_lut32(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, a
             lut32_block1(t16, wl, at, nsteps, nsteps, a32, o)
         else:
             lut32_block2(t16, wl, at, nsteps, nsteps, a32, o)
-    for j in range(n):
-        i = (j // LUT32_BLOCK) * n_planes * LUT32_BLOCK + j % LUT32_BLOCK
-        v = (np.int64(a32[i]) << sh0) + offset * xsum
-        if n_planes == 2:
-            v -= np.int64(a32[i + LUT32_BLOCK]) << sh1
-        acc[j] = v
+    if n_planes == 1:  # a32 in output order: one vectorised loop
+        base = offset * xsum
+        for j in range(n):
+            acc[j] = (np.int64(a32[j]) << sh0) + base
+        return
+    for b in range((n + LUT32_BLOCK - 1) // LUT32_BLOCK):  # planes 0 and 1 of block b: a32[64 b:], a32[64 b + 32:]
+        o, j0 = 2 * b * LUT32_BLOCK, b * LUT32_BLOCK
+        for r in range(min(LUT32_BLOCK, n - j0)):
+            acc[j0 + r] = ((np.int64(a32[o + r]) << sh0) + offset * xsum
+                           - (np.int64(a32[o + LUT32_BLOCK + r]) << sh1))
 
 
 @njit(inline="always")

@@ -32,7 +32,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD,
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "ca397d2b00b4ae2038418732b790e39d866345e4ef7f80bfb97ef23df5c28913"
+SOURCES_SHA256 = "7afa0ce276557ad81f8f0570695a803bf330c3921516d3e90a74bb1a27e9296a"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

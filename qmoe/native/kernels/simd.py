@@ -1,14 +1,13 @@
 """LLVM intrinsics of the kernels: the operations numba has no word for, written as LLVM IR.
 
 Generic operations (any CPU): :func:`popcount64`, :func:`bit_mask64`, :func:`gt_mask64`,
-:func:`abs_max64`, :func:`abs_sum16`, :func:`f32_pointer`. x86 instructions, each behind the flag of
+:func:`abs_max`, :func:`abs_sum16`, :func:`f32_pointer`. x86 instructions, each behind the flag of
 :mod:`qmoe.native.target` that says the target has it; without it the intrinsic compiles to
 nothing, and no layout that would reach it is ever built (:mod:`qmoe.native.packing`):
 
 - AVX2 (:func:`lut16_tables4`, :func:`lut16_block`, :func:`int8_rows4`, :func:`int4_rows4`):
   ``vpshufb`` table look-ups of 4-input subset sums and ``vpmaddubsw`` int8 dots;
-- AVX-512 BW (:func:`lut32_block1`, :func:`lut32_block2`): ``vpermw`` look-ups of 5-input
-  subset sums.
+- AVX-512 BW: ``vpermw`` look-ups of 5-input subset sums, in :mod:`.lut32`.
 
 Every sum is exact: the comments give the largest value each integer lane can hold.
 """
@@ -19,13 +18,11 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from qmoe.native.target import HAS_AVX2, HAS_VPERMW
+from qmoe.native.target import HAS_AVX2
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 #: Steps of two pairs of groups (16 inputs) the 4-input table kernel sums in uint16.
 LUT16_FLUSH = 16
-#: Outputs per block of the 5-input (``vpermw``) table kernel; steps summed in int16.
-LUT32_BLOCK, LUT32_FLUSH = 32, 16
 
 
 def vec(ty: ir.Type, n: int) -> ir.VectorType:
@@ -139,10 +136,11 @@ def gt_mask64(typingctx, arr, start, tau):  # noqa: ANN001, ANN201
 
 
 @intrinsic
-def abs_max64(typingctx, arr, start):  # noqa: ANN001, ANN201
-    """``max|arr[start:start+64]|`` of float32 (``fabs``, a ``maxnum`` tree, one horizontal
-    ``fmax``; NaN ignored, as ``maxnum`` does)."""
-    sig = types.float32(arr, start)
+def abs_max(typingctx, arr, top):  # noqa: ANN001, ANN201
+    """``max(0, max|arr[:top]|)`` of float32 (``top`` a multiple of 64): ``fabs``, four running
+    ``maxnum`` vectors, one horizontal ``fmax`` at the end (NaN ignored, as ``maxnum`` does;
+    exact in any order)."""
+    sig = types.float32(arr, top)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         vty = vec(ir.FloatType(), 16)
@@ -151,11 +149,30 @@ def abs_max64(typingctx, arr, start):  # noqa: ANN001, ANN201
         vmax = mod.declare_intrinsic("llvm.maxnum.v16f32", fnty=ir.FunctionType(vty, [vty, vty]))
         hmax = mod.declare_intrinsic("llvm.vector.reduce.fmax.v16f32",
                                      fnty=ir.FunctionType(ir.FloatType(), [vty]))
-        base = context.make_array(signature.args[0])(context, builder, args[0]).data
-        ptr = builder.bitcast(builder.gep(base, [args[1]]), vty.as_pointer())
-        v = [builder.call(fabs, [builder.load(builder.gep(ptr, [c64(k)]), align=4)]) for k in range(4)]
-        m = builder.call(vmax, [builder.call(vmax, [v[0], v[1]]), builder.call(vmax, [v[2], v[3]])])
-        return builder.call(hmax, [m])
+        ptr = data_ptr(context, builder, signature.args[0], args[0], vty)
+        zero = ir.Constant(vty, [0.0] * 16)
+        pre = builder.basic_block
+        body, done = builder.append_basic_block("absmax"), builder.append_basic_block("absmax.end")
+        builder.cbranch(builder.icmp_signed(">", args[1], c64(0)), body, done)
+        builder.position_at_end(body)
+        i = builder.phi(I64)  # in vectors of 16
+        i.add_incoming(c64(0), pre)
+        accs = [builder.phi(vty) for _ in range(4)]
+        new = []
+        for k, ph in enumerate(accs):
+            ph.add_incoming(zero, pre)
+            x = builder.load(builder.gep(ptr, [builder.add(i, c64(k))]), align=4)
+            new.append(builder.call(vmax, [ph, builder.call(fabs, [x])]))
+            ph.add_incoming(new[k], body)
+        nxt = builder.add(i, c64(4))
+        i.add_incoming(nxt, body)
+        m = builder.call(vmax, [builder.call(vmax, [new[0], new[1]]), builder.call(vmax, [new[2], new[3]])])
+        builder.cbranch(builder.icmp_signed("<", builder.mul(nxt, c64(16)), args[1]), body, done)
+        builder.position_at_end(done)
+        total = builder.phi(vty)
+        total.add_incoming(zero, pre)
+        total.add_incoming(m, body)
+        return builder.call(hmax, [total])
 
     return sig, codegen
 
@@ -410,67 +427,3 @@ int8_rows4 = _int_rows4(False)
 #: ``int4_rows4``: the same for weights stored as ``w + 8`` nibbles (q4, ``64 nchunks`` inputs),
 #: giving ``sum (w + 8) x``.
 int4_rows4 = _int_rows4(True)
-
-
-# -- AVX-512 BW: 5-input tables (vpermw) ------------------------------------------------------
-def _permute_i16(builder, table, idx):  # noqa: ANN001, ANN202
-    """``table[idx & 31]`` per lane of two <32 x i16> (one ``vpermw``)."""
-    return x86(builder, "avx512.permvar.hi.512", vec(I16, 32), [table, idx])
-
-
-def _lut32_block(n_planes: int):  # noqa: ANN202
-    """The ``vpermw`` table block for weights of ``n_planes`` planes.
-
-    ``lut32_block(tab, wl, w_off, plane_steps, nsteps, out, o_off)``: for the 32 outputs of one
-    block, ``out[o_off + 32 p + r]`` (int32) = sum over the ``nsteps`` steps g of
-    ``tab[3g + t][(u_r >> 5t) & 31]``, t < 3, where ``u`` is row ``w_off + p plane_steps + g``
-    of ``wl`` seen as rows of 32 uint16 (``tab``: rows of 32 int16 subset sums of 5 inputs,
-    |sum| <= 640). Sums stay int16 for :data:`LUT32_FLUSH` steps (<= 16 x 3 x 640 < 2^15).
-    """
-    v16, v32 = vec(I16, 32), vec(I32, 16)
-
-    @intrinsic
-    def lut32_block(typingctx, tab, wl, w_off, plane_steps, nsteps, out, o_off):  # noqa: ANN001, ANN202
-        sig = types.void(tab, wl, w_off, plane_steps, nsteps, out, o_off)
-
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            if not HAS_VPERMW:
-                return context.get_dummy_value()
-            tab_, wl_, w_off_, pstride, nsteps_, out_, o_off_ = args
-            tabs = data_ptr(context, builder, signature.args[0], tab_, v16)
-            wrows = data_ptr(context, builder, signature.args[1], wl_, v16)
-            odata = context.make_array(signature.args[5])(context, builder, out_).data
-            zero16, zero32 = splat(I16, 32, 0), splat(I32, 16, 0)
-            chunks = Loop(builder, c64(0), nsteps_, c64(LUT32_FLUSH), [zero32] * (2 * n_planes), "chunk")
-            stop = builder.add(chunks.i, c64(LUT32_FLUSH))
-            stop = builder.select(builder.icmp_signed("<", stop, nsteps_), stop, nsteps_)
-            steps = Loop(builder, chunks.i, stop, c64(1), [zero16] * n_planes, "step")
-            g = steps.i
-            t = [builder.load(builder.gep(tabs, [builder.add(builder.mul(g, c64(3)), c64(k))]), align=64)
-                 for k in range(3)]
-            new = []
-            for p in range(n_planes):
-                u = builder.load(builder.gep(wrows, [builder.add(builder.add(w_off_, builder.mul(c64(p), pstride)), g)]),
-                                 align=64)
-                s0 = _permute_i16(builder, t[0], u)  # vpermw reads the low 5 bits
-                s1 = _permute_i16(builder, t[1], builder.lshr(u, splat(I16, 32, 5)))
-                s2 = _permute_i16(builder, t[2], builder.lshr(u, splat(I16, 32, 10)))
-                new.append(builder.add(steps.vals[p], builder.add(builder.add(s0, s1), s2)))
-            steps.close(new)
-            wide = []
-            for p in range(n_planes):
-                for h in range(2):
-                    half = shuffle(builder, steps.out[p], steps.out[p], range(16 * h, 16 * h + 16))
-                    wide.append(builder.add(chunks.vals[2 * p + h], builder.sext(half, v32)))
-            chunks.close(wide)
-            for k, v in enumerate(chunks.out):  # plane p, half h -> out[o_off + 32 p + 16 h]
-                ptr = builder.gep(odata, [builder.add(o_off_, c64(16 * k))])
-                builder.store(v, builder.bitcast(ptr, v32.as_pointer()), align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return lut32_block
-
-
-lut32_block1, lut32_block2 = _lut32_block(1), _lut32_block(2)
