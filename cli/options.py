@@ -17,7 +17,7 @@ import typer
 
 if TYPE_CHECKING:
     from qmoe.sweeps.engine import RunOptions
-    from qmoe.sweeps.grid import Overrides
+    from qmoe.sweeps.overrides import Overrides
 
 Dataset = Annotated[str, typer.Option("--dataset", help="Dataset name (synth, esc50, urbansound8k, quinn).")]
 Data = Annotated[Optional[Path], typer.Option("--data", help="A ready embedding table (.parquet); overrides --dataset.")]
@@ -99,8 +99,8 @@ class SweepArgs(RunArgs):
     dry_run: DryRun = False
 
     def overrides(self) -> Overrides:
-        """The library's :class:`~qmoe.sweeps.grid.Overrides` of these flags."""
-        from qmoe.sweeps.grid import Overrides
+        """The library's :class:`~qmoe.sweeps.overrides.Overrides` of these flags."""
+        from qmoe.sweeps.overrides import Overrides
 
         return Overrides(datasets=self.dataset, data=self.data, folds=self.folds, seed=self.seed,
                          seeds=self.seeds, repeats=self.repeats, curiosity=self.curiosity,

@@ -33,8 +33,8 @@ from qmoe.lazy import lazy_exports
 _MODULES: dict[str, tuple[str, ...]] = {  # submodule -> the names it exports
     "builtin": ("alpha_spec", "bits_spec", "moe_spec", "paper_spec"),
     "engine": ("RunOptions",),
-    "grid": ("SPECS", "GridGroup", "Overrides", "SweepSpec", "apply_overrides", "builtin_spec",
-             "load_hparams", "load_spec"),
+    "grid": ("SPECS", "GridGroup", "SweepSpec", "builtin_spec", "load_spec"),
+    "overrides": ("Overrides", "apply_overrides", "load_hparams"),
     "parse": ("check_sweep_name", "parse_floats", "parse_folds", "parse_ints", "parse_names"),
     "plan": ("SweepPlan", "plan_sweep"),
     "runner": ("SweepOutcome", "plan_command", "resume_sweep", "run_sweep"),
@@ -48,8 +48,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _MODULES, globals())
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from qmoe.sweeps.builtin import alpha_spec, bits_spec, moe_spec, paper_spec
     from qmoe.sweeps.engine import RunOptions
-    from qmoe.sweeps.grid import (SPECS, GridGroup, Overrides, SweepSpec, apply_overrides, builtin_spec,
-                                  load_hparams, load_spec)
+    from qmoe.sweeps.grid import SPECS, GridGroup, SweepSpec, builtin_spec, load_spec
+    from qmoe.sweeps.overrides import Overrides, apply_overrides, load_hparams
     from qmoe.sweeps.parse import check_sweep_name, parse_floats, parse_folds, parse_ints, parse_names
     from qmoe.sweeps.plan import SweepPlan, plan_sweep
     from qmoe.sweeps.runner import SweepOutcome, plan_command, resume_sweep, run_sweep

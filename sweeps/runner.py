@@ -38,7 +38,8 @@ from qmoe.spec import TrialSpec
 
 from qmoe.sweeps.cluster import ClusterInfo
 from qmoe.sweeps.engine import DEFAULT_STORAGE, RunOptions, TuneJob, fit
-from qmoe.sweeps.grid import Overrides, SweepSpec
+from qmoe.sweeps.grid import SweepSpec
+from qmoe.sweeps.overrides import Overrides
 from qmoe.sweeps.parse import default_name
 from qmoe.sweeps.plan import Resolver, SweepPlan, TableRef, plan_sweep, reload_tables
 from qmoe.sweeps.store import SweepStore

@@ -38,7 +38,7 @@ def _plan(n_trials: int) -> Any:
     """``n_trials`` distinct trials on synth: the bits grid (40 trials), repeated with new seeds."""
     from qmoe.sweeps.builtin import bits_spec
     from qmoe.sweeps.plan import plan_sweep
-    from qmoe.sweeps.grid import apply_overrides
+    from qmoe.sweeps.overrides import apply_overrides
 
     plan = plan_sweep(bits_spec())
     trials = list(plan.trials)

@@ -152,7 +152,7 @@ def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortB
     """
     from qmoe.sweeps.bench.ray_defaults import defaults_times
     from qmoe.sweeps.builtin import bits_spec
-    from qmoe.sweeps.grid import apply_overrides
+    from qmoe.sweeps.overrides import apply_overrides
     from qmoe.sweeps.plan import plan_sweep
 
     with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
@@ -181,7 +181,8 @@ def sized_bench(command: Sequence[str], *, serial: bool = True, data: Path | Non
     """
     from qmoe.cache_root import default_cache_dir
     from qmoe.data.sized import sized_table_path
-    from qmoe.sweeps.grid import apply_overrides, load_spec
+    from qmoe.sweeps.grid import load_spec
+    from qmoe.sweeps.overrides import apply_overrides
     from qmoe.sweeps.plan import plan_sweep
 
     path = Path(data) if data is not None else sized_table_path(default_cache_dir())

@@ -1,6 +1,6 @@
 """``best.toml`` of a tuning run: the best settings so far, their score, and where they came from.
 
-``[hparams]`` is what ``qmoe sweep ... --hparams best.toml`` reads (:func:`qmoe.sweeps.grid.load_hparams`);
+``[hparams]`` is what ``qmoe sweep ... --hparams best.toml`` reads (:func:`qmoe.sweeps.overrides.load_hparams`);
 ``[tune]`` is the provenance: the objective, the scores of the best and the default settings,
 the budget, the table, the space and the versions.
 """

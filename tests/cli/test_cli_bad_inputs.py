@@ -21,7 +21,7 @@ from qmoe.cli.main import main
 from qmoe.record import TrialRecord
 from qmoe.sweeps import alpha_spec, plan_sweep
 from qmoe.sweeps.runner import manifest_for
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 from qmoe.sweeps.store import SweepStore
 from tests.dataset_layouts import make_esc50
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 from tests.sweeps.fakes import fast_trial
 
 ROOT = Path(__file__).resolve().parents[2]

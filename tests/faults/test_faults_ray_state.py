@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 from qmoe.sweeps.store import SweepStore
 from tests.faults.fault_fns import fault_trial, read_log
 from tests.sweeps.fakes import FakeTable, fake_resolver

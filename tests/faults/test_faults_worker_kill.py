@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, run_sweep
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 from tests.faults.fault_fns import fault_trial, read_log
 
 pytestmark = pytest.mark.ray

@@ -12,7 +12,7 @@ from qmoe.errors import ConfigError, DataError, UnknownNameError
 from qmoe.spec import TrialSpec
 from qmoe.sweeps import SPECS, alpha_spec, bits_spec, builtin_spec, load_spec, moe_spec, paper_spec, plan_sweep
 from qmoe.sweeps.plan import expand
-from qmoe.sweeps.grid import apply_overrides, load_hparams
+from qmoe.sweeps.overrides import apply_overrides, load_hparams
 from tests.sweeps.fakes import FakeTable, fake_resolver
 
 
@@ -157,7 +157,7 @@ def test_expand_dedups_keys(resolver, fake_tables) -> None:
 
 
 def test_save_models_and_latency_from_spec_and_flags_not_in_trial_keys(tmp_path, resolver) -> None:
-    from qmoe.sweeps.grid import Overrides
+    from qmoe.sweeps.overrides import Overrides
 
     plain = alpha_spec((0.3,))
     assert (plain.save_models, plain.latency, plain.keeps_models) == (False, "in-sweep", False)

@@ -12,7 +12,7 @@ import pytest
 
 from qmoe.errors import ConfigError
 from qmoe.sweeps import RunOptions, alpha_spec, plan_sweep, resume_sweep, run_sweep, sweep_status
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 from qmoe.sweeps.store import SweepStore
 from tests.sweeps import fakes
 

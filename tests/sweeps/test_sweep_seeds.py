@@ -9,7 +9,7 @@ import pytest
 
 from qmoe.errors import ConfigError
 from qmoe.sweeps import alpha_spec, bits_spec, load_spec, moe_spec, plan_sweep
-from qmoe.sweeps.grid import Overrides, apply_overrides
+from qmoe.sweeps.overrides import Overrides, apply_overrides
 from tests.sweeps.fakes import fake_resolver
 
 

@@ -167,7 +167,7 @@ def test_a_sweep_command_plans_its_sweep_without_torch(tmp_path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from qmoe.sweeps import alpha_spec, bits_spec, paper_spec, plan_sweep, RunOptions
-        from qmoe.sweeps.grid import apply_overrides
+        from qmoe.sweeps.overrides import apply_overrides
         from qmoe.data.datasets import resolve_table
         bits_spec((1, 4, 16)); alpha_spec((0.2,), ("bitnet", "q4", "ptq8")); paper_spec()
         plan = plan_sweep(apply_overrides(bits_spec((4,)), folds=(1,)))

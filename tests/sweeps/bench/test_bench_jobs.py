@@ -6,7 +6,7 @@ import pytest
 
 from qmoe.sweeps import bits_spec, plan_sweep
 from qmoe.sweeps.bench.jobs import RunTimes, TrialTime, efficiency, read_job, run_serially, write_job
-from qmoe.sweeps.grid import apply_overrides
+from qmoe.sweeps.overrides import apply_overrides
 
 FAKE = {"QMOE_TRIAL_FN": "tests.sweeps.fakes:fast_trial", "QMOE_FAKE_SECONDS": "0.05"}
 

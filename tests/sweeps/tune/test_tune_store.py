@@ -9,7 +9,7 @@ import pytest
 
 from qmoe.errors import ConfigError
 from qmoe.sweeps.tune.space import default_space
-from qmoe.sweeps.grid import apply_overrides, load_hparams
+from qmoe.sweeps.overrides import apply_overrides, load_hparams
 from qmoe.sweeps.builtin import bits_spec
 from qmoe.sweeps.tune.best_toml import toml_value
 from qmoe.sweeps.tune.study import open_study, optuna_quiet, reconcile
