@@ -114,14 +114,13 @@ if njit is not None:
         NaN entries do not count in the max (their outputs are NaN)."""
         lo = -qmax - np.float32(1.0)
         n = x.shape[1]
-        top = n - n % SUM_LANES  # lane_max16's multiple
+        top = n - n % SUM_LANES  # lane_maxes16's multiple
         flat = x.reshape(-1)
         zero = np.float32(0.0)
         for r in range(x.shape[0]):
             # max|x| = max(max x, max -x), each in vector lanes (a max is exact in any order;
             # a NaN fails every ``>`` and is skipped, as in a serial loop), from 0
-            hi = lane_max16(flat, r * n, r * n + top, zero)
-            nlo = lane_negmax16(flat, r * n, r * n + top, zero)
+            hi, nlo = lane_maxes16(flat, r * n, r * n + top, zero)
             m = hi if hi > zero else zero
             m = nlo if nlo > m else m
             for i in range(top, n):
@@ -151,65 +150,79 @@ if njit is not None:
                 for i in range(wj.shape[0]):
                     oj[i] = min(max(np.rint(wj[i] / g), -one), one) * a
 
-    def _lanes_at(lanes: int, op: str):  # noqa: ANN202
+    def _lanes_at(lanes: int, *ops: str):  # noqa: ANN202
         """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
         a multiple of ``lanes``, ``arr`` C-contiguous) in ``lanes`` vector lanes: lane l takes
         elements start + l, start + l + lanes, ... in turn, then the lanes are combined in order.
-        ``op``: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
+        Each op: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
         ``|x - c|``, c float32), "max" or "negmax" (the max of ``x`` or of ``-x``, from -inf,
         float32; NaN fails every ``>`` and is skipped). The order is in the IR, so every target
-        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU."""
-        is_sum = op in ("sum", "abssum")
+        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU.
+        Several ops take one loop (one load per vector; their accumulator chains, each bound by
+        its add's or select's latency, overlap) and return a tuple: each op's value is the same
+        as it alone would give."""
+        sums = [op in ("sum", "abssum") for op in ops]
 
         @intrinsic
         def lanes_at(typingctx, arr, start, stop, c):  # noqa: ANN001, ANN202
             if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
                 return None  # the loads assume contiguous float32: no other array compiles
-            sig = (types.float64 if is_sum else types.float32)(arr, start, stop, c)
+            outs = [types.float64 if s else types.float32 for s in sums]
+            sig = (outs[0] if len(ops) == 1 else types.Tuple(outs))(arr, start, stop, c)
 
             def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-                f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
-                fa = f64 if is_sum else f32
-                vin, vacc = ir.VectorType(f32, lanes), ir.VectorType(fa, lanes)
+                f32, f64, i64, i32 = ir.FloatType(), ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+                vin = ir.VectorType(f32, lanes)
                 base = context.make_array(signature.args[0])(context, builder, args[0]).data
                 base = builder.gep(builder.bitcast(base, f32.as_pointer()), [args[1]])
                 ptr = builder.bitcast(base, vin.as_pointer())
                 nvec = builder.sdiv(builder.sub(args[2], args[1]), ir.Constant(i64, lanes))
-                init = 0.0 if is_sum else float("-inf")
-                zero = ir.Constant(vacc, [init] * lanes)
+                fas = [f64 if s else f32 for s in sums]
+                inits = [0.0 if s else float("-inf") for s in sums]
+                zeros = [ir.Constant(ir.VectorType(fa, lanes), [v] * lanes) for fa, v in zip(fas, inits)]
                 pre = builder.basic_block
                 body, done = builder.append_basic_block("lanes"), builder.append_basic_block("lanes.end")
                 builder.cbranch(builder.icmp_signed(">", nvec, ir.Constant(i64, 0)), body, done)
                 builder.position_at_end(body)
-                i, acc = builder.phi(i64), builder.phi(vacc)
+                i = builder.phi(i64)
                 i.add_incoming(ir.Constant(i64, 0), pre)
-                acc.add_incoming(zero, pre)
-                x = builder.load(builder.gep(ptr, [i]), align=4)
-                if op == "abssum":
-                    undef, i32 = ir.Constant(vin, ir.Undefined), ir.IntType(32)
-                    cv = builder.insert_element(undef, args[3], ir.Constant(i32, 0))  # c in every lane
-                    cv = builder.shuffle_vector(cv, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-                    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin]),
-                                                          f"llvm.fabs.v{lanes}f32")
-                    x = builder.call(fabs, [builder.fsub(x, cv)])
-                if is_sum:
-                    new = builder.fadd(acc, builder.fpext(x, vacc))
-                else:
-                    x = builder.fneg(x) if op == "negmax" else x
-                    new = builder.select(builder.fcmp_ordered(">", x, acc), x, acc)
+                accs = [builder.phi(zero.type) for zero in zeros]  # phis first in the block
+                x0 = builder.load(builder.gep(ptr, [i]), align=4)
+                news = []
+                for op, s, acc, zero in zip(ops, sums, accs, zeros):
+                    acc.add_incoming(zero, pre)
+                    x = x0
+                    if op == "abssum":
+                        undef = ir.Constant(vin, ir.Undefined)
+                        cv = builder.insert_element(undef, args[3], ir.Constant(i32, 0))  # c in every lane
+                        cv = builder.shuffle_vector(cv, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+                        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin]),
+                                                              f"llvm.fabs.v{lanes}f32")
+                        x = builder.call(fabs, [builder.fsub(x, cv)])
+                    if s:
+                        news.append(builder.fadd(acc, builder.fpext(x, zero.type)))
+                    else:
+                        x = builder.fneg(x) if op == "negmax" else x
+                        news.append(builder.select(builder.fcmp_ordered(">", x, acc), x, acc))
                 nxt = builder.add(i, ir.Constant(i64, 1))
                 i.add_incoming(nxt, body)
-                acc.add_incoming(new, body)
+                for acc, new in zip(accs, news):
+                    acc.add_incoming(new, body)
                 builder.cbranch(builder.icmp_signed("<", nxt, nvec), body, done)
                 builder.position_at_end(done)
-                total = builder.phi(vacc)
-                total.add_incoming(zero, pre)
-                total.add_incoming(new, body)
-                r = ir.Constant(fa, init)
-                for lane in range(lanes):
-                    v = builder.extract_element(total, ir.Constant(ir.IntType(32), lane))
-                    r = builder.fadd(r, v) if is_sum else builder.select(builder.fcmp_ordered(">", v, r), v, r)
-                return r
+                totals = [builder.phi(zero.type) for zero in zeros]
+                values = []
+                for s, fa, init, zero, new, total in zip(sums, fas, inits, zeros, news, totals):
+                    total.add_incoming(zero, pre)
+                    total.add_incoming(new, body)
+                    r = ir.Constant(fa, init)
+                    for lane in range(lanes):
+                        v = builder.extract_element(total, ir.Constant(i32, lane))
+                        r = builder.fadd(r, v) if s else builder.select(builder.fcmp_ordered(">", v, r), v, r)
+                    values.append(r)
+                if len(values) == 1:
+                    return values[0]
+                return context.make_tuple(builder, signature.return_type, values)
 
             return sig, codegen
 
@@ -217,8 +230,8 @@ if njit is not None:
 
     lane_sum16 = _lanes_at(SUM_LANES, "sum")
     lane_abssum16 = _lanes_at(SUM_LANES, "abssum")
-    lane_max16 = _lanes_at(SUM_LANES, "max")
-    lane_negmax16 = _lanes_at(SUM_LANES, "negmax")
+    lane_stats16 = _lanes_at(SUM_LANES, "sum", "max", "negmax")  # (sum, max, max of -x) in one loop
+    lane_maxes16 = _lanes_at(SUM_LANES, "max", "negmax")
 
     @njit(cache=True, error_model="numpy")
     def block_sum(x, start, stop):  # noqa: ANN001, ANN201
@@ -246,8 +259,8 @@ if njit is not None:
         w_max = neg_min = np.float32(-np.inf)
         for b in range(0, top, BLOCK):
             end = min(b + BLOCK, top)
-            total += lane_sum16(w, b, end, zero)
-            m, nm = lane_max16(w, b, end, zero), lane_negmax16(w, b, end, zero)
+            t, m, nm = lane_stats16(w, b, end, zero)
+            total += t
             w_max = m if m > w_max else w_max
             neg_min = nm if nm > neg_min else neg_min
         w_min = -neg_min
@@ -332,8 +345,8 @@ if njit is not None:
         for b in range(0, top, BLOCK):
             end = min(b + BLOCK, top)
             _adamw_range(p, g, m, v, b, end, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
-            total += lane_sum16(p, b, end, zero)
-            hi, nlo = lane_max16(p, b, end, zero), lane_negmax16(p, b, end, zero)
+            t, hi, nlo = lane_stats16(p, b, end, zero)
+            total += t
             w_max = hi if hi > w_max else w_max
             neg_min = nlo if nlo > neg_min else neg_min
         _adamw_range(p, g, m, v, top, n, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
