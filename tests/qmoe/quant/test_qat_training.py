@@ -84,7 +84,8 @@ if qat_kernels.njit is not None:
         return total, w_min, w_max
 
     @njit(error_model="numpy")
-    def main_adamw_layer_stats(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step):  # noqa: ANN001, ANN201
+    def main_adamw_layer_stats(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps,  # noqa: ANN001, ANN201
+                               neg_step):
         n = p.shape[0]
         top = n - n % 16
         total = 0.0
@@ -209,7 +210,8 @@ def test_adamw_layer_stats_equal_mains_on_special_values(n: int) -> None:
     p, g = _adversarial(n, n + 2), _adversarial(n, n + 3)
     m, v = (rng.standard_normal(n) * 1e-3).astype(np.float32), np.abs(rng.standard_normal(n) * 1e-6).astype(np.float32)
     f = np.float32
-    scalars = (f(0.7), f(1 - 1e-5), f(0.1), f(0.999), f(0.001), f(np.finfo(np.float32).tiny), f(0.03), f(1e-8), f(-1e-3))
+    scalars = (f(0.7), f(1 - 1e-5), f(0.1), f(0.999), f(0.001), f(np.finfo(np.float32).tiny), f(0.03), f(1e-8),
+               f(-1e-3))
     got, want = [a.copy() for a in (p, g, m, v)], [a.copy() for a in (p, g, m, v)]
     with np.errstate(all="ignore"):
         s_got, s_want = qat_kernels.adamw_layer_stats(*got, *scalars), main_adamw_layer_stats(*want, *scalars)
