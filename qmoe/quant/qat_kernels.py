@@ -15,8 +15,9 @@ the torch formula. In training the reductions come from the optimizer's pass ove
 (:func:`adamw_layer_stats`, :func:`adamw_row_gamma`: AdamW's update, then the same sums of each
 block while it is in L1), handed to the next forward by :func:`request_stats` and
 :func:`cached_stats`. All jitted code is in this one file (AdamW's kernel too, formula in
-:mod:`qmoe.optim_kernel`): numba's on-disk cache is invalidated per file, so a kernel cached
-with code from another file could run stale code.
+:mod:`qmoe.optim_kernel`; q1's sign passes are in the self-contained :mod:`qmoe.quant.qat_signs`):
+numba's on-disk cache is invalidated per file, so a kernel cached with code from another file
+could run stale code.
 """
 
 from __future__ import annotations
@@ -62,13 +63,6 @@ if njit is not None:
         """``(w - mu).div_(scale).round_().clamp_(lo, hi).mul_(scale)`` (q{k}, k >= 2)."""
         for i in range(w.shape[0]):
             out[i] = min(max(np.rint((w[i] - mu) / scale), lo), hi) * scale
-
-    @njit(cache=True, error_model="numpy")
-    def signs(w, mu, scale, out):  # noqa: ANN001, ANN201
-        """``sign_pm1_(w - mu).mul_(scale)`` (q1): +scale where ``w - mu >= 0``, else -scale
-        (NaN included, as ``sign_pm1``)."""
-        for i in range(w.shape[0]):
-            out[i] = scale if w[i] - mu >= np.float32(0.0) else -scale
 
     @njit(cache=True, error_model="numpy")
     def absmax_rows(x, qmax, eps, out):  # noqa: ANN001, ANN201

@@ -1,5 +1,5 @@
 """Training with the QAT kernels gives the same bits as main's kernels did (0d22b6c; cf8ed4c for
-the statistics): the former ``ternary_grads``, ``absmax_rows``, ``layer_stats`` and
+the statistics): the former ``ternary_grads``, ``absmax_rows``, ``signs``, ``layer_stats`` and
 ``adamw_layer_stats`` (one lane loop per sum, max and min, since fused into one loop) are kept
 here verbatim and patched in, and a few steps of each quantizer's training must leave every
 parameter ``torch.equal``."""
@@ -12,7 +12,7 @@ import torch
 
 from qmoe import optim
 from qmoe.optim import AdamW
-from qmoe.quant import qat_kernels, ternary
+from qmoe.quant import qat_kernels, qat_signs, ternary
 from qmoe.quant.layers import QuantLinear
 
 pytestmark = pytest.mark.skipif(qat_kernels.njit is None, reason="numba is not installed")
@@ -56,6 +56,11 @@ if qat_kernels.njit is not None:
             for i in range(n):
                 out[r, i] = min(max(np.rint(x[r, i] * s), lo), qmax) / s
 
+
+    @njit(error_model="numpy")
+    def main_signs(w, mu, scale, out):  # noqa: ANN001, ANN201
+        for i in range(w.shape[0]):
+            out[i] = scale if w[i] - mu >= np.float32(0.0) else -scale
 
     lane_sum16 = qat_kernels._lanes_at(16, "sum")  # main's single-op intrinsics
     lane_max16 = qat_kernels._lanes_at(16, "max")
@@ -144,6 +149,8 @@ def test_training_is_bit_identical_to_mains_kernels(name: str, monkeypatch: pyte
     monkeypatch.setattr(qat_kernels, "absmax_rows", main_absmax_rows)
     monkeypatch.setattr(qat_kernels, "layer_stats", main_layer_stats)
     monkeypatch.setattr(optim, "adamw_layer_stats", main_adamw_layer_stats)
+    monkeypatch.setattr(qat_signs, "centred_signs", lambda w, mu, _: qat_kernels.abs_centred_sum(w, mu))
+    monkeypatch.setattr(qat_signs, "signs_from", lambda w, mu, _, scale, out: main_signs(w, mu, scale, out))
     old = _train(name)
     assert len(new) == len(old)
     assert all(torch.equal(a, b) for a, b in zip(new, old))
