@@ -37,7 +37,7 @@ demo: $(STAMP)
 # The training kernels (AdamW's update, dropout's mask) promise the same bits on every x86 CPU:
 # their exactness tests run under each target too.
 KERNEL_TESTS := tests/qmoe/native tests/qmoe/test_optim.py tests/qmoe/models/test_models_dropout.py \
-	tests/qmoe/quant/test_qat_kernels.py tests/qmoe/quant/test_qat_training.py \
+	tests/qmoe/quant/test_qat_kernels.py tests/qmoe/quant/test_qat_training.py tests/qmoe/quant/test_qat_signs.py \
 	--ignore=tests/qmoe/native/test_native_aot.py
 # haswell's features, listed (an empty list would hide them from qmoe.native.target)
 HASWELL_FEATURES := +64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+crc32,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from qmoe.errors import ConfigError
-from qmoe.quant import qat_kernels
+from qmoe.quant import qat_kernels, qat_signs
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import packed_linear
@@ -86,20 +86,24 @@ def _fake_quant(weight: Tensor, bits: int) -> tuple[Tensor, None]:
         if bits == 1:
             return sign_pm1_(weight - mu).mul_(scale), None
         return _grid(weight, mu, scale, bits).mul_(scale), None
-    # the same formulas in two passes over W (k = 1: three): the statistics, then the values;
-    # in training, the statistics come from the optimizer's pass over W (its last step wrote
-    # this W: qat_kernels.adamw_layer_stats, the same bits as layer_stats), saving one pass
+    # the same formulas in two passes over W (k = 1: three, the last reading 1/32 of W: qat_signs):
+    # the statistics, then the values; in training, the statistics come from the optimizer's pass
+    # over W (its last step wrote this W: qat_kernels.adamw_layer_stats, the same bits as
+    # layer_stats), saving one pass
     out = torch.empty_like(weight)
     w, o = qat_kernels.as_np(weight).reshape(-1), out.numpy().reshape(-1)
     stats = qat_kernels.cached_stats(weight, "layer")
     if stats is None:
         qat_kernels.request_stats(weight, "layer")
+    if bits == 1:  # _kernel_scale's mu and scale, the signs kept as bits for the last pass
+        n = w.shape[0]
+        mu = np.float32((qat_kernels.block_sum(w, 0, n) if stats is None else stats[0]) / n)
+        signs = np.empty(n // qat_signs.LANES, np.uint16)
+        qat_signs.signs_from(w, mu, signs, np.float32(qat_signs.centred_signs(w, mu, signs) / n), o)
+        return out, None
     mu, scale = _kernel_scale(w, bits, stats)
-    if bits == 1:
-        qat_kernels.signs(w, mu, scale, o)
-    else:
-        qmax = 2 ** (bits - 1) - 1
-        qat_kernels.grid(w, mu, scale, np.float32(-qmax - 1), np.float32(qmax), o)
+    qmax = 2 ** (bits - 1) - 1
+    qat_kernels.grid(w, mu, scale, np.float32(-qmax - 1), np.float32(qmax), o)
     return out, None
 
 

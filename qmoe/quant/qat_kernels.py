@@ -15,13 +15,12 @@ the torch formula. In training the reductions come from the optimizer's pass ove
 (:func:`adamw_layer_stats`, :func:`adamw_row_gamma`: AdamW's update, then the same sums of each
 block while it is in L1), handed to the next forward by :func:`request_stats` and
 :func:`cached_stats`. All jitted code is in this one file (AdamW's kernel too, formula in
-:mod:`qmoe.optim_kernel`): numba's on-disk cache is invalidated per file, so a kernel cached
-with code from another file could run stale code.
+:mod:`qmoe.optim_kernel`; q1's sign passes are in the self-contained :mod:`qmoe.quant.qat_signs`):
+numba's on-disk cache is invalidated per file, so a kernel cached with code from another file
+could run stale code.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import numpy as np
 import torch
@@ -46,43 +45,8 @@ def as_np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-#: Weight statistics the optimizer computes in its pass over a parameter for the next forward
-#: (:func:`adamw_layer_stats`, :func:`adamw_row_gamma`): ``id(param) -> [weakref(param), kind,
-#: gamma's eps, (data_ptr, version) the value is of, value]``.
-_STATS: dict[int, list] = {}
-
-
-def request_stats(param: Tensor, kind: str, eps: float = 0.0) -> None:
-    """Ask the optimizer (:class:`qmoe.optim.AdamW`) to compute ``kind`` of ``param`` in its pass
-    over it: "layer" (``(sum, min, max)`` as :func:`layer_stats`) or "rows" (bitnet's ``gamma``
-    as :func:`row_gamma` with ``eps``). Only for a leaf the optimizer updates (``requires_grad``)."""
-    if param.requires_grad and id(param) not in _STATS:
-        key = id(param)
-        _STATS[key] = [weakref.ref(param, lambda _, k=key: _STATS.pop(k, None)), kind, eps, None, None]
-
-
-def requested_stats(param: Tensor) -> tuple[str, float] | None:
-    """``(kind, eps)`` requested for ``param`` by :func:`request_stats`, or None."""
-    entry = _STATS.get(id(param))
-    return None if entry is None or entry[0]() is not param else (entry[1], entry[2])
-
-
-def store_stats(param: Tensor, value: object) -> None:
-    """Record ``value``, the requested statistics of ``param``'s current contents."""
-    entry = _STATS.get(id(param))
-    if entry is not None and entry[0]() is param:
-        entry[3], entry[4] = (param.data_ptr(), param._version), value
-
-
-def cached_stats(param: Tensor, kind: str) -> object | None:
-    """The statistics :func:`store_stats` recorded for ``param`` if ``param`` has not changed
-    since (same memory, same version: every in-place torch operation bumps it, and the
-    optimizer bumps it after its kernel writes), else None."""
-    entry = _STATS.get(id(param))
-    if entry is None or entry[0]() is not param or entry[1] != kind:
-        return None
-    return entry[4] if entry[3] == (param.data_ptr(), param._version) else None
-
+# the optimizer's statistics for the next forward (plain Python, no jitted code: its own file)
+from qmoe.quant.qat_stats import _STATS, cached_stats, request_stats, requested_stats, store_stats  # noqa: E402, F401
 
 #: Float64 lanes of the layer and row sums (:func:`block_sum`): a fixed order on every CPU.
 SUM_LANES = 16
@@ -101,27 +65,19 @@ if njit is not None:
             out[i] = min(max(np.rint((w[i] - mu) / scale), lo), hi) * scale
 
     @njit(cache=True, error_model="numpy")
-    def signs(w, mu, scale, out):  # noqa: ANN001, ANN201
-        """``sign_pm1_(w - mu).mul_(scale)`` (q1): +scale where ``w - mu >= 0``, else -scale
-        (NaN included, as ``sign_pm1``)."""
-        for i in range(w.shape[0]):
-            out[i] = scale if w[i] - mu >= np.float32(0.0) else -scale
-
-    @njit(cache=True, error_model="numpy")
     def absmax_rows(x, qmax, eps, out):  # noqa: ANN001, ANN201
         """Per row of ``x`` (R, D): ``s = qmax / max(max|x|, eps)`` computed as torch does
         (``reciprocal() * qmax``), then ``(x * s).round_().clamp_(-qmax - 1, qmax).div_(s)``.
         NaN entries do not count in the max (their outputs are NaN)."""
         lo = -qmax - np.float32(1.0)
         n = x.shape[1]
-        top = n - n % SUM_LANES  # lane_max16's multiple
+        top = n - n % SUM_LANES  # lane_maxes16's multiple
         flat = x.reshape(-1)
         zero = np.float32(0.0)
         for r in range(x.shape[0]):
             # max|x| = max(max x, max -x), each in vector lanes (a max is exact in any order;
             # a NaN fails every ``>`` and is skipped, as in a serial loop), from 0
-            hi = lane_max16(flat, r * n, r * n + top, zero)
-            nlo = lane_negmax16(flat, r * n, r * n + top, zero)
+            hi, nlo = lane_maxes16(flat, r * n, r * n + top, zero)
             m = hi if hi > zero else zero
             m = nlo if nlo > m else m
             for i in range(top, n):
@@ -151,65 +107,106 @@ if njit is not None:
                 for i in range(wj.shape[0]):
                     oj[i] = min(max(np.rint(wj[i] / g), -one), one) * a
 
-    def _lanes_at(lanes: int, op: str):  # noqa: ANN202
+    def _lanes_at(lanes: int, *ops: str, adamw: bool = False):  # noqa: ANN202
         """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
         a multiple of ``lanes``, ``arr`` C-contiguous) in ``lanes`` vector lanes: lane l takes
         elements start + l, start + l + lanes, ... in turn, then the lanes are combined in order.
-        ``op``: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
+        Each op: "sum" (in float64, from 0.0), "abssum" (the same sum of the float32 values
         ``|x - c|``, c float32), "max" or "negmax" (the max of ``x`` or of ``-x``, from -inf,
         float32; NaN fails every ``>`` and is skipped). The order is in the IR, so every target
-        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU."""
-        is_sum = op in ("sum", "abssum")
+        (AVX-512, AVX2, SSE2) computes the same operations: the same result on every x86 CPU.
+        Several ops take one loop (one load per vector; their accumulator chains, each bound by
+        its add's or select's latency, overlap) and return a tuple: each op's value is the same
+        as it alone would give. ``adamw``: each vector of ``arr`` (the parameter) is first
+        updated in place by :func:`_adamw_range`'s operations (element-wise, the same IEEE ops;
+        ``c`` = ``(g, m, v, clip, ..., neg_step)``), and the ops take the updated values."""
+        sums = [op in ("sum", "abssum") for op in ops]
 
         @intrinsic
         def lanes_at(typingctx, arr, start, stop, c):  # noqa: ANN001, ANN202
-            if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
+            arrays = [arr, *(c.types[:3] if adamw else ())]
+            if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in arrays):
                 return None  # the loads assume contiguous float32: no other array compiles
-            sig = (types.float64 if is_sum else types.float32)(arr, start, stop, c)
+            outs = [types.float64 if s else types.float32 for s in sums]
+            sig = (outs[0] if len(ops) == 1 else types.Tuple(outs))(arr, start, stop, c)
 
             def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-                f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
-                fa = f64 if is_sum else f32
-                vin, vacc = ir.VectorType(f32, lanes), ir.VectorType(fa, lanes)
-                base = context.make_array(signature.args[0])(context, builder, args[0]).data
-                base = builder.gep(builder.bitcast(base, f32.as_pointer()), [args[1]])
-                ptr = builder.bitcast(base, vin.as_pointer())
+                f32, f64, i64, i32 = ir.FloatType(), ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+                vin = ir.VectorType(f32, lanes)
+                undef = ir.Constant(vin, ir.Undefined)
+
+                def splat(value):  # noqa: ANN001, ANN202
+                    v = builder.insert_element(undef, value, ir.Constant(i32, 0))
+                    return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+                def vptr(typ, value):  # noqa: ANN001, ANN202
+                    base = context.make_array(typ)(context, builder, value).data
+                    return builder.bitcast(builder.gep(builder.bitcast(base, f32.as_pointer()), [args[1]]),
+                                           vin.as_pointer())
+
+                def vcall(name, *xs):  # noqa: ANN001, ANN202
+                    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin] * len(xs)),
+                                                        f"llvm.{name}.v{lanes}f32")
+                    return builder.call(fn, list(xs))
+
+                ptr = vptr(signature.args[0], args[0])
+                if adamw:  # g, m, v and the scalars (clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
+                    ctys = signature.args[3].types
+                    gp, mp, vp = (vptr(ctys[k], builder.extract_value(args[3], k)) for k in range(3))
+                    clip, decay, w1, beta2, w2, tiny, bc2, eps, step = (
+                        splat(builder.extract_value(args[3], k)) for k in range(3, 12))
                 nvec = builder.sdiv(builder.sub(args[2], args[1]), ir.Constant(i64, lanes))
-                init = 0.0 if is_sum else float("-inf")
-                zero = ir.Constant(vacc, [init] * lanes)
+                fas = [f64 if s else f32 for s in sums]
+                inits = [0.0 if s else float("-inf") for s in sums]
+                zeros = [ir.Constant(ir.VectorType(fa, lanes), [v] * lanes) for fa, v in zip(fas, inits)]
                 pre = builder.basic_block
                 body, done = builder.append_basic_block("lanes"), builder.append_basic_block("lanes.end")
                 builder.cbranch(builder.icmp_signed(">", nvec, ir.Constant(i64, 0)), body, done)
                 builder.position_at_end(body)
-                i, acc = builder.phi(i64), builder.phi(vacc)
+                i = builder.phi(i64)
                 i.add_incoming(ir.Constant(i64, 0), pre)
-                acc.add_incoming(zero, pre)
-                x = builder.load(builder.gep(ptr, [i]), align=4)
-                if op == "abssum":
-                    undef, i32 = ir.Constant(vin, ir.Undefined), ir.IntType(32)
-                    cv = builder.insert_element(undef, args[3], ir.Constant(i32, 0))  # c in every lane
-                    cv = builder.shuffle_vector(cv, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-                    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vin, [vin]),
-                                                          f"llvm.fabs.v{lanes}f32")
-                    x = builder.call(fabs, [builder.fsub(x, cv)])
-                if is_sum:
-                    new = builder.fadd(acc, builder.fpext(x, vacc))
-                else:
-                    x = builder.fneg(x) if op == "negmax" else x
-                    new = builder.select(builder.fcmp_ordered(">", x, acc), x, acc)
+                accs = [builder.phi(zero.type) for zero in zeros]  # phis first in the block
+                x0 = builder.load(builder.gep(ptr, [i]), align=4)
+                if adamw:  # _adamw_range's operations, in its order
+                    mv, vv = (builder.load(builder.gep(q, [i]), align=4) for q in (mp, vp))
+                    gi = builder.fmul(builder.load(builder.gep(gp, [i]), align=4), clip)
+                    mi = vcall("fma", w1, builder.fsub(gi, mv), mv)
+                    vi = vcall("fma", builder.fmul(w2, gi), gi, builder.fmul(vv, beta2))
+                    d = builder.fadd(builder.fdiv(vcall("sqrt", builder.select(builder.fcmp_ordered("<", vi, tiny),
+                                                                               tiny, vi)), bc2), eps)
+                    x0 = builder.fadd(builder.fmul(x0, decay), builder.fdiv(builder.fmul(step, mi), d))
+                    for q, val in ((ptr, x0), (mp, mi), (vp, vi)):
+                        builder.store(val, builder.gep(q, [i]), align=4)
+                news = []
+                for op, s, acc, zero in zip(ops, sums, accs, zeros):
+                    acc.add_incoming(zero, pre)
+                    x = x0
+                    if op == "abssum":
+                        x = vcall("fabs", builder.fsub(x, splat(args[3])))  # |x - c|, c in every lane
+                    if s:
+                        news.append(builder.fadd(acc, builder.fpext(x, zero.type)))
+                    else:
+                        x = builder.fneg(x) if op == "negmax" else x
+                        news.append(builder.select(builder.fcmp_ordered(">", x, acc), x, acc))
                 nxt = builder.add(i, ir.Constant(i64, 1))
                 i.add_incoming(nxt, body)
-                acc.add_incoming(new, body)
+                for acc, new in zip(accs, news):
+                    acc.add_incoming(new, body)
                 builder.cbranch(builder.icmp_signed("<", nxt, nvec), body, done)
                 builder.position_at_end(done)
-                total = builder.phi(vacc)
-                total.add_incoming(zero, pre)
-                total.add_incoming(new, body)
-                r = ir.Constant(fa, init)
-                for lane in range(lanes):
-                    v = builder.extract_element(total, ir.Constant(ir.IntType(32), lane))
-                    r = builder.fadd(r, v) if is_sum else builder.select(builder.fcmp_ordered(">", v, r), v, r)
-                return r
+                totals = [builder.phi(zero.type) for zero in zeros]
+                values = []
+                for s, fa, init, zero, new, total in zip(sums, fas, inits, zeros, news, totals):
+                    total.add_incoming(zero, pre)
+                    total.add_incoming(new, body)
+                    r = ir.Constant(fa, init)
+                    for lane in range(lanes):
+                        v = builder.extract_element(total, ir.Constant(i32, lane))
+                        r = builder.fadd(r, v) if s else builder.select(builder.fcmp_ordered(">", v, r), v, r)
+                    values.append(r)
+                if len(values) == 1:
+                    return values[0]
+                return context.make_tuple(builder, signature.return_type, values)
 
             return sig, codegen
 
@@ -217,8 +214,9 @@ if njit is not None:
 
     lane_sum16 = _lanes_at(SUM_LANES, "sum")
     lane_abssum16 = _lanes_at(SUM_LANES, "abssum")
-    lane_max16 = _lanes_at(SUM_LANES, "max")
-    lane_negmax16 = _lanes_at(SUM_LANES, "negmax")
+    lane_stats16 = _lanes_at(SUM_LANES, "sum", "max", "negmax")  # (sum, max, max of -x) in one loop
+    lane_maxes16 = _lanes_at(SUM_LANES, "max", "negmax")
+    adamw_stats16 = _lanes_at(SUM_LANES, "sum", "max", "negmax", adamw=True)  # the update, then lane_stats16
 
     @njit(cache=True, error_model="numpy")
     def block_sum(x, start, stop):  # noqa: ANN001, ANN201
@@ -246,8 +244,8 @@ if njit is not None:
         w_max = neg_min = np.float32(-np.inf)
         for b in range(0, top, BLOCK):
             end = min(b + BLOCK, top)
-            total += lane_sum16(w, b, end, zero)
-            m, nm = lane_max16(w, b, end, zero), lane_negmax16(w, b, end, zero)
+            t, m, nm = lane_stats16(w, b, end, zero)
+            total += t
             w_max = m if m > w_max else w_max
             neg_min = nm if nm > neg_min else neg_min
         w_min = -neg_min
@@ -321,9 +319,10 @@ if njit is not None:
     @njit(cache=True, error_model="numpy", nogil=True)
     def adamw_layer_stats(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step):  # noqa: ANN001, ANN201
         """:func:`adamw_step`, then :func:`layer_stats` of the updated ``p``, in one pass: each
-        block of :data:`BLOCK` elements is updated, then summed (and its min and max taken)
-        while it is in L1, in :func:`layer_stats`' blocks and lanes: the same bits as the two
-        kernels in turn (the update's elements are independent of each other)."""
+        block of :data:`BLOCK` elements is updated and summed (its min and max taken) in the same
+        vector loop (:data:`adamw_stats16`: the sums' latency hides under the update's memory
+        traffic), in :func:`layer_stats`' blocks and lanes: the same bits as the two kernels in
+        turn (the update's elements are independent of each other)."""
         n = p.shape[0]
         top = n - n % SUM_LANES
         total = 0.0
@@ -331,9 +330,9 @@ if njit is not None:
         w_max = neg_min = np.float32(-np.inf)
         for b in range(0, top, BLOCK):
             end = min(b + BLOCK, top)
-            _adamw_range(p, g, m, v, b, end, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
-            total += lane_sum16(p, b, end, zero)
-            hi, nlo = lane_max16(p, b, end, zero), lane_negmax16(p, b, end, zero)
+            scalars = (clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
+            t, hi, nlo = adamw_stats16(p, b, end, (g, m, v, *scalars))
+            total += t
             w_max = hi if hi > w_max else w_max
             neg_min = nlo if nlo > neg_min else neg_min
         _adamw_range(p, g, m, v, top, n, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
