@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "9c574980cde06a0cd1b5669b7b0f06adf5e558a0730db034bde7863b9d6fecf2"
+SOURCES_SHA256 = "1e0073e4cbe0784f120dc81473930362b5c6ad0e8ee64118eaab7e9ed46c7006"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
