@@ -43,11 +43,26 @@ class Expert(nn.Module):
 
 class DeployedExpert(Expert):
     """An expert after :func:`qmoe.quant.deploy` (its MLP one native call): called without
-    ``nn.Module``'s hook dispatch, ~2 µs of a 1-bit expert's ~18 µs batch-1 call (deployed
-    modules are inference functions; hooks on them are not supported)."""
+    ``nn.Module``'s hook dispatch, ~2 µs of a 1-bit expert's ~18 µs batch-1 call, and straight
+    into its MLP's bound function (deployed modules are inference functions; hooks on them are
+    not supported)."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self._modules["net"](x)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The first call: binds the MLP's own function (a fused MLP's ``bound()``, ~0.3 µs
+        less than calling the module) in the instance, where it shadows this method; the MLP
+        is not looked up again (replacing ``net`` after the first call is not supported)."""
+        net = self._modules["net"]
+        bound = getattr(net, "bound", None)
+        run = self.__dict__["_run"] = bound() if bound is not None else net
+        return run(x)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_run", None)  # a copy binds its own MLP
+        return state
 
 
 Expert.deployed_class = DeployedExpert  # what qmoe.quant.deploy turns a fused expert into

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -78,6 +78,7 @@ class NativeMLP:
         # the kernels' working memory, allocated once (calls hold the GIL: never shared)
         self.scratch = aligned_bytes(int(self._drivers.scratch_bytes(self.meta, np.empty(0, np.int64))))
         self._mlp_at = None  # the compiled mlp_at, resolved at the first run_at
+        self._entry: tuple[Callable[[int, int, int, np.ndarray], None], int] | None = None  # see entry()
 
     @property
     def layouts(self) -> tuple[str, ...]:
@@ -105,3 +106,23 @@ class NativeMLP:
             run = self._mlp_at = kernels.entry_point(self._drivers.mlp_at, address, rows, self.meta, self.fp,
                                                      self.w, self.scratch, out)
         run(address, rows, self.meta, self.fp, self.w, self.scratch, out)
+
+    def entry(self) -> tuple[Callable[[int, int, int, np.ndarray], None], int]:
+        """``(run, handle)``: ``run(address, rows, handle, out)`` is :meth:`run_at` through the
+        compiled ``mlp_handle`` driver (resolved once), whose other arrays ``handle`` points to
+        (kept by this object), for a caller that binds both: no frame, no look-up, and two ints
+        instead of four arrays to convert at each call (~0.4 µs of a batch-1 call)."""
+        if self._entry is None:
+            arrays = (self.meta, self.fp, self.w, self.scratch)
+            self._handle = np.array([v for a in arrays for v in (a.ctypes.data, a.size)], np.int64)
+            handle = int(self._handle.ctypes.data)
+            self._entry = (kernels.entry_point(self._drivers.mlp_handle, 0, 1, handle,
+                                               np.empty((1, self.out_dim), np.float32)), handle)
+        return self._entry
+
+    def __getstate__(self) -> dict:
+        """A copy (or pickle) binds its own entry: the handle holds this object's addresses."""
+        state = self.__dict__.copy()
+        state["_entry"] = None
+        state.pop("_handle", None)
+        return state

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from qmoe.quant.packed import PackedLinear, run_native
+from qmoe.quant.packed import BoundRun, PackedLinear
 
 
-class PackedMLP(nn.Module):
+class PackedMLP(BoundRun, nn.Module):
     """A whole MLP of deployed layers, run in one native call.
 
     Equal, for every input, to running its layers one by one with the ReLUs in between
@@ -59,9 +59,12 @@ class PackedMLP(nn.Module):
         """Bytes of weights, scales and biases one inference reads."""
         return self.native.nbytes
 
+    def _native(self):  # noqa: ANN202
+        return self.native
+
     def forward(self, x: Tensor) -> Tensor:
         """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
-        return run_native(self.native, x)
+        return self._run(x)
 
     __call__ = forward  # no hook dispatch, as :class:`PackedLinear`
 

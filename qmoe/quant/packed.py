@@ -22,6 +22,7 @@ binary   binary                        ``numba-xnor-popcount``: sign bits, bits 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,7 +95,51 @@ def run_native(native: Any, x: Tensor) -> Tensor:
     return torch.from_numpy(out).reshape(*lead, n_out)
 
 
-class PackedLinear(nn.Module):
+def native_runner(native: NativeMLP) -> Callable[[Tensor], Tensor]:
+    """:func:`run_native` on ``native`` as one function with the compiled entry point and its
+    arrays bound (:meth:`~qmoe.native.NativeMLP.entry`): the short path goes from the
+    module to the kernel with no other frame or attribute look-up (the deployed modules bind
+    one at their first call, :class:`BoundRun`)."""
+    d_in, n_out = native.in_dim, native.out_dim
+    run, handle = native.entry()
+
+    def call(x: Tensor) -> Tensor:
+        shape = x.shape
+        if x.dtype is _F32 and x.is_cpu and len(shape) == 2 and shape[1] == d_in and x.is_contiguous():
+            out = _empty((shape[0], n_out), _NP32)  # (B, N): new each call, never shared
+            run(x.data_ptr(), shape[0], handle, out)
+            return _from_numpy(out)
+        return run_native(native, x)
+
+    return call
+
+
+class BoundRun:
+    """Mixin of the deployed modules: ``self._run(x)`` is :func:`run_native` on the module's
+    native MLP (``_native()``), bound by :func:`native_runner` at the first call and kept in the
+    instance (left out of copies and pickles, which bind their own)."""
+
+    def _native(self) -> NativeMLP:
+        raise NotImplementedError
+
+    def bound(self) -> Callable[[Tensor], Tensor]:
+        """The module's forward as one function (bound once): what a caller that runs it many
+        times may call instead (:class:`~qmoe.models.expert.DeployedExpert` does)."""
+        run = self.__dict__.get("_run")
+        if run is None:
+            run = self.__dict__["_run"] = native_runner(self._native())
+        return run
+
+    def _run(self, x: Tensor) -> Tensor:  # the first call only: the instance's binding shadows it
+        return self.bound()(x)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # type: ignore[misc]
+        state.pop("_run", None)
+        return state
+
+
+class PackedLinear(BoundRun, nn.Module):
     """One deployed layer: a canonical native layer and its quantizer config.
 
     Args:
@@ -158,9 +203,12 @@ class PackedLinear(nn.Module):
         """The float weight this layer multiplies by: ``int_weight * rescale`` per row, (N, D)."""
         return torch.from_numpy(self.int_weight().astype(np.float32) * self.rescale[:, None])
 
+    def _native(self) -> NativeMLP:
+        return self.mlp
+
     def forward(self, x: Tensor) -> Tensor:
         """float32 (..., N) outputs of inputs ``x`` (..., D) of any float dtype."""
-        return run_native(self.mlp, x)
+        return self._run(x)
 
     # Called without nn.Module's hook dispatch (~0.8 µs at batch 1): a deployed layer has no
     # hooks to run, and cannot be traced or compiled by torch anyway.

@@ -22,17 +22,18 @@ import numpy as np
 from numba import njit
 
 from qmoe.native.kernels.act import mean_abs, quantize_row
-from qmoe.native.kernels.chain import carve, max_width, route, run_chain, scratch_offsets, softmax64
+from qmoe.native.kernels.chain import (borrowed, carve, max_width, pointer, route, run_chain, run_layer,
+                                      scratch_offsets, softmax64)
 from qmoe.native.kernels.rows import batched, carve_rows, run_chain_rows
 from qmoe.native.kernels.simd import f32_pointer
 from qmoe.native.kernels.vnni import GROUP, ROWS
 from qmoe.native.kernels.sources import sources_sha256
-from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
-                                N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K)
+from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
+                                N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K, XNOR)
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "7afa0ce276557ad81f8f0570695a803bf330c3921516d3e90a74bb1a27e9296a"
+SOURCES_SHA256 = "1e0073e4cbe0784f120dc81473930362b5c6ad0e8ee64118eaab7e9ed46c7006"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -64,6 +65,8 @@ def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     up to :data:`~.vnni.GROUP` at a time (:func:`group_rows`) where the chain has a layer that
     shares its weight reads between rows (:mod:`.rows`), the rest one by one: the same outputs
     either way."""
+    x, meta, fp, w = borrowed(x), borrowed(meta), borrowed(fp), borrowed(w)  # (see :func:`~.chain.borrowed`)
+    scratch, out = borrowed(scratch), borrowed(out)
     width = max_width(meta)
     o = scratch_offsets(width, 0, 0, 0)
     h, y, xq, xa, words, acc, a32, accf, tab = carve(scratch, o, width)
@@ -81,9 +84,14 @@ def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
             for g in range(m):
                 out[start + g, :] = res[g * width: g * width + n]
             start += m
+    in_place = meta[KIND] != XNOR  # the first layer reads x's row where it is (XNOR pads its input)
     for b in range(start, x.shape[0]):
-        h[:d] = x[b]
-        res = run_chain(0, n_layers, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+        if in_place:
+            run_layer(0, x[b], y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+            res = run_chain(1, n_layers - 1, y, h, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
+        else:
+            h[:d] = x[b]
+            res = run_chain(0, n_layers, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab)
         out[b, :] = res[:n]
 
 
@@ -94,12 +102,29 @@ def mlp_at(x_addr, rows, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     mlp(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, fp, w, scratch, out)
 
 
+#: Fields of an MLP's handle (:func:`mlp_handle`): the address and length of each array.
+HANDLE = 8
+
+
+@njit(cache=CACHE)
+def mlp_handle(x_addr, rows, handle, out):  # noqa: ANN001, ANN201
+    """:func:`mlp_at` with ``meta, fp, w, scratch`` given by the int64 ``HANDLE`` words at address
+    ``handle`` (each array's address, then its length; the caller keeps them alive): two int
+    arguments in place of four arrays, which the call would box into reference-counted ones."""
+    hd = numba.carray(pointer(handle, np.int64), HANDLE)
+    meta = numba.carray(pointer(hd[0], np.int64), hd[1])
+    mlp(numba.carray(f32_pointer(x_addr), (rows, meta[D_IN])), meta, numba.carray(pointer(hd[2], np.float32), hd[3]),
+        numba.carray(pointer(hd[4], np.uint8), hd[5]), numba.carray(pointer(hd[6], np.uint8), hd[7]), out)
+
+
 @njit(cache=CACHE)
 def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     """A whole mixture on every row of ``x`` (B, D): every expert, the router's first layer
     once and its other layers once per frozen Monte-Carlo mask, then :func:`~.chain.route`.
     ``out`` (B + 1, C + 4 N + k) float32 receives per row ``logits, p, p_cur, uncertainty, kl,
     selected``, and in ``out[B, 0]`` the batch's Switch load-balancing loss ``N sum_i f_i P_i``."""
+    x, meta, fp, w, mix = borrowed(x), borrowed(meta), borrowed(fp), borrowed(w), borrowed(mix)
+    scratch, out = borrowed(scratch), borrowed(out)
     n_e, top_k, n_c, n_mc = mix[N_EXPERTS], mix[TOP_K], mix[N_CLASSES], mix[N_MC]
     width = max_width(meta)
     o = scratch_offsets(width, n_e, n_c, n_mc)

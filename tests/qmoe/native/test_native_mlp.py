@@ -24,6 +24,24 @@ def test_run_at_equals_the_numpy_call_and_numpy(kind: str) -> None:
     assert mlp._mlp_at is not None and mlp._mlp_at is not drivers.mlp_at
 
 
+@pytest.mark.parametrize("kind", sorted(VALUES))
+def test_entry_equals_numpy_and_leaves_the_input_alone(kind: str) -> None:
+    layers = make_mlp(kind, (63, 40, 9), seed=4)
+    mlp = NativeMLP(layers)
+    run, handle = mlp.entry()
+    assert mlp.entry() == (run, handle)  # resolved once
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((17, 63)).astype(np.float32)
+    before = x.copy()
+    for rows in (1, 3, 1, 17):  # batch 1 reads the first layer's input in place
+        out = np.full((rows, 9), np.nan, np.float32)
+        run(x.ctypes.data, rows, handle, out)
+        assert np.array_equal(out, reference(layers, x[:rows])) and np.array_equal(x, before)
+        assert np.array_equal(mlp(x[:rows]), out) and np.array_equal(x, before)
+    state = mlp.__getstate__()  # a copy or pickle must not keep the handle to mlp's arrays
+    assert state["_entry"] is None and "_handle" not in state and mlp._entry == (run, handle)
+
+
 def test_entry_point_of_a_plain_function_is_itself() -> None:
     def plain(a: int) -> int:
         return a + 1

@@ -183,3 +183,18 @@ def test_a_deployed_expert_is_called_without_hook_dispatch() -> None:
     deployed.register_forward_hook(lambda *_: calls.append(1))
     assert torch.equal(deployed(x), deployed.forward(x)) and not calls  # no nn.Module.__call__
     assert type(deploy(expert, reference=True)) is Expert  # the float reference keeps torch's call
+
+
+def test_a_deployed_expert_binds_its_fused_mlp_once() -> None:
+    from qmoe.models import Expert
+
+    torch.manual_seed(0)
+    expert = deploy(Expert(70, 5, (40,), "q1", 0.1))
+    x = torch.randn(3, 70)
+    y = expert(x)  # the first call binds the fused MLP's function in the expert
+    net = expert._modules["net"]
+    assert expert.__dict__["_run"] is net.bound() is net.__dict__["_run"]
+    assert torch.equal(expert(x), y) and torch.equal(expert(x[1:2]), y[1:2])
+    assert torch.equal(net(x), y) and torch.equal(net.forward(x.double()), y)
+    for module in (expert, net):  # a copy or pickle binds its own
+        assert "_run" not in module.__getstate__() and "_run" in module.__dict__
