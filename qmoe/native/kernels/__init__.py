@@ -1,6 +1,6 @@
 """The numba kernels of the deployed forms, and the :class:`Backend` that runs them.
 
-Files: :mod:`.simd`, :mod:`.lut32` and :mod:`.vnni` (LLVM intrinsics), :mod:`.act`
+Files: :mod:`.simd`, :mod:`.lut16`, :mod:`.lut32` and :mod:`.vnni` (LLVM intrinsics), :mod:`.act`
 (activations), :mod:`.dots` (one dot kernel per weight layout), :mod:`.chain` (a layer, a chain of layers, a mixture's
 routing), :mod:`.rows` (several rows through a chain at once),
 :mod:`.drivers` (the compiled entry points, the only ones cached on disk), :mod:`.sources`

@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from qmoe.native.kernels.lut32 import LUT32_BLOCK, lut32_block1, lut32_block2, lut32_tables
-from qmoe.native.kernels.simd import bit_mask64, int4_rows4, int8_rows4, lut16_block, lut16_tables4, popcount64
+from qmoe.native.kernels.lut16 import lut16_block, lut16_tables4
+from qmoe.native.kernels.simd import bit_mask64, int4_rows4, int8_rows4, popcount64
 from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
                                       planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
                                       vnni_block_rows_add)
@@ -201,7 +202,7 @@ def dots_lut16(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, a
     table look-ups (AVX2). Layout: blocks of 32 outputs, planes, ``npairs`` rows of 32 bytes;
     then per plane the number of set bits of each output's row (int32, N padded to 32).
 
-    The kernel sums ``B (x + 128)`` (unsigned nibbles, :func:`~.simd.lut16_tables4`), so each
+    The kernel sums ``B (x + 128)`` (unsigned nibbles, :func:`~.lut16.lut16_tables4`), so each
     plane's dot is that minus ``128 x`` its count of set bits.
     """
     ngroups = (d + 15) // 16 * 4

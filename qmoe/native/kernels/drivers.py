@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "1e0073e4cbe0784f120dc81473930362b5c6ad0e8ee64118eaab7e9ed46c7006"
+SOURCES_SHA256 = "5ec68a3054632c9f0caa877458a4eb88682a88f4197120878220ffd6f36ee1d2"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -5,8 +5,8 @@ Generic operations (any CPU): :func:`popcount64`, :func:`bit_mask64`, :func:`gt_
 :mod:`qmoe.native.target` that says the target has it; without it the intrinsic compiles to
 nothing, and no layout that would reach it is ever built (:mod:`qmoe.native.packing`):
 
-- AVX2 (:func:`lut16_tables4`, :func:`lut16_block`, :func:`int8_rows4`, :func:`int4_rows4`):
-  ``vpshufb`` table look-ups of 4-input subset sums and ``vpmaddubsw`` int8 dots;
+- AVX2 (:func:`int8_rows4`, :func:`int4_rows4`): ``vpmaddubsw`` int8 dots; ``vpshufb`` table
+  look-ups of 4-input subset sums, in :mod:`.lut16`;
 - AVX-512 BW: ``vpermw`` look-ups of 5-input subset sums, in :mod:`.lut32`.
 
 Every sum is exact: the comments give the largest value each integer lane can hold.
@@ -21,8 +21,6 @@ from numba.extending import intrinsic
 from qmoe.native.target import HAS_AVX2
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-#: Steps of two pairs of groups (16 inputs) the 4-input table kernel sums in uint16.
-LUT16_FLUSH = 16
 
 
 def vec(ty: ir.Type, n: int) -> ir.VectorType:
@@ -221,113 +219,6 @@ def f32_pointer(typingctx, addr):  # noqa: ANN001, ANN201
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
-
-
-# -- AVX2: 4-input tables (vpshufb) -----------------------------------------------------------
-def _lut16_index(q: int, bit: int) -> list[int]:
-    """``pshufb`` control picking input ``4 q + bit`` for the table entries whose index has
-    ``bit`` set, zero (0x80) for the others; the same in both 128-bit lanes."""
-    lane = [4 * q + bit if (m >> bit) & 1 else 0x80 for m in range(16)]
-    return lane + lane
-
-
-@intrinsic
-def lut16_tables4(typingctx, xq, q4, tab):  # noqa: ANN001, ANN201
-    """Tables of 4 groups of 4 activations: groups ``4 q4 .. 4 q4 + 3`` (inputs ``16 q4 ..``).
-
-    With ``u = x + 128`` (0..255) split in nibbles ``u = 16 h + l``, group g gets two tables of
-    its 16 subset sums, ``L[m] = sum_i bit_i(m) l_i`` and ``H[m]`` alike (each <= 60, so four
-    groups still fit a byte), stored as 32 bytes each (the 16 repeated in both 128-bit lanes):
-    ``tab[64 g : 64 g + 32] = L``, ``tab[64 g + 32 : 64 g + 64] = H``. Four ``vpshufb`` of a
-    register holding the l's in one lane and the h's in the other make both tables of a group.
-    """
-    sig = types.void(xq, q4, tab)
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        if not HAS_AVX2:
-            return context.get_dummy_value()
-        v16, v32 = vec(I8, 16), vec(I8, 32)
-        x = builder.load(builder.gep(data_ptr(context, builder, signature.args[0], args[0], v16), [args[1]]),
-                         align=16)
-        u = builder.xor(x, splat(I8, 16, -128))  # x + 128 as an unsigned byte
-        low = builder.and_(u, splat(I8, 16, 15))
-        high = builder.lshr(u, splat(I8, 16, 4))
-        src = shuffle(builder, low, high, range(32))  # lane 0: l, lane 1: h
-        tabs = data_ptr(context, builder, signature.args[2], args[2], vec(I8, 16))
-        for q in range(4):
-            parts = [x86(builder, "avx2.pshuf.b", v32, [src, ir.Constant(v32, _lut16_index(q, bit))])
-                     for bit in range(4)]
-            t = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
-            row = builder.mul(builder.add(builder.mul(args[1], c64(4)), c64(q)), c64(4))  # 16-byte rows
-            for k, half in enumerate((0, 0, 1, 1)):  # L, L, H, H
-                part = shuffle(builder, t, t, range(16 * half, 16 * half + 16))
-                builder.store(part, builder.gep(tabs, [builder.add(row, c64(k))]), align=16)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _unpack_bytes(builder, a, b, high: bool):  # noqa: ANN001, ANN202
-    """``vpunpck{l,h}bw``: bytes of ``a`` and ``b`` interleaved, within each 128-bit lane."""
-    base = 8 if high else 0
-    return shuffle(builder, a, b, [lane * 16 + base + k + 32 * s for lane in range(2) for k in range(8)
-                                   for s in range(2)])
-
-
-@intrinsic
-def lut16_block(typingctx, tab, w, w_off, npairs, out, o_off):  # noqa: ANN001, ANN201
-    """``out[o_off + r] = sum_g T_g[m_{r,g}]`` (int32) for the 32 outputs r of one block.
-
-    ``w`` from byte ``w_off``: ``npairs`` (even) rows of 32 bytes, byte r of row t holding the
-    4-bit weight patterns of output r for groups ``2 t`` (low nibble) and ``2 t + 1`` (high);
-    ``T_g = 16 H_g + L_g`` from :func:`lut16_tables4`. Per step of two rows (4 groups): 8
-    ``vpshufb``, byte sums (<= 4 x 60), ``16 H + L`` by ``vpmaddubsw`` into uint16 lanes
-    (<= :data:`LUT16_FLUSH` x 4080 < 2^16), widened to int32 every :data:`LUT16_FLUSH` steps.
-    """
-    sig = types.void(tab, w, w_off, npairs, out, o_off)
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        if not HAS_AVX2:
-            return context.get_dummy_value()
-        tab_, w_, w_off_, npairs_, out_, o_off_ = args
-        v8, v16, v32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
-        tabs = data_ptr(context, builder, signature.args[0], tab_, v8)
-        wbase = context.make_array(signature.args[1])(context, builder, w_).data
-        rows = builder.bitcast(builder.gep(wbase, [w_off_]), v8.as_pointer())
-        odata = context.make_array(signature.args[4])(context, builder, out_).data
-        low4, w116 = splat(I8, 32, 15), ir.Constant(v8, [1, 16] * 16)
-        zero8, zero16, zero32 = splat(I8, 32, 0), splat(I16, 16, 0), splat(I32, 8, 0)
-        chunks = Loop(builder, c64(0), npairs_, c64(2 * LUT16_FLUSH), [zero32] * 4, "chunk")
-        stop = builder.add(chunks.i, c64(2 * LUT16_FLUSH))
-        stop = builder.select(builder.icmp_signed("<", stop, npairs_), stop, npairs_)
-        steps = Loop(builder, chunks.i, stop, c64(2), [zero16, zero16], "step")
-        low_sum, high_sum = zero8, zero8
-        for k in range(2):
-            t = builder.add(steps.i, c64(k))
-            v = builder.load(builder.gep(rows, [t]), align=32)
-            idx = (builder.and_(v, low4),
-                   builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)), v8), low4))
-            for g in range(2):
-                row = builder.add(builder.mul(t, c64(4)), c64(2 * g))
-                tl = builder.load(builder.gep(tabs, [row]), align=32)
-                th = builder.load(builder.gep(tabs, [builder.add(row, c64(1))]), align=32)
-                low_sum = builder.add(low_sum, x86(builder, "avx2.pshuf.b", v8, [tl, idx[g]]))
-                high_sum = builder.add(high_sum, x86(builder, "avx2.pshuf.b", v8, [th, idx[g]]))
-        lo = x86(builder, "avx2.pmadd.ub.sw", v16, [_unpack_bytes(builder, low_sum, high_sum, False), w116])
-        hi = x86(builder, "avx2.pmadd.ub.sw", v16, [_unpack_bytes(builder, low_sum, high_sum, True), w116])
-        steps.close([builder.add(steps.vals[0], lo), builder.add(steps.vals[1], hi)])
-        acc_lo, acc_hi = steps.out  # outputs [0..7, 16..23] and [8..15, 24..31]
-        wide = []
-        for k, (src, half) in enumerate([(acc_lo, 0), (acc_hi, 0), (acc_lo, 1), (acc_hi, 1)]):
-            part = shuffle(builder, src, src, range(8 * half, 8 * half + 8))
-            wide.append(builder.add(chunks.vals[k], builder.zext(part, v32)))
-        chunks.close(wide)
-        for k, v in enumerate(chunks.out):  # natural order: 0-7, 8-15, 16-23, 24-31
-            ptr = builder.gep(odata, [builder.add(o_off_, c64(8 * k))])
-            builder.store(v, builder.bitcast(ptr, v32.as_pointer()), align=4)
-        return context.get_dummy_value()
 
     return sig, codegen
 
