@@ -101,7 +101,14 @@ class EpochRow:
 
     quantizer: str
     seconds_per_epoch: float
-    ratio: float  # / the fp32 epoch
+    ratio: float  # / the fp32 epoch (medians over the rounds)
+    ratio_low: float = float("nan")  # the lowest and highest of the rounds' own ratios (this
+    ratio_high: float = float("nan")  # round's epoch / the same round's fp32 epoch): the noise
+
+    @property
+    def spread(self) -> str:
+        """``"1.17-1.24"``: the rounds' ratios, or "" when there were none."""
+        return "" if math.isnan(self.ratio_low) else f"{self.ratio_low:.2f}-{self.ratio_high:.2f}"
 
 
 def cache_sizes() -> tuple[int, int]:
@@ -284,14 +291,15 @@ def check_targets(rows: list[LatencyRow]) -> list[TargetRow]:
     return out
 
 
-def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 3
+def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 5
                  ) -> list[EpochRow]:
     """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64).
 
     Round-robin: each round trains one epoch of every quantizer (a fresh model each, fp32
     included), and a quantizer's figure is its median over the rounds, so a load change on a
     shared machine hits every quantizer alike. Time is the thread's CPU time (with one torch
-    thread every op runs on this thread), which other processes do not inflate.
+    thread every op runs on this thread), which other processes do not inflate. Each row also
+    carries the lowest and highest of the rounds' own ratios to fp32 (the noise of the figure).
     """
     names = quantizers or list_quantizers()
     dim, hidden, classes = PAPER_DIMS
@@ -312,7 +320,8 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int
                 fit(model, x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
                 times[q].append(time.thread_time() - start)
     per_epoch = {q: float(np.median(t)) for q, t in times.items()}
-    return [EpochRow(q, s, s / per_epoch["fp32"]) for q, s in per_epoch.items()]
+    own = {q: [a / b for a, b in zip(t, times["fp32"], strict=True)] for q, t in times.items()}
+    return [EpochRow(q, s, s / per_epoch["fp32"], min(own[q]), max(own[q])) for q, s in per_epoch.items()]
 
 
 @dataclass(frozen=True)

@@ -57,4 +57,7 @@ def test_memory_table_shows_a_fresh_trials_increment_over_its_imports_and_table(
     got = cells(table)
     assert got["RSS"] == ["510", "1357-1391", "790; +80; 1070 (+200)"]
     assert "one q4 trial (3 epochs) alone in a fresh process: after ray.tune" in got["process"][2]
-    assert "target met: NO" in got["process"][1]
+    assert got["process"][2].endswith("target met: NO")  # judged on the worker-like process
+    assert "target met" not in got["process"][1]  # not on the bench process's own peaks
+    alone = cells(memory_table([], [500.0], []))
+    assert alone["process"][0].endswith("target met: yes)")  # without fresh trials, on what there is

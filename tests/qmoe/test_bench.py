@@ -87,6 +87,9 @@ def test_bench_epochs_round_robin_rows() -> None:
     assert rows[0].ratio == 1.0
     for r in rows:
         assert r.seconds_per_epoch > 0 and r.ratio == pytest.approx(r.seconds_per_epoch / rows[0].seconds_per_epoch)
+        assert r.ratio_low <= r.ratio_high  # the rounds' own ratios (with 2 rounds the median lies between)
+        assert r.ratio_low <= r.ratio * (1 + 1e-12) and r.ratio <= r.ratio_high * (1 + 1e-12) or r.quantizer == "fp32"
+    assert (rows[0].ratio_low, rows[0].ratio_high) == (1.0, 1.0)  # fp32 against itself, every round
 
 
 def test_import_memory_layers_grow() -> None:

@@ -37,7 +37,7 @@ def test_every_target_of_a_full_run_is_listed_and_judged() -> None:
     assert got[("QAT epoch <= 1.2x fp32", "bitnet")] == ("1.50x", False)
     assert not any(q == "ptq8" for _, q in got)
     assert got[("single-model trial <= 60 s", "slowest: fp32")] == ("61.0 s", False)  # mixtures have no such target
-    assert got[("trial peak RSS <= 600 MB", "highest: bitnet,q4,q8")] == ("1300 MB", False)
+    assert got[("trial peak RSS <= 600 MB", "highest (bench process): bitnet,q4,q8")] == ("1300 MB", False)
     assert got[("10 seeds <= 3x one seed's trial", "all")][1] is False
     assert "10.00x one step" in got[("10 seeds <= 3x one seed's trial", "all")][0]
     assert got[("sweep efficiency, 8 short trials >= 0.85", "qmoe sweep")] == ("0.87", True)
@@ -65,3 +65,26 @@ def test_the_seeds_row_carries_the_floor_of_any_batching() -> None:
 def test_parts_that_did_not_run_leave_their_targets_out() -> None:
     assert summary_rows() == []
     assert [r.target for r in summary_rows(epochs=[EpochRow("fp32", 0.2, 1.0)])] == []
+
+
+def test_the_rss_target_is_judged_on_worker_like_processes_with_its_floor() -> None:
+    from qmoe.bench_trial import TrialMemoryRow
+
+    def mem(model: str, imports: float, peak: float) -> TrialMemoryRow:
+        return TrialMemoryRow(model=model, imports_mb=imports, table_mb=80.0, peak_mb=peak, epochs=3)
+
+    trials = [_trial("q4", 8.0, 1300.0)]  # the bench process's own peak: not what is judged
+    row = summary_rows(trials=trials, memory=[mem("q4", 785.0, 970.0), mem("bitnet,q4,q8", 785.0, 1000.0)])[1]
+    assert (row.target, row.quantizer) == ("trial peak RSS <= 600 MB", "highest, fresh worker-like process: bitnet,q4,q8")
+    assert row.measured == "1000 MB = imports 785 + table 80 + trial 135; imports alone 785 MB: ruled out"
+    assert row.met is False
+    row = summary_rows(memory=[mem("q4", 300.0, 590.0)])[0]
+    assert row.measured == "590 MB = imports 300 + table 80 + trial 210" and row.met is True  # no floor note
+    row = summary_rows(trials=trials)[1]  # no fresh processes: the in-process peaks, said so
+    assert row.quantizer == "highest (bench process): q4" and row.measured == "1300 MB"
+
+
+def test_a_qat_row_shows_the_spread_of_its_rounds() -> None:
+    rows = summary_rows(epochs=[EpochRow("fp32", 0.2, 1.0, 1.0, 1.0), EpochRow("q4", 0.24, 1.2, 1.17, 1.24)])
+    assert [(r.measured, r.met) for r in rows] == [("1.20x (rounds 1.17-1.24)", True)]
+    assert summary_rows(epochs=[EpochRow("q4", 0.24, 1.25)])[0].measured == "1.25x"  # no rounds given
