@@ -19,7 +19,7 @@ from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_by
 from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
                                       dots_int8_vnni, dots_lut16, dots_lut32, dots_planes, dots_q16, dots_q16_vnni,
                                       dots_xnor)
-from qmoe.native.kernels.vnni import GROUP
+from qmoe.native.kernels.vnni import GROUP_MAX
 from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI, KIND, LUT16,
                                 LUT32, N_OUT, P0, P1, P2, P3, PLANES, PLANES_VNNI, Q16, Q16_VNNI, REC, RELU,
                                 UNCERTAINTY_MAX, W_OFF, XNOR)
@@ -43,7 +43,7 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     the order of :func:`carve`, then the total: the 9 layer buffers for layers up to ``width``
     wide, then a mixture's logits, pass probabilities, hidden layer, routing scratch and
     expert counts (``n_e`` experts, ``n_c`` classes, ``n_mc`` passes; 0 for an MLP), then the
-    :data:`~.vnni.GROUP`-row buffers of :mod:`.rows` (``hs, ys, xus, a32s, scales``), then a
+    :data:`~.vnni.GROUP_MAX`-row buffers of :mod:`.rows` (``hs, ys, xus, a32s, scales``), then a
     mixture's logits, probabilities and router hidden layer for a row group; the last offset is
     the total."""
     r = lambda n: (n + 63) // 64 * 64  # noqa: E731
@@ -62,14 +62,14 @@ def scratch_offsets(width, n_e, n_c, n_mc):  # noqa: ANN001, ANN201
     o12 = o11 + r(4 * width)  # hidden
     o13 = o12 + r(8 * (n_e * n_c + 3 * n_e + n_c))  # q
     o14 = o13 + r(8 * n_e)  # f
-    o15 = o14 + r(4 * width * GROUP)  # hs
-    o16 = o15 + r(4 * width * GROUP)  # ys
-    o17 = o16 + r(2 * width * GROUP)  # xus (uint8; q16: int32 words of 2 activations)
-    o18 = o17 + r(8 * width * GROUP)  # a32s (int32, float32; q16: int64)
-    o19 = o18 + r(4 * GROUP)  # scales
-    o20 = o19 + r(4 * GROUP * n_e * n_c)  # a mixture's logits, per row of a row group
-    o21 = o20 + r(8 * GROUP * n_mc * n_e)  # its pass probabilities, per row
-    o22 = o21 + r(4 * GROUP * width)  # its router's hidden layer, per row
+    o15 = o14 + r(4 * width * GROUP_MAX)  # hs
+    o16 = o15 + r(4 * width * GROUP_MAX)  # ys
+    o17 = o16 + r(2 * width * GROUP_MAX)  # xus (uint8; q16: int32 words of 2 activations)
+    o18 = o17 + r(8 * width * GROUP_MAX)  # a32s (int32, float32; q16: int64)
+    o19 = o18 + r(4 * GROUP_MAX)  # scales
+    o20 = o19 + r(4 * GROUP_MAX * n_e * n_c)  # a mixture's logits, per row of a row group
+    o21 = o20 + r(8 * GROUP_MAX * n_mc * n_e)  # its pass probabilities, per row
+    o22 = o21 + r(4 * GROUP_MAX * width)  # its router's hidden layer, per row
     return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15, o16, o17, o18, o19, o20, o21,
             o22)
 

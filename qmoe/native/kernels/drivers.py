@@ -24,16 +24,16 @@ from numba import njit
 from qmoe.native.kernels.act import mean_abs, quantize_row
 from qmoe.native.kernels.chain import (borrowed, carve, max_width, pointer, route, run_chain, run_layer,
                                       scratch_offsets, softmax64)
-from qmoe.native.kernels.rows import batched, carve_rows, run_chain_rows
+from qmoe.native.kernels.rows import batched, carve_rows, group_size, run_chain_rows
 from qmoe.native.kernels.simd import f32_pointer
-from qmoe.native.kernels.vnni import GROUP, ROWS
+from qmoe.native.kernels.vnni import GROUP_MAX, ROWS
 from qmoe.native.kernels.sources import sources_sha256
 from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX_HEAD, N_CLASSES, N_EXPERTS,
                                 N_MC, N_OUT, REC, ROUTER_COUNT, ROUTER_FIRST, TEMP_OFF, TOP_K, XNOR)
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "5ec68a3054632c9f0caa877458a4eb88682a88f4197120878220ffd6f36ee1d2"
+SOURCES_SHA256 = "2b169572cb0ea2435a6a30959d7db9ff5d12d8daf7b6727b81f779b0672121c8"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -44,10 +44,10 @@ if not CACHE:
 
 
 @njit(inline="always")
-def group_rows(left):  # noqa: ANN001, ANN201
-    """Rows of the next row group when ``left >= ROWS`` rows are left: :data:`~.vnni.GROUP`,
-    or the most whole :data:`~.vnni.ROWS` of them."""
-    return min(GROUP, left // ROWS * ROWS)
+def group_rows(left, group):  # noqa: ANN001, ANN201
+    """Rows of the next row group when ``left >= ROWS`` rows are left: ``group``
+    (:func:`~.rows.group_size`), or the most whole :data:`~.vnni.ROWS` of them."""
+    return min(group, left // ROWS * ROWS)
 
 
 @njit(cache=CACHE)
@@ -62,9 +62,9 @@ def scratch_bytes(meta, mix):  # noqa: ANN001, ANN201
 def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     """Every layer of ``meta`` on every float32 row of ``x`` (B, D), into ``out`` (B, N_last).
     ``scratch``: :func:`scratch_bytes` bytes, 64-byte aligned (no allocation per call). Rows go
-    up to :data:`~.vnni.GROUP` at a time (:func:`group_rows`) where the chain has a layer that
-    shares its weight reads between rows (:mod:`.rows`), the rest one by one: the same outputs
-    either way."""
+    a group at a time (:func:`~.rows.group_size` rows, :func:`group_rows`) where the chain has a
+    layer that shares its weight reads between rows (:mod:`.rows`), the rest one by one: the
+    same outputs either way."""
     x, meta, fp, w = borrowed(x), borrowed(meta), borrowed(fp), borrowed(w)  # (see :func:`~.chain.borrowed`)
     scratch, out = borrowed(scratch), borrowed(out)
     width = max_width(meta)
@@ -75,8 +75,9 @@ def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     start = 0
     if batched(meta):
         hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
+        group = group_size(w)
         while x.shape[0] - start >= ROWS:
-            m = group_rows(x.shape[0] - start)
+            m = group_rows(x.shape[0] - start, group)
             for g in range(m):
                 hs[g * width: g * width + d] = x[start + g]
             res = run_chain_rows(0, n_layers, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab,
@@ -142,11 +143,12 @@ def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
     start = 0
     if batched(meta):  # row groups: each row's arithmetic is the one-row loop's below
         hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
-        glogits = scratch[o[19]: o[19] + 4 * GROUP * n_e * n_c].view(np.float32).reshape((GROUP, n_e, n_c))
-        gprobs = scratch[o[20]: o[20] + 8 * GROUP * n_mc * n_e].view(np.float64).reshape((GROUP, n_mc, n_e))
-        ghidden = scratch[o[21]: o[21] + 4 * GROUP * width].view(np.float32)
+        glogits = scratch[o[19]: o[19] + 4 * GROUP_MAX * n_e * n_c].view(np.float32).reshape((GROUP_MAX, n_e, n_c))
+        gprobs = scratch[o[20]: o[20] + 8 * GROUP_MAX * n_mc * n_e].view(np.float64).reshape((GROUP_MAX, n_mc, n_e))
+        ghidden = scratch[o[21]: o[21] + 4 * GROUP_MAX * width].view(np.float32)
+        group = group_size(w)  # one for every chain: all of them are read once per group
         while x.shape[0] - start >= ROWS:
-            nr = group_rows(x.shape[0] - start)
+            nr = group_rows(x.shape[0] - start, group)
             for e in range(n_e):
                 for g in range(nr):
                     hs[g * width: g * width + d] = x[start + g]

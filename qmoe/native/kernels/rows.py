@@ -1,5 +1,6 @@
-"""Up to :data:`~.vnni.GROUP` samples through a chain of layers at once: the batch path of the
-drivers.
+"""A group of samples through a chain of layers at once: the batch path of the drivers. A
+group is :data:`~.vnni.GROUP` rows, or :data:`~.vnni.GROUP_MAX` for a model whose weights do
+not fit in L2 (:func:`group_size`).
 
 A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`), the bit-plane one
 with a ``vpdpbusd`` copy (:data:`~qmoe.native.layout.PLANES_VNNI`) or the ``vpdpwssd`` one
@@ -23,7 +24,7 @@ from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantiz
 from qmoe.native.kernels.chain import part, run_layer
 from qmoe.native.kernels.dots import dots_int8_vnni, dots_planes_vnni, dots_q16_vnni, lut32_bytes
 from qmoe.native.kernels.fblock import BLOCK, float_block_rows
-from qmoe.native.kernels.vnni import GROUP, ROWS
+from qmoe.native.kernels.vnni import GROUP, GROUP_MAX, GROUP_WEIGHTS, ROWS
 from qmoe.native.layout import (D_IN, F_OFF, FLOAT, INT8_VNNI, KIND, N_OUT, P0, P1, P2, P3, PLANES_VNNI, Q16_VNNI,
                                 REC, RELU, W_OFF)
 from qmoe.native.target import HAS_AVX512, HAS_VNNI
@@ -33,10 +34,10 @@ from qmoe.native.target import HAS_AVX512, HAS_VNNI
 def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
     """The row-group buffers at :func:`~.chain.scratch_offsets` ``o``: ``hs, ys`` (float32, row
     g at ``g width``), ``xus`` (uint8, ``2 width`` bytes a row), ``a32s`` (int32, ``2 width``
-    a row) and ``scales`` (float32, one per row)."""
+    a row) and ``scales`` (float32, one per row), for :data:`~.vnni.GROUP_MAX` rows."""
     return (part(scratch, o[14], o[15], np.float32, 4), part(scratch, o[15], o[16], np.float32, 4),
             part(scratch, o[16], o[17], np.uint8, 1), part(scratch, o[17], o[18], np.int32, 4),
-            part(scratch, o[18], o[18] + 4 * GROUP, np.float32, 4))
+            part(scratch, o[18], o[18] + 4 * GROUP_MAX, np.float32, 4))
 
 
 @njit(inline="always")
@@ -49,6 +50,14 @@ def batched(meta):  # noqa: ANN001, ANN201
                 HAS_AVX512 and kind == FLOAT):
             return True
     return False
+
+
+@njit(inline="always")
+def group_size(w):  # noqa: ANN001, ANN201
+    """Rows of a group for the model whose weights (every chain's, a mixture's too) are the
+    bytes ``w``: :data:`~.vnni.GROUP_MAX` above :data:`~.vnni.GROUP_WEIGHTS`, else
+    :data:`~.vnni.GROUP`. Every group reads them all once, from L2 only if they fit there."""
+    return GROUP_MAX if w.shape[0] > GROUP_WEIGHTS else GROUP
 
 
 @njit(inline="always")
@@ -66,7 +75,7 @@ def dots_float_rows(hs, width, m, d, n, w, w_off, accs):  # noqa: ANN001, ANN201
 def run_layer_rows(r, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, accf, tab, xus, a32s,  # noqa: ANN001, ANN201, PLR0913
                    scales):
     """Layer record ``r`` on ``m`` rows (a multiple of :data:`~.vnni.ROWS`, at most
-    :data:`~.vnni.GROUP`): row g's ``hs[g width:][:d]`` ->
+    :data:`~.vnni.GROUP_MAX`): row g's ``hs[g width:][:d]`` ->
     ``ys[g width:][:n]``; the other buffers as :func:`~.chain.run_layer`'s."""
     if HAS_AVX512 and meta[r + KIND] == FLOAT:
         d, n, w_off, f_off = meta[r + D_IN], meta[r + N_OUT], meta[r + W_OFF], meta[r + F_OFF]

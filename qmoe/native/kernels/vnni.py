@@ -28,8 +28,19 @@ from qmoe.native.target import HAS_VNNI
 ROWS = 4
 #: Rows the batch path runs through a chain at once (:mod:`.rows`), :data:`ROWS` at a time
 #: per block of outputs: a block's weights come from memory once per group and from the L2
-#: cache for the group's other rows.
+#: cache for the group's other rows. A model whose weights fit in L2 beside the row buffers
+#: (at most :data:`GROUP_WEIGHTS` bytes) keeps them there from group to group and runs groups
+#: of :data:`GROUP`; a larger one streams them from L3 once per group and runs groups of
+#: :data:`GROUP_MAX` (:func:`~.rows.group_size`).
 GROUP = 16
+#: Rows of a group when the model's weights exceed :data:`GROUP_WEIGHTS`: a quarter of the
+#: passes over them from L3 (32, 128 and 256 rows were no better). The row buffers are sized
+#: for it (~1.8 MB of scratch at width 1600, allocated once per model).
+GROUP_MAX = 64
+#: Weight bytes above which a model runs groups of :data:`GROUP_MAX`. Measured on a 2 MiB L2,
+#: batch 256, MLPs 1536-N-320-50 of int8, q16 or fp32 weights: 1.2-1.5 MB of weights gained
+#: nothing or lost up to 10% with 64 rows, 1.7 MB and more gained 4-25%.
+GROUP_WEIGHTS = 3 << 19  # 1.5 MiB
 #: Outputs per block (:data:`qmoe.native.packing.VNNI_BLOCK`): 4 registers of 16 int32.
 BLOCK = 64
 #: Pairs of inputs the q16 kernel sums in int32 before widening to int64:
