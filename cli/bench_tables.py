@@ -171,8 +171,20 @@ def short_table(bench: Any) -> Table:
                      f"ours / defaults = {bench.ratio:.2f}x (target >= {SWEEP_RATIO_TARGET:g}x: {_yes(bench.met)}). "
                      f"efficiency = (sum of one-by-one seconds / {bench.slots}) / wall, wall = Tuner.fit start "
                      f"to end; trial s = inside each run, around the trial function; our command took "
-                     f"{fmt(bench.command_wall)} s, first trial from its start")
+                     f"{fmt(bench.command_wall)} s, first trial from its start.{_ceiling_text(bench)}")
     return table
+
+
+def _ceiling_text(bench: Any) -> str:
+    """The short trials' efficiency ceiling (:attr:`~qmoe.sweeps.bench.sweep_efficiency.ShortBench.ceiling`)."""
+    from qmoe.sweeps.bench.sweep_efficiency import IMPORT_RUNS
+
+    if getattr(bench, "ceiling", None) is None:
+        return ""
+    verdict = f": the target {SHORT_EFFICIENCY_TARGET:g} is ruled out here" if bench.ruled_out else ""
+    return (f" Ceiling: every worker imports Ray Tune and torch after the run starts, at least "
+            f"{fmt(bench.worker_imports)} s (the least of {IMPORT_RUNS} fresh processes), before its first trial; "
+            f"wall >= that + sum / {bench.slots}, so efficiency <= {fmt(bench.ceiling)}{verdict}")
 
 
 def sized_table(bench: Any) -> Table:

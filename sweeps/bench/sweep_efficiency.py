@@ -7,12 +7,18 @@ a comparison is a fresh process, run back to back: the trials one by one
 running" includes Python start-up, imports and Ray's start, as a user sees it), and the same
 trials on Ray Tune with its defaults (:mod:`qmoe.sweeps.bench.ray_defaults`). The caller says
 how to start ``qmoe`` (``command``: e.g. ``[sys.executable, "-m", "qmoe.cli.main"]``).
+
+The short trials' efficiency has a ceiling on this machine (:attr:`ShortBench.ceiling`): a Tune
+worker imports Ray Tune (to unpickle the trainable) and torch after the run starts, before its
+first trial can train, so ``wall >= imports + sum / slots``. The imports are timed in the same
+run (:func:`worker_import_seconds`).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -29,6 +35,12 @@ from qmoe.sweeps.store import SweepStore
 
 #: 8 short single-model trials (q4 + the fp32/bitnet/ptq8 references, folds 1-2) on synth.
 SHORT_ARGS = ("sweep", "bits", "--values", "4", "--folds", "1,2", "--quiet")
+#: What a Tune worker imports after the run starts and before its first trial can train: Ray Tune
+#: (its trainable is unpickled from it) and torch. ``ray`` itself is left out: Ray may have
+#: started the worker process, which imports it, before the run.
+WORKER_IMPORTS = ("ray.tune", "torch")
+#: Fresh processes timing :data:`WORKER_IMPORTS` (the least is kept: a floor).
+IMPORT_RUNS = 3
 #: The paper's Table 1 (15 configurations), run on fold :data:`SIZED_FOLD` of an ESC-50-sized table.
 TABLE1 = Path(__file__).with_name("table1.toml")
 SIZED_FOLD = 1
@@ -47,6 +59,24 @@ class ShortBench:
     command_wall: float  # seconds of our whole command
     slots: int  # trials at once in both sweeps
     args: tuple[str, ...] = SHORT_ARGS  # our command's arguments
+    worker_imports: float | None = None  # seconds a worker needs for WORKER_IMPORTS, at least
+
+    @property
+    def ceiling(self) -> float | None:
+        """The highest efficiency any sweep of these trials reaches here: each slot's worker first
+        imports :data:`WORKER_IMPORTS` (``worker_imports`` seconds at least), then runs its share of
+        the trials, each taking no less than one by one; the busiest slot has at least
+        ``sum / slots`` of them, so ``wall >= worker_imports + sum / slots``. None: not measured."""
+        if self.worker_imports is None:
+            return None
+        ideal = self.serial.trial_seconds / max(self.slots, 1)
+        return ideal / (ideal + self.worker_imports) if ideal > 0 else float("nan")
+
+    @property
+    def ruled_out(self) -> bool:
+        """Whether :attr:`ceiling` is below the efficiency target: no sweep could meet it here."""
+        ceiling = self.ceiling
+        return ceiling is not None and ceiling < SHORT_EFFICIENCY_TARGET
 
     @property
     def ours_efficiency(self) -> float:
@@ -110,6 +140,30 @@ class SizedBench:
         return self.grid_hours <= GRID_HOURS_TARGET
 
 
+def worker_import_seconds(runs: int = IMPORT_RUNS) -> float:
+    """The least seconds, over ``runs`` fresh processes, that importing :data:`WORKER_IMPORTS`
+    takes after ``import ray``: per process the smaller of its CPU and wall seconds (either bounds
+    what a single-threaded import needs; CPU excludes waiting on a busy machine, wall excludes
+    threads an import may start).
+
+    Raises:
+        QmoeError: a process failed (the imports are broken here).
+    """
+    names = ", ".join(WORKER_IMPORTS)
+    code = ("import time\nimport ray\n"
+            "c0, w0 = time.process_time(), time.perf_counter()\n"
+            f"import {names}\n"
+            "print(min(time.process_time() - c0, time.perf_counter() - w0))\n")
+    best = float("inf")
+    for _ in range(runs):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise QmoeError(f"timing a worker's imports ({names}) failed (exit {proc.returncode}): {last}")
+        best = min(best, float(proc.stdout.split()[-1]))
+    return best
+
+
 def run_sweep_command(command: Sequence[str], args: Sequence[str], storage: Path, name: str = "bench",
                       address: str | None = None) -> tuple[RunTimes, dict[str, Any], float]:
     """Run ``COMMAND ARGS --name NAME --storage STORAGE`` (``command`` starts ``qmoe``) in a fresh
@@ -144,7 +198,7 @@ def run_sweep_command(command: Sequence[str], args: Sequence[str], storage: Path
 
 def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortBench:
     """8 short trials: one by one, our sweep (``command`` starts ``qmoe``), and Ray Tune with its
-    defaults, back to back.
+    defaults, back to back; then a worker's imports (:func:`worker_import_seconds`).
 
     Args:
         command: how to start ``qmoe``.
@@ -162,7 +216,7 @@ def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortB
         ours, run, command_wall = run_sweep_command(command, SHORT_ARGS, tmp_path / "runs", address=address)
         defaults = defaults_times(job, tmp_path / "defaults.json", address=address)
     return ShortBench(serial=serial, ours=ours, defaults=defaults, first_trial=run.get("first_trial_seconds"),
-                      command_wall=command_wall, slots=run["slots"])
+                      command_wall=command_wall, slots=run["slots"], worker_imports=worker_import_seconds())
 
 
 def sized_bench(command: Sequence[str], *, serial: bool = True, data: Path | None = None,

@@ -29,6 +29,17 @@ def test_short_table_compares_ours_with_the_defaults() -> None:
     assert "ours / defaults = 2.40x (target >= 2x: yes)" in table.caption
     assert "our efficiency 0.8 (target >= 0.85: NO)" in table.caption
     assert "first trial running 8 s after our command started (target <= 8 s: yes)" in table.caption
+    assert "Ceiling" not in table.caption  # the imports were not timed
+
+
+def test_short_table_states_the_ceiling_the_workers_imports_leave() -> None:
+    from qmoe.cli.bench_tables import short_table
+
+    table = short_table(ShortBench(serial=times("one by one", [5.0] * 8), ours=times("ours", [5.5] * 8, wall=25.0),
+                                   defaults=times("defaults", [9.0] * 8, wall=60.0), first_trial=8.0,
+                                   command_wall=35.0, slots=2, worker_imports=4.0))
+    assert "at least 4 s (the least of 3 fresh processes)" in table.caption
+    assert "wall >= that + sum / 2, so efficiency <= 0.8333: the target 0.85 is ruled out here" in table.caption
 
 
 def test_sized_table_extrapolates_the_paper_grid() -> None:

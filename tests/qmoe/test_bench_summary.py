@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from qmoe.bench import EpochRow, TargetRow
 from qmoe.bench_seeds import StackedStep
 from qmoe.bench_summary import summary_rows
@@ -45,6 +47,18 @@ def test_every_target_of_a_full_run_is_listed_and_judged() -> None:
     assert got[("sweep efficiency, ESC-50-sized Table 1 >= 0.9", "qmoe sweep")] == ("0.91", True)
     assert got[("paper grid on 2 slots <= 2 h", "qmoe sweep")] == ("1.38 h (10 seeds: 13.8 h)", True)
     assert len(rows) == 11  # 1 deployed + 2 QAT + single trial + RSS + seeds + 3 short sweep + 2 sized sweep
+
+
+def test_the_short_efficiency_row_carries_the_workers_import_ceiling() -> None:
+    short = ShortBench(serial=_times([5.0] * 8), ours=_times([5.5] * 8, wall=30.0),
+                       defaults=_times([9.0] * 8, wall=60.0), first_trial=7.0, command_wall=35.0, slots=2,
+                       worker_imports=4.0)  # 20 s of trials per slot after 4 s of imports: 0.83 at most
+    row = {r.target: r for r in summary_rows(short=short)}["sweep efficiency, 8 short trials >= 0.85"]
+    assert row.measured == ("0.67; every worker imports Ray Tune and torch after the run starts (>= 4.00 s): "
+                            "at most 0.83: ruled out") and not row.met
+    quick = dataclasses.replace(short, worker_imports=1.0)  # 0.95 at most: the target is not ruled out
+    row = {r.target: r for r in summary_rows(short=quick)}["sweep efficiency, 8 short trials >= 0.85"]
+    assert row.measured.endswith("(>= 1.00 s): at most 0.95") and "ruled out" not in row.measured
 
 
 def test_the_seeds_row_carries_the_floor_of_any_batching() -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+import subprocess
 import sys
 
 import pytest
@@ -43,6 +43,44 @@ def test_efficiency_figures_and_targets() -> None:
     assert not slow.efficiency_met and not slow.grid_met
 
 
+def test_the_short_efficiency_ceiling_is_the_workers_imports_ahead_of_the_trials() -> None:
+    # 8 x 5 s on 2 slots: 20 s at best; a worker's imports take 3 s first: 20 / 23 at most
+    short = ShortBench(serial=times([5.0] * 8), ours=times([5.5] * 8, wall=25.0), defaults=times([9.0] * 8, wall=60.0),
+                       first_trial=8.0, command_wall=35.0, slots=2, worker_imports=3.0)
+    assert short.ceiling == pytest.approx(20 / 23) and not short.ruled_out  # 0.870 >= 0.85
+    slow = dataclasses.replace(short, worker_imports=4.0)
+    assert slow.ceiling == pytest.approx(20 / 24) and slow.ruled_out  # 0.833 < 0.85: no sweep meets it here
+    assert dataclasses.replace(short, worker_imports=None).ceiling is None  # not measured: no verdict
+    assert not dataclasses.replace(short, worker_imports=None).ruled_out
+    one = dataclasses.replace(short, slots=1)  # one slot: 40 s of trials after the imports
+    assert one.ceiling == pytest.approx(40 / 43)
+
+
+def test_worker_import_seconds_times_ray_tune_and_torch_after_ray(monkeypatch) -> None:
+    from qmoe.errors import QmoeError
+    from qmoe.sweeps.bench import sweep_efficiency as se
+
+    got = se.worker_import_seconds(runs=1)
+    assert 0.0 < got < 120.0
+    # a broken import is reported, not timed
+    monkeypatch.setattr(se, "WORKER_IMPORTS", ("qmoe_no_such_module",))
+    with pytest.raises(QmoeError, match="qmoe_no_such_module.*failed"):
+        se.worker_import_seconds(runs=1)
+
+
+def test_worker_import_seconds_keeps_the_least_of_its_runs(monkeypatch) -> None:
+    from qmoe.sweeps.bench import sweep_efficiency as se
+
+    outputs = iter(["2.5\n", "1.75\n", "3.0\n"])
+
+    def fake_run(cmd, **kwargs):
+        assert "import ray.tune, torch" in cmd[-1]
+        return subprocess.CompletedProcess(cmd, 0, stdout=next(outputs), stderr="")
+
+    monkeypatch.setattr(se.subprocess, "run", fake_run)
+    assert se.worker_import_seconds(runs=3) == 1.75
+
+
 @pytest.mark.ray
 def test_sweep_bench_runs_the_three_ways_with_fake_trials(ray_cluster, synth_table, monkeypatch) -> None:
     from qmoe.sweeps.bench.sweep_efficiency import sweep_bench
@@ -52,6 +90,7 @@ def test_sweep_bench_runs_the_three_ways_with_fake_trials(ray_cluster, synth_tab
     got = sweep_bench(QMOE, address=ray_cluster)
     assert [len(t.trials) for t in (got.serial, got.ours, got.defaults)] == [8, 8, 8]
     assert got.ours_efficiency > 0 and got.defaults_efficiency > 0 and got.first_trial > 0
+    assert got.worker_imports > 0 and 0 < got.ceiling < 1  # the imports were timed in the same run
 
 
 @pytest.mark.ray
