@@ -7,14 +7,15 @@ from typing import Any
 
 from rich.table import Table
 
+from qmoe.bench_summary import SIGN_TEST_ALPHA, qat_verdict
 from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB,
                                 SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIZED_EFFICIENCY_TARGET,
                                 SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
 from qmoe.cli.console import fmt
 
 
-def _yes(met: bool) -> str:
-    return "yes" if met else "NO"
+def _yes(met: bool | None) -> str:
+    return "not shown" if met is None else "yes" if met else "NO"
 
 
 def bandwidth_table(bw: Any) -> Table:
@@ -56,8 +57,9 @@ def targets_table(targets: Sequence[Any]) -> Table:
 
 def summary_table(rows: Sequence[Any]) -> Table:
     """Every target of the run, met or not (:func:`qmoe.bench_summary.summary_rows`)."""
-    met = sum(r.met for r in rows)
-    table = Table(title=f"All targets of this run: {met} of {len(rows)} met")
+    met, undecided = sum(r.met is True for r in rows), sum(r.met is None for r in rows)
+    open_ = f", {undecided} not shown (the measurement could not decide)" if undecided else ""
+    table = Table(title=f"All targets of this run: {met} of {len(rows)} met{open_}")
     for col in ("target", "what", "measured", "met"):
         table.add_column(col)
     for t in rows:
@@ -70,12 +72,14 @@ def epochs_table(rows: Sequence[Any], rounds: int) -> Table:
     from qmoe.quant import get_quantizer
 
     table = Table(title=f"Training: seconds per epoch (one thread, CPU time, median of {rounds} round-robin rounds)")
+    table.caption = ("QAT target: a one-sided sign test on the rounds' own ratios (each round's epoch over the "
+                     f"same round's fp32 epoch) at p <= {SIGN_TEST_ALPHA:g}; \"not shown\" where neither side is shown")
     for col in ("quantizer", "s/epoch", "vs fp32", "rounds' own ratios", f"QAT <= {QAT_EPOCH_TARGET}x fp32"):
         table.add_column(col)
     for r in rows:
         qat = r.quantizer != "fp32" and not get_quantizer(r.quantizer).post_training
         table.add_row(r.quantizer, fmt(r.seconds_per_epoch), f"{r.ratio:.2f}x", r.spread or "-",
-                      _yes(r.ratio <= QAT_EPOCH_TARGET) if qat else "-")
+                      _yes(qat_verdict(r)[0]) if qat else "-")
     return table
 
 

@@ -92,7 +92,7 @@ class TargetRow:
     target: str
     quantizer: str
     measured: str
-    met: bool
+    met: bool | None  # None: the measurement could not decide (the figure says why)
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class EpochRow:
     ratio: float  # / the fp32 epoch (medians over the rounds)
     ratio_low: float = float("nan")  # the lowest and highest of the rounds' own ratios (this
     ratio_high: float = float("nan")  # round's epoch / the same round's fp32 epoch): the noise
+    ratios: tuple[float, ...] = ()  # every round's own ratio, in round order (the QAT target's sign test)
 
     @property
     def spread(self) -> str:
@@ -291,7 +292,7 @@ def check_targets(rows: list[LatencyRow]) -> list[TargetRow]:
     return out
 
 
-def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 5
+def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 11
                  ) -> list[EpochRow]:
     """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64).
 
@@ -299,7 +300,8 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int
     included), and a quantizer's figure is its median over the rounds, so a load change on a
     shared machine hits every quantizer alike. Time is the thread's CPU time (with one torch
     thread every op runs on this thread), which other processes do not inflate. Each row also
-    carries the lowest and highest of the rounds' own ratios to fp32 (the noise of the figure).
+    carries every round's own ratio to fp32 (the noise of the figure; the QAT target's sign test
+    in :func:`qmoe.bench_summary.qat_verdict`), their lowest and highest.
     """
     names = quantizers or list_quantizers()
     dim, hidden, classes = PAPER_DIMS
@@ -321,7 +323,8 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int
                 times[q].append(time.thread_time() - start)
     per_epoch = {q: float(np.median(t)) for q, t in times.items()}
     own = {q: [a / b for a, b in zip(t, times["fp32"], strict=True)] for q, t in times.items()}
-    return [EpochRow(q, s, s / per_epoch["fp32"], min(own[q]), max(own[q])) for q, s in per_epoch.items()]
+    return [EpochRow(q, s, s / per_epoch["fp32"], min(own[q]), max(own[q]), tuple(own[q]))
+            for q, s in per_epoch.items()]
 
 
 @dataclass(frozen=True)

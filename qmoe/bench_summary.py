@@ -17,6 +17,10 @@ from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, QAT_EPO
                                 SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
 
 
+#: Significance level of the QAT epoch target's one-sided sign test over the rounds (:func:`qat_verdict`).
+SIGN_TEST_ALPHA = 0.05
+
+
 def _x(value: float) -> str:
     return f"{value:.2f}x"
 
@@ -44,9 +48,10 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
     out = list(deployed)
     for r in epochs:
         if r.quantizer != "fp32" and not get_quantizer(r.quantizer).post_training:
-            spread = f" (rounds {r.spread})" if r.spread else ""
-            out.append(TargetRow(f"QAT epoch <= {QAT_EPOCH_TARGET:g}x fp32", r.quantizer, _x(r.ratio) + spread,
-                                 r.ratio <= QAT_EPOCH_TARGET))
+            met, test = qat_verdict(r)
+            detail = "; ".join(x for x in (f"rounds {r.spread}" if r.spread else "", test) if x)
+            out.append(TargetRow(f"QAT epoch <= {QAT_EPOCH_TARGET:g}x fp32", r.quantizer,
+                                 _x(r.ratio) + (f" ({detail})" if detail else ""), met))
     singles = [r for r in trials if not r.is_mixture]
     if singles:
         slowest = max(singles, key=lambda r: r.seconds)
@@ -76,6 +81,32 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
                 TargetRow(f"paper grid on {sized.slots} slots <= {GRID_HOURS_TARGET:g} h", "qmoe sweep",
                           f"{sized.grid_hours:.2f} h ({SEEDS} seeds: {sized.grid_seeds_hours:.1f} h)", sized.grid_met)]
     return out
+
+
+def qat_verdict(row: EpochRow, target: float = QAT_EPOCH_TARGET) -> tuple[bool | None, str]:
+    """Whether the rounds show ``row``'s QAT epoch within ``target`` x fp32's, and how.
+
+    Each round's own ratio (that round's epoch over the same round's fp32 epoch) is one paired
+    observation; the one-sided sign test (``scipy.stats.binomtest``) asks whether rounds at or
+    under the target outnumber the others beyond chance (met), or the reverse (not met), at
+    :data:`SIGN_TEST_ALPHA`. Neither: ``None``, "not shown", with the p-value and the least p
+    ``n`` rounds can give (``0.5^n``, all on one side). A row without its rounds is judged on
+    its figure alone, as before rounds were recorded.
+    """
+    if not row.ratios:
+        return row.ratio <= target, ""
+    from scipy.stats import binomtest
+
+    n = len(row.ratios)
+    under = sum(r <= target for r in row.ratios)
+    p_met = binomtest(under, n, 0.5, alternative="greater").pvalue
+    p_not = binomtest(n - under, n, 0.5, alternative="greater").pvalue
+    counted = f"{under} of {n} rounds <= {target:g}x"
+    if p_met <= SIGN_TEST_ALPHA:
+        return True, f"{counted}: sign test p = {p_met:.2g}"
+    if p_not <= SIGN_TEST_ALPHA:
+        return False, f"{counted}: sign test p = {p_not:.2g}"
+    return None, f"{counted}: not shown, sign test p = {min(p_met, p_not):.2g} (least possible {0.5 ** n:.2g})"
 
 
 def _memory_row(memory: Sequence[Any]) -> TargetRow:

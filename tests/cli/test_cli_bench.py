@@ -72,3 +72,19 @@ def test_memory_table_shows_a_fresh_trials_increment_over_its_imports_and_table(
     assert "target met" not in got["process"][1]  # not on the bench process's own peaks
     alone = cells(memory_table([], [500.0], []))
     assert alone["process"][0].endswith("target met: yes)")  # without fresh trials, on what there is
+
+
+def test_undecided_targets_read_not_shown_and_are_counted_apart() -> None:
+    from qmoe.bench import EpochRow, TargetRow
+    from qmoe.cli.bench_tables import epochs_table, summary_table
+
+    rows = [TargetRow("a", "q1", "1x", True), TargetRow("b", "q2", "2x", False), TargetRow("c", "q4", "3x", None)]
+    table = summary_table(rows)
+    assert table.title == "All targets of this run: 1 of 3 met, 1 not shown (the measurement could not decide)"
+    assert cells(table)["met"] == ["yes", "NO", "not shown"]
+    assert summary_table(rows[:2]).title == "All targets of this run: 1 of 2 met"
+    epochs = [EpochRow("fp32", 0.2, 1.0, 1.0, 1.0, (1.0,) * 5),
+              EpochRow("q4", 0.24, 1.19, 1.17, 1.22, (1.17, 1.18, 1.19, 1.21, 1.22)),  # both sides
+              EpochRow("q8", 0.23, 1.15, 1.14, 1.16, (1.14, 1.15, 1.15, 1.16, 1.16)),  # all 5 under: p 1/32
+              EpochRow("ptq8", 0.2, 1.0)]  # post-training: no QAT target
+    assert cells(epochs_table(epochs, 5))["QAT <= 1.2x fp32"] == ["-", "not shown", "yes", "-"]

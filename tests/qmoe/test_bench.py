@@ -90,6 +90,8 @@ def test_bench_epochs_round_robin_rows() -> None:
         assert r.ratio_low <= r.ratio_high  # the rounds' own ratios (with 2 rounds the median lies between)
         assert r.ratio_low <= r.ratio * (1 + 1e-12) and r.ratio <= r.ratio_high * (1 + 1e-12) or r.quantizer == "fp32"
     assert (rows[0].ratio_low, rows[0].ratio_high) == (1.0, 1.0)  # fp32 against itself, every round
+    for r in rows:  # every round's own ratio, kept for the QAT target's sign test
+        assert len(r.ratios) == 2 and (min(r.ratios), max(r.ratios)) == (r.ratio_low, r.ratio_high)
 
 
 def test_import_memory_layers_grow() -> None:

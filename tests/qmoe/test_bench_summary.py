@@ -6,7 +6,7 @@ import dataclasses
 
 from qmoe.bench import EpochRow, TargetRow
 from qmoe.bench_seeds import StackedStep
-from qmoe.bench_summary import summary_rows
+from qmoe.bench_summary import qat_verdict, summary_rows
 from qmoe.bench_trial import TrialTimingRow
 from qmoe.sweeps.bench.jobs import RunTimes, TrialTime
 from qmoe.sweeps.bench.sweep_efficiency import ShortBench, SizedBench
@@ -102,3 +102,32 @@ def test_a_qat_row_shows_the_spread_of_its_rounds() -> None:
     rows = summary_rows(epochs=[EpochRow("fp32", 0.2, 1.0, 1.0, 1.0), EpochRow("q4", 0.24, 1.2, 1.17, 1.24)])
     assert [(r.measured, r.met) for r in rows] == [("1.20x (rounds 1.17-1.24)", True)]
     assert summary_rows(epochs=[EpochRow("q4", 0.24, 1.25)])[0].measured == "1.25x"  # no rounds given
+
+
+def _rounds(*ratios: float) -> EpochRow:
+    ratio = sorted(ratios)[len(ratios) // 2]
+    return EpochRow("q4", 0.2 * ratio, ratio, min(ratios), max(ratios), ratios)
+
+
+def test_the_qat_target_is_a_sign_test_on_the_rounds() -> None:
+    from scipy.stats import binomtest
+
+    # 9 of 11 rounds at or under 1.2x: one-sided sign test p = P(X >= 9), X ~ Bin(11, 1/2) = 67/2048
+    met, how = qat_verdict(_rounds(*[1.15] * 8, 1.2, 1.21, 1.3))
+    assert met is True and how == "9 of 11 rounds <= 1.2x: sign test p = 0.033"
+    assert 67 / 2048 == binomtest(9, 11, 0.5, alternative="greater").pvalue
+    # 8 of 11 is not enough (p = 0.11): the same rounds with one more above
+    met, how = qat_verdict(_rounds(*[1.15] * 8, 1.21, 1.21, 1.3))
+    assert met is None and how == "8 of 11 rounds <= 1.2x: not shown, sign test p = 0.11 (least possible 0.00049)"
+    met, how = qat_verdict(_rounds(*[1.4] * 10, 1.19))  # 10 of 11 above
+    assert met is False and how == "1 of 11 rounds <= 1.2x: sign test p = 0.0059"
+    # 4 rounds can never decide (0.5^4 > 0.05), even all on one side
+    met, how = qat_verdict(_rounds(1.1, 1.1, 1.1, 1.1))
+    assert met is None and how.endswith("(least possible 0.062)")
+    assert qat_verdict(EpochRow("q4", 0.24, 1.19)) == (True, "")  # no rounds recorded: the figure alone
+
+
+def test_a_qat_row_that_cannot_decide_says_so() -> None:
+    rows = summary_rows(epochs=[_rounds(1.17, 1.18, 1.19, 1.21, 1.22)])
+    assert [(r.measured, r.met) for r in rows] == [
+        ("1.19x (rounds 1.17-1.22; 3 of 5 rounds <= 1.2x: not shown, sign test p = 0.5 (least possible 0.031))", None)]
