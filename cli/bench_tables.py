@@ -71,9 +71,10 @@ def epochs_table(rows: Sequence[Any], rounds: int) -> Table:
     """Seconds per training epoch against fp32 (:func:`qmoe.bench.bench_epochs`)."""
     from qmoe.quant import get_quantizer
 
-    table = Table(title=f"Training: seconds per epoch (one thread, CPU time, median of {rounds} round-robin rounds)")
-    table.caption = ("QAT target: a one-sided sign test on the rounds' own ratios (each round's epoch over the "
-                     f"same round's fp32 epoch) at p <= {SIGN_TEST_ALPHA:g}; \"not shown\" where neither side is shown")
+    table = Table(title=f"Training: seconds per epoch (one thread, CPU time, median of {rounds} rounds)")
+    table.caption = ("Each round runs every quantizer's epoch between two fp32 epochs; its own ratio is over their "
+                     "mean, vs fp32 the median of those. QAT target: a one-sided sign test on the own ratios at "
+                     f"p <= {SIGN_TEST_ALPHA:g}; \"not shown\" where neither side is shown")
     for col in ("quantizer", "s/epoch", "vs fp32", "rounds' own ratios", f"QAT <= {QAT_EPOCH_TARGET}x fp32"):
         table.add_column(col)
     for r in rows:

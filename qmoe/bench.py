@@ -101,7 +101,7 @@ class EpochRow:
 
     quantizer: str
     seconds_per_epoch: float
-    ratio: float  # / the fp32 epoch (medians over the rounds)
+    ratio: float  # / the fp32 epoch: the median of the rounds' own ratios
     ratio_low: float = float("nan")  # the lowest and highest of the rounds' own ratios (this
     ratio_high: float = float("nan")  # round's epoch / the same round's fp32 epoch): the noise
     ratios: tuple[float, ...] = ()  # every round's own ratio, in round order (the QAT target's sign test)
@@ -296,12 +296,15 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int
                  ) -> list[EpochRow]:
     """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64).
 
-    Round-robin: each round trains one epoch of every quantizer (a fresh model each, fp32
-    included), and a quantizer's figure is its median over the rounds, so a load change on a
-    shared machine hits every quantizer alike. Time is the thread's CPU time (with one torch
-    thread every op runs on this thread), which other processes do not inflate. Each row also
-    carries every round's own ratio to fp32 (the noise of the figure; the QAT target's sign test
-    in :func:`qmoe.bench_summary.qat_verdict`), their lowest and highest.
+    Each round trains one epoch of every quantizer (a fresh model each), every one of them
+    between two fp32 epochs (``fp32, q1, fp32, q2, fp32, ...``): a quantizer's own ratio in a
+    round is its epoch over the mean of the fp32 epochs just before and after it, so the load of
+    a shared machine, which drifts within a round, hits both sides of each ratio alike (pairing
+    each with one fp32 epoch per round gave 2-4x the spread). Time is the thread's CPU time
+    (with one torch thread every op runs on this thread), which other processes do not inflate.
+    A row's figures: the median epoch over the rounds, and the median of its own ratios; it
+    carries every own ratio (the noise of the figure; the QAT target's sign test in
+    :func:`qmoe.bench_summary.qat_verdict`), their lowest and highest.
     """
     names = quantizers or list_quantizers()
     dim, hidden, classes = PAPER_DIMS
@@ -309,22 +312,32 @@ def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int
     x = torch.randn(n, dim, generator=gen)
     y = np.asarray(torch.randint(0, classes, (n,), generator=gen))
     cfg = TrainConfig.single().replace(max_epochs=1, patience=1)
-    order = ["fp32"] + [q for q in names if q != "fp32"]
-    times: dict[str, list[float]] = {q: [] for q in order}
+    others = [q for q in names if q != "fp32"]
+
+    def epoch(q: str) -> float:
+        model = _expert(q)
+        start = time.thread_time()
+        fit(model, x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
+        return time.thread_time() - start
+
+    times: dict[str, list[float]] = {q: [] for q in ["fp32", *others]}
+    own: dict[str, list[float]] = {"fp32": [], **{q: [] for q in others}}
     with torch_threads(1):
         # one untimed fp32 epoch first: the process's first training pays for warm-up
         # (allocator, kernels), which would flatter every ratio to fp32
-        fit(_expert("fp32"), x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
+        epoch("fp32")
         for _ in range(rounds):
-            for q in order:
-                model = _expert(q)
-                start = time.thread_time()
-                fit(model, x, y, x[:200], y[:200], cfg, n_classes=classes, seed=0)
-                times[q].append(time.thread_time() - start)
-    per_epoch = {q: float(np.median(t)) for q, t in times.items()}
-    own = {q: [a / b for a, b in zip(t, times["fp32"], strict=True)] for q, t in times.items()}
-    return [EpochRow(q, s, s / per_epoch["fp32"], min(own[q]), max(own[q]), tuple(own[q]))
-            for q, s in per_epoch.items()]
+            before = epoch("fp32")
+            times["fp32"].append(before)
+            own["fp32"].append(1.0)
+            for q in others:
+                seconds, after = epoch(q), epoch("fp32")
+                times[q].append(seconds)
+                times["fp32"].append(after)
+                own[q].append(seconds / ((before + after) / 2))
+                before = after
+    return [EpochRow(q, float(np.median(t)), float(np.median(own[q])), min(own[q]), max(own[q]), tuple(own[q]))
+            for q, t in times.items()]
 
 
 @dataclass(frozen=True)

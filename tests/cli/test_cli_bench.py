@@ -87,4 +87,6 @@ def test_undecided_targets_read_not_shown_and_are_counted_apart() -> None:
               EpochRow("q4", 0.24, 1.19, 1.17, 1.22, (1.17, 1.18, 1.19, 1.21, 1.22)),  # both sides
               EpochRow("q8", 0.23, 1.15, 1.14, 1.16, (1.14, 1.15, 1.15, 1.16, 1.16)),  # all 5 under: p 1/32
               EpochRow("ptq8", 0.2, 1.0)]  # post-training: no QAT target
-    assert cells(epochs_table(epochs, 5))["QAT <= 1.2x fp32"] == ["-", "not shown", "yes", "-"]
+    table = epochs_table(epochs, 5)
+    assert cells(table)["QAT <= 1.2x fp32"] == ["-", "not shown", "yes", "-"]
+    assert "between two fp32 epochs" in table.caption and "p <= 0.05" in table.caption
