@@ -7,10 +7,9 @@ from typing import Any
 
 from rich.table import Table
 
-from qmoe.bench_summary import SIGN_TEST_ALPHA, qat_verdict
 from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB,
-                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIZED_EFFICIENCY_TARGET,
-                                SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
+                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIGN_TEST_ALPHA,
+                                SINGLE_TRIAL_TARGET_S, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET)
 from qmoe.cli.console import fmt
 
 
@@ -69,6 +68,7 @@ def summary_table(rows: Sequence[Any]) -> Table:
 
 def epochs_table(rows: Sequence[Any], rounds: int) -> Table:
     """Seconds per training epoch against fp32 (:func:`qmoe.bench.bench_epochs`)."""
+    from qmoe.bench_summary import qat_verdict
     from qmoe.quant import get_quantizer
 
     table = Table(title=f"Training: seconds per epoch (one thread, CPU time, median of {rounds} rounds)")

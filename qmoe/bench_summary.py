@@ -13,12 +13,8 @@ from typing import Any
 
 from qmoe.bench import EpochRow, TargetRow
 from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB,
-                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIZED_EFFICIENCY_TARGET,
-                                SINGLE_TRIAL_TARGET_S, SWEEP_RATIO_TARGET)
-
-
-#: Significance level of the QAT epoch target's one-sided sign test over the rounds (:func:`qat_verdict`).
-SIGN_TEST_ALPHA = 0.05
+                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIGN_TEST_ALPHA,
+                                SINGLE_TRIAL_TARGET_S, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET)
 
 
 def _x(value: float) -> str:

@@ -15,6 +15,7 @@ THROUGHPUT_TARGET = ("batch 256 >= torch fp32", 1.0)
 
 # -- training and trials (qmoe.bench, qmoe.bench_trial) -------------------------------------------
 QAT_EPOCH_TARGET = 1.2  # a QAT epoch takes at most 1.2x the fp32 epoch (issue 14)
+SIGN_TEST_ALPHA = 0.05  # the QAT epoch target's one-sided sign test over the rounds (qmoe.bench_summary)
 SINGLE_TRIAL_TARGET_S = 60.0  # a single-model trial at ESC-50 size, one core, in seconds
 RSS_TARGET_MB = 600.0  # peak resident memory of one trial
 SEEDS = 10  # seeds of one (configuration, fold) trained together (issue 14 §1) ...
