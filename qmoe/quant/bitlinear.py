@@ -148,6 +148,7 @@ class BitLinearConfig(QuantConfig):
 
     bits: int
     activation_bits: ClassVar[int | None] = 8
+    straight_through: ClassVar[bool] = True  # neither the grid nor the absmax rows clip
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or self.bits not in BITLINEAR_BITS:
@@ -164,6 +165,9 @@ class BitLinearConfig(QuantConfig):
 
     def fake_quant_weight(self, weight: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         return bitlinear_weight(weight, self.bits)
+
+    def straight_through_weight(self, weight: Tensor) -> Tensor:
+        return _fake_quant(weight, self.bits)[0]  # bitlinear_weight's values; its STE is the identity
 
     def int_weight(self, weight: Tensor, params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return bitlinear_int(weight, self.bits)

@@ -34,11 +34,15 @@ class QuantConfig:
         post_training: True if the layer trains in float and is converted after training.
         activation_bits: width of the per-sample activation fake-quant in training, or None.
         param_names: extra learned parameters the layer owns (e.g. bitnet's ``alpha``).
+        straight_through: True if the activation and weight gradients of the training forward are
+            both the identity (STEs without masks or parameters of their own): the layer then
+            trains as one autograd node, with :meth:`straight_through_weight`.
     """
 
     post_training: ClassVar[bool] = False
     activation_bits: ClassVar[int | None] = None
     param_names: ClassVar[tuple[str, ...]] = ()
+    straight_through: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -56,6 +60,11 @@ class QuantConfig:
     def fake_quant_weight(self, weight: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """The weight used by the training forward (quantized with STE for QAT configs)."""
         return weight
+
+    def straight_through_weight(self, weight: Tensor) -> Tensor:
+        """The values of :meth:`fake_quant_weight` without a graph (called with autograd off), for
+        the quantizers with :attr:`straight_through`; the others do not have it."""
+        raise NotImplementedError(f"{self.name} is not a straight-through quantizer")
 
     # -- deployment ---------------------------------------------------------------------
     def int_weight(

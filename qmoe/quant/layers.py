@@ -80,12 +80,51 @@ class QuantLinear(nn.Linear):
         return self.config.int_weight(self.weight.detach(), _detached(self.quant_params()))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._one_node(x):
+            return _StraightThroughLinear.apply(x, self.weight, self.bias, self.config)
+        return self.graph_forward(x)
+
+    def graph_forward(self, x: Tensor) -> Tensor:
+        """The forward as a graph of its parts: activation STE, weight STE, ``F.linear``."""
         if self.config.activation_bits is not None:
             x = absmax_quantize(x, self.config.activation_bits)
         return F.linear(x, self.quantized_weight(), self.bias)
 
+    def _one_node(self, x: Tensor) -> bool:
+        """Whether this training step can run as one :class:`_StraightThroughLinear` node: a
+        quantizer whose weight STE is the identity (``straight_through``), a batch of rows, a bias."""
+        return (self.config.straight_through and torch.is_grad_enabled() and self.weight.requires_grad
+                and self.bias is not None and x.dim() == 2)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, config={self.config.name}"
+
+
+class _StraightThroughLinear(torch.autograd.Function):
+    """:meth:`QuantLinear.graph_forward` as one autograd node, for quantizers whose activation
+    and weight STEs are both the identity (q1-q16).
+
+    The graph runs two STE nodes, ``addmm``'s and a transpose's per layer and step; their Python
+    and autograd overhead is part of what a q-form's step costs over fp32's. Here the
+    forward computes the same values (``absmax`` rows, the weight's grid, ``addmm``) and the
+    backward the same products autograd does for ``addmm`` (``g @ W_q``, ``g^T @ x_q``,
+    ``sum(g)``), so training gives the same bits either way (tests/qmoe/quant/test_quant_layers.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, config: QuantConfig) -> Tensor:  # type: ignore[override]
+        if config.activation_bits is not None:
+            x = absmax_quantize(x, config.activation_bits)  # no graph: autograd is off in here
+        w_q = config.straight_through_weight(weight)
+        ctx.save_for_backward(x, w_q)
+        return torch.addmm(bias, x, w_q.t())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x_q, w_q = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        return (grad.mm(w_q) if need_x else None, grad.t().mm(x_q) if need_w else None,
+                grad.sum(0) if need_b else None, None)
 
 
 class FakeQuantLinear(nn.Linear):
