@@ -75,11 +75,12 @@ def epochs_table(rows: Sequence[Any], rounds: int) -> Table:
     table.caption = ("Each round runs every quantizer's epoch between two fp32 epochs; its own ratio is over their "
                      "mean, vs fp32 the median of those. QAT target: a one-sided sign test on the own ratios at "
                      f"p <= {SIGN_TEST_ALPHA:g}; \"not shown\" where neither side is shown")
-    for col in ("quantizer", "s/epoch", "vs fp32", "rounds' own ratios", f"QAT <= {QAT_EPOCH_TARGET}x fp32"):
+    for col in ("quantizer", "s/epoch", "vs fp32", "rounds' own ratios", "middle half",
+                f"QAT <= {QAT_EPOCH_TARGET}x fp32"):
         table.add_column(col)
     for r in rows:
         qat = r.quantizer != "fp32" and not get_quantizer(r.quantizer).post_training
-        table.add_row(r.quantizer, fmt(r.seconds_per_epoch), f"{r.ratio:.2f}x", r.spread or "-",
+        table.add_row(r.quantizer, fmt(r.seconds_per_epoch), f"{r.ratio:.2f}x", r.spread or "-", r.quartiles or "-",
                       _yes(qat_verdict(r)[0]) if qat else "-")
     return table
 

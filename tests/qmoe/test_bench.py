@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from qmoe.bench import (IMPORT_LAYERS, Bandwidth, LatencyRow, bench_epochs, bench_latency,
+from qmoe.bench import (IMPORT_LAYERS, Bandwidth, EpochRow, LatencyRow, bench_epochs, bench_latency,
                         cache_sizes, check_targets, import_memory, measure_bandwidth)
 from qmoe.models import Expert
 from qmoe.quant import bytes_read, deploy
@@ -112,6 +112,12 @@ def test_bench_epochs_brackets_each_quantizer_between_fp32_epochs(monkeypatch: p
     assert rows["q4"].ratios == (4.0 / 2.0, 1.0 / 1.0) and rows["binary"].ratios == (8.0 / 4.0, 2.0 / 2.0)
     assert rows["q4"].ratio == 1.5 and rows["q4"].seconds_per_epoch == 2.5
     assert rows["fp32"].seconds_per_epoch == 2.0 and rows["fp32"].ratios == (1.0, 1.0)  # median of its 6 epochs
+
+
+def test_an_epoch_rows_middle_half_ignores_one_outlying_round() -> None:
+    row = EpochRow("q4", 0.2, 1.19, 1.10, 6.6, (1.10, 1.18, 1.19, 1.20, 6.6))
+    assert row.spread == "1.10-6.60" and row.quartiles == "1.18-1.20"  # numpy's linear quartiles
+    assert EpochRow("q4", 0.2, 1.19).quartiles == ""  # no rounds recorded
 
 
 def test_import_memory_layers_grow() -> None:

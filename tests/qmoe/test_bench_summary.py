@@ -131,3 +131,11 @@ def test_a_qat_row_that_cannot_decide_says_so() -> None:
     rows = summary_rows(epochs=[_rounds(1.17, 1.18, 1.19, 1.21, 1.22)])
     assert [(r.measured, r.met) for r in rows] == [
         ("1.19x (rounds 1.17-1.22; 3 of 5 rounds <= 1.2x: not shown, sign test p = 0.5 (least possible 0.031))", None)]
+
+
+def test_the_summary_shows_near_misses_with_enough_digits() -> None:
+    short = ShortBench(serial=_times([5.0] * 8), ours=_times([5.0] * 8, wall=20.0 / 0.8495),
+                       defaults=_times([9.0] * 8, wall=60.0), first_trial=8.04, command_wall=35.0, slots=2)
+    got = {r.target: (r.measured, r.met) for r in summary_rows(short=short)}
+    assert got["sweep efficiency, 8 short trials >= 0.85"] == ("0.8495", False)
+    assert got["first trial running <= 8 s after the command"] == ("8.04 s", False)

@@ -1,0 +1,21 @@
+"""The targets' own helpers: how a figure is written beside its target."""
+
+from __future__ import annotations
+
+from qmoe.bench_targets import against
+
+
+def test_a_figure_never_reads_on_the_other_side_of_its_target() -> None:
+    assert against(0.8955, 0.9, at_least=True) == "0.895"  # "0.90" would read as met
+    assert against(0.8999, 0.9, at_least=True) == "0.8999"
+    assert against(0.91, 0.9, at_least=True) == "0.91"
+    assert against(0.9, 0.9, at_least=True) == "0.90"  # exactly at the target: met, and reads so
+    assert against(1.2049, 1.2, at_least=False) == "1.205"
+    assert against(1.1951, 1.2, at_least=False) == "1.20"  # at or under 1.2 either way: two digits
+    assert against(8.04, 8.0, at_least=False, digits=1) == "8.04"
+    assert against(600.4, 600.0, at_least=False, digits=0) == "600.4"
+    assert against(19.96, 20.0, at_least=True, digits=1) == "19.96"
+    assert against(float("nan"), 0.9, at_least=True) == "nan"
+    # beyond 3 more digits it gives up: the verdict column still says NO
+    assert against(0.89999999, 0.9, at_least=True) == "0.90000"
+
