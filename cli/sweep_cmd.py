@@ -28,17 +28,23 @@ Values = Annotated[Optional[str], typer.Option("--values", help="Comma-separated
 
 
 def _launch(spec: SweepSpec, args: SweepArgs) -> None:
-    """Plan ``spec`` with the shared options, then print the trials (``--dry-run``) or run them."""
+    """Plan ``spec`` with the shared options, then print the trials (``--dry-run``) or run them.
+
+    The command's flags, the sweep's name and its storage are checked before Ray starts, so
+    that such a mistake is refused at once rather than after an embedded Ray came up and went
+    down again (~5 s). Ray then starts while the tables load and the grid is planned.
+    """
     from qmoe.sweeps.cluster import early_ray, worker_env
+    from qmoe.sweeps.plan import check_command
 
     options = args.run_options()
-    # An embedded Ray starts while the sweep's modules load and its grid is planned.
+    spec, name = check_command(spec, args.overrides(), name=args.name, storage=args.storage, dry_run=args.dry_run)
     with early_ray(options.address, env=worker_env(options.cpus_per_trial), verbose=options.verbose,
                    enabled=not args.dry_run):
-        from qmoe.sweeps.runner import plan_command, run_sweep
+        from qmoe.sweeps.plan import plan_sweep
+        from qmoe.sweeps.runner import run_sweep
 
-        plan, name = plan_command(spec, args.overrides(), name=args.name, storage=args.storage,
-                                  dry_run=args.dry_run)
+        plan = plan_sweep(spec)
         for dataset, why in plan.skipped.items():
             stderr.print(f"note: leaving out {dataset}: {why}")
         if args.dry_run:

@@ -241,3 +241,14 @@ class RunFolder:
     def is_locked(self) -> bool:
         """True when a command holds the folder's lock right now."""
         return is_locked(self.lock_path)
+
+
+class SweepFolder(RunFolder):
+    """What a sweep's folder is (its kind, manifest and empty folders), without its tables:
+    :class:`~qmoe.sweeps.store.SweepStore` adds those; a command checks a new sweep's name
+    and storage with this class before pandas or Ray load."""
+
+    KIND = layout.SWEEP
+    MANIFEST = layout.SWEEP_MANIFEST
+    FOLDERS = (layout.ROUTING,)
+    LIST = staticmethod(layout.list_sweeps)

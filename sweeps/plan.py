@@ -25,7 +25,10 @@ from typing import Any
 from qmoe.errors import ConfigError, DataError
 from qmoe.spec import DEFAULT_CURIOSITY, TrialSpec
 
+from qmoe.sweeps.folder import SweepFolder
 from qmoe.sweeps.grid import SweepSpec
+from qmoe.sweeps.overrides import Overrides
+from qmoe.sweeps.parse import default_name
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,25 @@ def longest_first(trials: tuple[TrialSpec, ...], tables: Mapping[str, Any]) -> t
     """
     cost = {t.trial_key: trial_cost(t, tables[t.dataset]) for t in trials}
     return tuple(sorted(trials, key=lambda t: -cost[t.trial_key]))  # sorted is stable: ties keep grid order
+
+
+def check_command(spec: SweepSpec, overrides: Overrides = Overrides(), *, name: str | None = None,
+                  storage: Path | str, dry_run: bool = False) -> tuple[SweepSpec, str]:
+    """``spec`` with the command line's ``overrides``, and the sweep's name (``name`` or
+    ``KIND-DATE-TIME``), checked without loading a table: a ``qmoe sweep`` command runs this
+    before it starts Ray. Unless it is a dry run, the name is checked free and the storage
+    writable.
+
+    Raises:
+        ConfigError: a bad override, a repeated k-fold on official folds (by the datasets'
+            names), a name in use, storage that cannot be written.
+    """
+    spec = overrides.apply(spec)
+    check_repeats(spec)
+    name = name or default_name(spec.kind)
+    if not dry_run:
+        SweepFolder(storage, name).check_new()
+    return spec, name
 
 
 def plan_sweep(spec: SweepSpec, *, resolve: Resolver | None = None) -> SweepPlan:

@@ -41,7 +41,7 @@ from qmoe.sweeps.engine import DEFAULT_STORAGE, RunOptions, TuneJob, fit
 from qmoe.sweeps.grid import SweepSpec
 from qmoe.sweeps.overrides import Overrides
 from qmoe.sweeps.parse import default_name
-from qmoe.sweeps.plan import Resolver, SweepPlan, TableRef, plan_sweep, reload_tables
+from qmoe.sweeps.plan import Resolver, SweepPlan, TableRef, check_command, plan_sweep, reload_tables
 from qmoe.sweeps.store import SweepStore
 from qmoe.sweeps.trial_fn import TrialFn
 
@@ -200,20 +200,15 @@ def _isolated(store: SweepStore, trials: Sequence[TrialSpec], tables: Mapping[st
 def plan_command(spec: SweepSpec, overrides: Overrides = Overrides(), *, name: str | None = None,
                  storage: Path = DEFAULT_STORAGE, dry_run: bool = False,
                  resolve: Resolver | None = None) -> tuple[SweepPlan, str]:
-    """What a ``qmoe sweep ...`` command runs, and the sweep's name.
-
-    The command line's ``overrides`` are applied to ``spec`` and its grid expanded on its
-    tables (:func:`plan_sweep`). The name is ``name`` or ``KIND-DATE-TIME``; unless it is a dry
-    run, it is checked free (and the storage writable) before any table loads.
+    """What a ``qmoe sweep ...`` command runs, and the sweep's name: the checks of
+    :func:`~qmoe.sweeps.plan.check_command` (before any table loads), then the grid expanded
+    on the spec's tables (:func:`plan_sweep`).
 
     Raises:
         ConfigError: a bad override, a name in use, storage that cannot be written;
             DataError: a table that cannot be used.
     """
-    spec = overrides.apply(spec)
-    name = name or default_name(spec.kind)
-    if not dry_run:
-        SweepStore(storage, name).check_new()
+    spec, name = check_command(spec, overrides, name=name, storage=storage, dry_run=dry_run)
     return plan_sweep(spec, resolve=resolve), name
 
 

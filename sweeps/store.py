@@ -1,6 +1,6 @@
 """The results store of one sweep: ``STORAGE/NAME/`` (DESIGN §7; the files: :mod:`qmoe.layout`).
 
-The folder, its manifest and its lock are a :class:`~qmoe.sweeps.folder.RunFolder`'s; this
+The folder, its manifest and its lock are a :class:`~qmoe.sweeps.folder.SweepFolder`'s; this
 adds the sweep's own files. Every file is written atomically (a killed process leaves the
 previous complete version, never half a file). Rows are merged by ``trial_key``: a trial
 appears once; an error row never replaces an ok row.
@@ -24,7 +24,7 @@ from qmoe.errors import ConfigError, one_line
 from qmoe.record import TrialRecord
 from qmoe.spec import TrialSpec
 
-from qmoe.sweeps.folder import RunFolder, atomic_write_parquet
+from qmoe.sweeps.folder import SweepFolder, atomic_write_parquet
 
 
 def _dtype(annotation: str) -> str:
@@ -82,18 +82,13 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return conform(merged)
 
 
-class SweepStore(RunFolder):
+class SweepStore(SweepFolder):
     """The folder of one sweep and the small API over its files.
 
     Args:
         storage: the folder holding every sweep (``--storage``).
         name: the sweep's name (one path component; see :func:`check_sweep_name`).
     """
-
-    KIND = layout.SWEEP
-    MANIFEST = layout.SWEEP_MANIFEST
-    FOLDERS = (layout.ROUTING,)
-    LIST = staticmethod(layout.list_sweeps)
 
     def __init__(self, storage: str | Path, name: str) -> None:
         super().__init__(storage, name)
