@@ -118,7 +118,7 @@ def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None
         return [L.XNOR]
     avx2, vpermw, vnni = _paths(backend)
     if kind == "q16":
-        return [L.Q16_VNNI] * vnni + [L.Q16]
+        return [L.Q16_VNNI] * (vnni or avx2) + [L.Q16]
     if kind == "int8":
         small = weight is not None and np.min(weight) >= -8 and np.max(weight) <= 7
         wide = weight is not None and np.shape(weight)[1] > P.VNNI_MAX_D

@@ -28,7 +28,7 @@ LUT16 = 6  # bit-planes as 4-bit patterns for vpshufb tables (AVX2); p0..p3 as P
 LUT32 = 7  # bit-planes as 5-bit patterns for vpermw tables (AVX-512 BW); p0..p3 as PLANES
 XNOR = 8  # sign bits word-major, XNOR + popcount (binary)
 INT8_VNNI = 9  # int8 blocks of 64 outputs x 4 inputs, vpdpbusd (AVX-512 VNNI); p0 groups of 4 inputs
-Q16_VNNI = 10  # int16 blocks of 64 outputs x 2 inputs, vpdpwssd (AVX-512 VNNI); p0 pairs of inputs
+Q16_VNNI = 10  # int16 blocks of 64 outputs x 2 inputs, vpdpwssd (AVX-512 VNNI) or vpmaddwd (AVX2); p0 pairs
 # LUT32's bytes (one row at a time), then the planes' bits in vpdpbusd order for row groups
 # (packing.pack_planes_vnni; AVX-512 BW and VNNI); p0..p3 as PLANES
 PLANES_VNNI = 11
@@ -36,7 +36,7 @@ PLANES_VNNI = 11
 KIND_NAMES = {FLOAT: "fp32", Q16: "int16-dot", INT8: "int8-dot", INT8_AVX2: "int8-dot-avx2",
               INT4_AVX2: "int4-dot-avx2", PLANES: "bitplane-popcount", LUT16: "bitplane-lut16-avx2",
               LUT32: "bitplane-lut32-avx512", XNOR: "xnor-popcount",
-              INT8_VNNI: "int8-dot-vnni", Q16_VNNI: "int16-dot-vnni", PLANES_VNNI: "bitplane-lut32+vnni"}
+              INT8_VNNI: "int8-dot-vnni", Q16_VNNI: "int16-pairs", PLANES_VNNI: "bitplane-lut32+vnni"}
 
 #: ints at the head of ``mix``: experts, top-k, classes, Monte-Carlo passes, router's first
 #: layer record and count, the float offsets of the masks, alpha and the temperature, and the

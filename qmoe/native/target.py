@@ -11,8 +11,11 @@ flag                instructions                                used by
 :data:`HAS_VNNI`    AVX-512 VNNI ``vpdpbusd``                   int8 dots, several rows at once
 :data:`HAS_VPERMW`  AVX-512 BW ``vpermw``                       bit-plane tables, 5 inputs
 :data:`HAS_AVX2`    AVX2 ``vpshufb``, ``vpmaddubsw``, ``vpsignb``  bit-plane tables, 4 inputs;
-                                                                int8 dots
+                                                                int8 and int4 dots; int8, int4
+                                                                and fp32 dots of several rows
+                                                                (16 fp32 outputs a block)
 :data:`HAS_AVX512`  AVX-512 F (32 vector registers)             fp32 dots, several rows at once
+                                                                (64 outputs a block)
 (neither)           portable LLVM IR                            AND + popcount; plain loops
 ==================  ==========================================  ==============================
 

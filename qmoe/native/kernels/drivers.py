@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "2b169572cb0ea2435a6a30959d7db9ff5d12d8daf7b6727b81f779b0672121c8"
+SOURCES_SHA256 = "920d6bfdd704653c8bc51d6764ca80839ad9214962ef9493ac67128ede50f507"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

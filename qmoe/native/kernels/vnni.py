@@ -11,7 +11,8 @@ products to an int32 lane; the q16 kernel sums :data:`Q16_PAIRS` pairs in int32 
 widens them to int64 (exact, as :func:`~.dots.dots_q16`). Bit-plane weights (q1, q2, bitnet)
 enter as their bits and become int8 in registers (:func:`_planes_block`). Behind
 :data:`~qmoe.native.target.HAS_VNNI` like :mod:`.simd`'s intrinsics: without it the intrinsic
-compiles to nothing and its layout is never built.
+compiles to nothing and its layout is never built. The q16 one alone also has an AVX2 body
+(``vpmaddwd``, the same pair sums; :func:`_q16_avx2`), so its layout serves AVX2 CPUs too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from qmoe.native.kernels.simd import I32, I64, Loop, c64, data_ptr, vec
-from qmoe.native.target import HAS_VNNI
+from qmoe.native.kernels.simd import I16, I32, I64, Loop, c64, data_ptr, vec, x86
+from qmoe.native.target import HAS_AVX2, HAS_VNNI
 
 #: Rows the batch kernel runs per pass over a layer's weights (4 rows x 4 registers of outputs
 #: = 16 accumulators, of AVX-512's 32 registers).
@@ -235,6 +236,10 @@ def _q16_block(rows: int):  # noqa: ANN202
     r < ``rows`` of int32 words ``xw[r xstride:]`` (word k: the int16 activations ``2k`` (low
     half) and ``2k + 1``): ``out[r ostride + o_off + j] += sum_k x_2k w_j,2k + x_2k+1 w_j,2k+1``,
     summed in int32 (exact: ``2 x 128 x 127 x 32768 < 2^31``), added to the int64 ``out``.
+
+    With AVX-512 VNNI, ``vpdpwssd`` on 4 registers of 16 outputs, the rows at once; with AVX2
+    only (:func:`_q16_avx2`), ``vpmaddwd`` and ``vpaddd`` on 8 registers of 8 outputs, a row at a
+    time (4 rows would need 32 accumulators): the same int32 pair sums, added in the same order.
     """
 
     @intrinsic
@@ -242,16 +247,20 @@ def _q16_block(rows: int):  # noqa: ANN202
         sig = types.void(xw, xstride, w, w_off, k0, k1, out, o_off, ostride)
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            if not HAS_VNNI:
+            if not (HAS_VNNI or HAS_AVX2):
                 return context.get_dummy_value()
             xw_, xstride_, w_, w_off_, k0_, k1_, out_, o_off_, ostride_ = args
+            words = data_ptr(context, builder, signature.args[0], xw_, I32)
+            wbase = context.make_array(signature.args[2])(context, builder, w_).data
+            odata = context.make_array(signature.args[6])(context, builder, out_).data
+            if not HAS_VNNI:
+                _q16_avx2(builder, words, xstride_, builder.gep(wbase, [w_off_]), k0_, k1_, odata, o_off_, ostride_,
+                          rows)
+                return context.get_dummy_value()
             v32, v64 = vec(I32, 16), vec(I64, 16)
             fnty = ir.FunctionType(v32, [v32, v32, v32])
             dpwssd = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpwssd.512", fnty=fnty)
-            words = data_ptr(context, builder, signature.args[0], xw_, I32)
-            wbase = context.make_array(signature.args[2])(context, builder, w_).data
             wrows = builder.bitcast(builder.gep(wbase, [w_off_]), v32.as_pointer())
-            odata = context.make_array(signature.args[6])(context, builder, out_).data
             steps = Loop(builder, k0_, k1_, c64(1), [ir.Constant(v32, [0] * 16)] * (4 * rows), "pair")
             k, accs = steps.i, steps.vals
             wv = [builder.load(builder.gep(wrows, [builder.add(builder.mul(k, c64(4)), c64(q))]), align=64)
@@ -274,6 +283,29 @@ def _q16_block(rows: int):  # noqa: ANN202
         return sig, codegen
 
     return dots
+
+
+def _q16_avx2(builder, words, xstride, wptr, k0, k1, odata, o_off, ostride, rows):  # noqa: ANN001, ANN202, PLR0913
+    """The AVX2 body of the q16 block intrinsic (:func:`_q16_block`), row after row: register
+    q holds outputs ``8q .. 8q + 7``, the bytes ``32q ..`` of each pair's 256 (the layout's
+    16-output lanes split in halves); ``vpmaddwd`` gives each lane's pair sum in int32."""
+    v8, v16, v64 = vec(I32, 8), vec(I16, 16), vec(I64, 8)
+    wrows = builder.bitcast(wptr, v8.as_pointer())
+    for r in range(rows):
+        steps = Loop(builder, k0, k1, c64(1), [ir.Constant(v8, [0] * 8)] * 8, f"pair{r}")
+        k, accs = steps.i, steps.vals
+        x = builder.load(builder.gep(words, [builder.add(builder.mul(xstride, c64(r)), k)]), align=4)
+        xb = builder.insert_element(ir.Constant(v8, None), x, ir.Constant(I32, 0))
+        xb = builder.bitcast(builder.shuffle_vector(xb, ir.Constant(v8, None), ir.Constant(v8, [0] * 8)), v16)
+        new = []
+        for q in range(8):
+            wv = builder.load(builder.gep(wrows, [builder.add(builder.mul(k, c64(8)), c64(q))]), align=32)
+            new.append(builder.add(accs[q], x86(builder, "avx2.pmadd.wd", v8, [xb, builder.bitcast(wv, v16)])))
+        steps.close(new)
+        for q in range(8):
+            at = builder.add(builder.add(builder.mul(ostride, c64(r)), o_off), c64(8 * q))
+            p = builder.bitcast(builder.gep(odata, [at]), v64.as_pointer())
+            builder.store(builder.add(builder.load(p, align=8), builder.sext(steps.out[q], v64)), p, align=8)
 
 
 #: q16, one row.

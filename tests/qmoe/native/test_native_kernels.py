@@ -212,12 +212,15 @@ def test_kernel_sources_digest_is_current() -> None:
 
 
 @pytest.mark.parametrize("rows", [4, 7, 64])
-def test_fp32_row_groups_in_whole_output_blocks(rows: int) -> None:
+@pytest.mark.parametrize("dims", [(1536, 128, 64, 3), (1000, 80, 3)], ids=["whole", "remainders"])
+def test_fp32_row_groups_in_whole_output_blocks(rows: int, dims: tuple[int, ...]) -> None:
     """Float layers whose widths are whole 64-output blocks (the AVX-512 batch kernel's, no
-    remainder) and one with a remainder: equal numpy and each row alone, bit for bit."""
-    layers = make_mlp("fp32", (1536, 128, 64, 3), seed=rows)
+    remainder) and one with a remainder; inputs in whole chunks of 384 (AVX2's
+    :data:`~qmoe.native.kernels.fblock.CHUNK`) and not: equal numpy and each row alone, bit
+    for bit."""
+    layers = make_mlp("fp32", dims, seed=rows)
     mlp = NativeMLP(layers)
-    x = np.random.default_rng(rows).standard_normal((rows, 1536)).astype(np.float32)
+    x = np.random.default_rng(rows).standard_normal((rows, dims[0])).astype(np.float32)
     got = mlp(x)
     assert np.array_equal(got, reference(layers, x))
     assert all(np.array_equal(mlp(x[i: i + 1]), got[i: i + 1]) for i in range(rows))

@@ -12,6 +12,7 @@ from qmoe.native.kernels.chain import max_width, scratch_offsets
 from qmoe.native.kernels.rows import batched, group_size
 from qmoe.native.kernels.vnni import GROUP, GROUP_MAX, GROUP_WEIGHTS
 from qmoe.native.layout import N_MC
+from qmoe.native.target import HAS_AVX2, HAS_AVX512, HAS_VNNI
 from tests.qmoe.native.native_cases import make_layer, make_mlp
 
 PAPER = (1536, 640, 320, 50)
@@ -87,3 +88,20 @@ def test_a_mixture_past_l2_runs_64_rows_and_equals_each_row_alone() -> None:
     mix.scratch[:] = 0
     mix(x[:GROUP_MAX])
     assert _rows_grouped(mix.scratch, o, width) == (GROUP_MAX if batched(mix.meta) else 0)
+
+
+@pytest.mark.parametrize("kind, layout", [("fp32", "fp32"), ("q16", "int16-pairs"), ("int8", "int8-dot-avx2"),
+                                          ("int4", "int4-dot-avx2")])
+def test_an_avx2_target_runs_rows_in_groups_for_every_dot_layout(kind: str, layout: str) -> None:
+    """Without AVX-512 the float, int16, int8 and int4 layers still run a group's rows together
+    (:mod:`~qmoe.native.kernels.rows`), each row as it would alone."""
+    if not HAS_AVX2 or HAS_AVX512 or HAS_VNNI:
+        pytest.skip("the target numba compiles for is not AVX2 without AVX-512")
+    mlp = NativeMLP(make_mlp(kind, (1000, 72, 10), seed=7))
+    assert mlp.layouts[0] == layout
+    assert batched(mlp.meta)
+    x = _rows(7, 37, 1000)
+    got = mlp(x)
+    width = max_width(mlp.meta)
+    assert _rows_grouped(mlp.scratch, scratch_offsets(width, 0, 0, 0), width) == GROUP
+    assert all(np.array_equal(mlp(x[i: i + 1]), got[i: i + 1]) for i in range(x.shape[0]))
