@@ -107,7 +107,8 @@ def latency_note(rows: Any) -> str | None:
     if not len(timed):
         return None
     modes = (timed["latency_mode"] if "latency_mode" in timed else pd.Series(None, index=timed.index))
-    counts = modes.fillna("not recorded").value_counts()
+    # object first: an older table's column can be all missing, float64, which takes no text
+    counts = modes.astype(object).fillna("not recorded").value_counts()
     if len(counts) == 1:
         mode = str(counts.index[0])
         return f"latency mode: {mode} ({LATENCY_MODES.get(mode, 'mode not recorded in the rows')})"
