@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis.fmt import latency_note
+from qmoe.analysis.fmt import latency_note
 from qmoe.layout import IN_SWEEP, ISOLATED
 
 
