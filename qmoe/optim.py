@@ -21,6 +21,8 @@ if njit is not None:
 else:  # pragma: no cover - numba is a dependency
     adamw_step = None
 _MOMENTS = ("exp_avg", "exp_avg_sq")
+#: adamw_row_gamma's outputs for gamma alone (no ternary weight)
+_NO_ALPHA, _NO_ROWS, _NO_INT8 = np.empty(0, np.float32), np.empty((0, 0), np.float32), np.empty((0, 0), np.int8)
 
 
 def _undecorated(method: Callable) -> Callable:
@@ -93,7 +95,11 @@ class AdamW(torch.optim.AdamW):
                     or group["foreach"] or group["fused"])
 
     def _fused_step(self, clip: np.float32) -> None:
+        """Every parameter's update; a weight whose next forward asked for its ternary values
+        (:meth:`_kernel`) after the others, so that they are of its ``alpha`` as updated in this
+        step (each update reads only its own parameter's tensors: the order changes no value)."""
         f32 = np.float32
+        later = []
         for group in self.param_groups:
             lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
             beta1, beta2 = group["betas"]
@@ -111,21 +117,35 @@ class AdamW(torch.optim.AdamW):
                         exp_avg.view(-1).numpy(), exp_avg_sq.view(-1).numpy(), clip,
                         f32(1 - lr * weight_decay), f32(1 - beta1), f32(beta2), f32(1 - beta2),
                         f32(tiny), f32(bias_correction2_sqrt), f32(eps), f32(-(lr / (1 - beta1**step))))
-                self._kernel(param, args)
+                want = qat_kernels.requested_stats(param)
+                if want is not None and want[0] == "ternary":
+                    later.append((param, args, want))
+                else:
+                    self._kernel(param, args, want)
+        for param, args, want in later:
+            self._kernel(param, args, want)
 
     @staticmethod
-    def _kernel(param: torch.Tensor, args: tuple) -> None:
+    def _kernel(param: torch.Tensor, args: tuple, want: tuple | None) -> None:
         """The update of one parameter; with the weight statistics its next forward asked for
         (:func:`qmoe.quant.qat_kernels.request_stats`) computed in the same pass. The kernel
-        writes through numpy, unseen by torch: the parameter's version is bumped after it."""
-        want = qat_kernels.requested_stats(param)
+        writes through numpy, unseen by torch: the parameter's version is bumped after it.
+        ``want``: :func:`~qmoe.quant.qat_kernels.requested_stats` of ``param``."""
         if want is None:
             adamw_step(*args)
         elif want[0] == "layer":
             value = adamw_layer_stats(*args)
-        else:  # "rows": bitnet's gamma
-            value = np.empty(param.shape[0], np.float32)
-            adamw_row_gamma(*args, param.shape[1], np.float32(want[1]), value)
+        else:  # "rows": bitnet's gamma; "ternary": and its weight, with alpha as it is now
+            gamma = np.empty(param.shape[0], np.float32)
+            if want[0] == "ternary":
+                alpha = want[2]
+                w_q, rounded = torch.empty_like(param), torch.empty(param.shape, dtype=torch.int8)
+                adamw_row_gamma(*args, param.shape[1], np.float32(want[1]), gamma, alpha.detach().numpy(),
+                                w_q.numpy(), rounded.numpy())
+                value = (gamma, w_q, rounded, alpha, alpha._version)
+            else:
+                adamw_row_gamma(*args, param.shape[1], np.float32(want[1]), gamma, _NO_ALPHA, _NO_ROWS, _NO_INT8)
+                value = gamma
         increment_version(param)
         if want is not None:
             qat_kernels.store_stats(param, value)

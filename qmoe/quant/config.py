@@ -66,6 +66,13 @@ class QuantConfig:
         the quantizers with :attr:`straight_through`; the others do not have it."""
         raise NotImplementedError(f"{self.name} is not a straight-through quantizer")
 
+    def one_node_linear(self, x: Tensor, weight: Tensor, bias: Tensor, params: Mapping[str, Tensor]) -> Tensor | None:
+        """The training forward of a layer (2-D ``x``, a bias, autograd on) as one autograd node
+        with the graph's values and gradients bit for bit, or None where this quantizer (or these
+        tensors) has none: the layer then runs its graph. The straight-through quantizers have
+        :class:`~qmoe.quant.layers.QuantLinear`'s own node instead."""
+        return None
+
     # -- deployment ---------------------------------------------------------------------
     def int_weight(
         self, weight: Tensor, params: Mapping[str, Tensor]

@@ -81,7 +81,11 @@ class QuantLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._one_node(x):
-            return _StraightThroughLinear.apply(x, self.weight, self.bias, self.config)
+            if self.config.straight_through:
+                return _StraightThroughLinear.apply(x, self.weight, self.bias, self.config)
+            out = self.config.one_node_linear(x, self.weight, self.bias, self.quant_params())
+            if out is not None:
+                return out
         return self.graph_forward(x)
 
     def graph_forward(self, x: Tensor) -> Tensor:
@@ -91,10 +95,10 @@ class QuantLinear(nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
     def _one_node(self, x: Tensor) -> bool:
-        """Whether this training step can run as one :class:`_StraightThroughLinear` node: a
-        quantizer whose weight STE is the identity (``straight_through``), a batch of rows, a bias."""
-        return (self.config.straight_through and torch.is_grad_enabled() and self.weight.requires_grad
-                and self.bias is not None and x.dim() == 2)
+        """Whether this training step may run as one autograd node (a batch of rows, a bias):
+        :class:`_StraightThroughLinear` for a quantizer whose weight STE is the identity
+        (``straight_through``), else the config's :meth:`~QuantConfig.one_node_linear` if it has one."""
+        return torch.is_grad_enabled() and self.weight.requires_grad and self.bias is not None and x.dim() == 2
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, config={self.config.name}"

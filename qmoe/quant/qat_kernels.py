@@ -13,8 +13,8 @@ error, a few ulp). :func:`fusable` says when a
 tensor can take them (contiguous float32 on the CPU, numba installed); any other tensor takes
 the torch formula. In training the reductions come from the optimizer's pass over the weight
 (:func:`adamw_layer_stats`, :func:`adamw_row_gamma`: AdamW's update, then the same sums of each
-block while it is in L1), handed to the next forward by :func:`request_stats` and
-:func:`cached_stats`. All jitted code is in this one file (AdamW's kernel too, formula in
+block while it is in L1; for bitnet its ternary weight too), handed to the next forward by
+:func:`request_stats` and :func:`cached_stats`. All jitted code is in this one file (AdamW's kernel too, formula in
 :mod:`qmoe.optim_kernel`; q1's sign passes are in the self-contained :mod:`qmoe.quant.qat_signs`):
 numba's on-disk cache is invalidated per file, so a kernel cached with code from another file
 could run stale code.
@@ -46,7 +46,8 @@ def as_np(t: Tensor) -> np.ndarray:
 
 
 # the optimizer's statistics for the next forward (plain Python, no jitted code: its own file)
-from qmoe.quant.qat_stats import _STATS, cached_stats, request_stats, requested_stats, store_stats  # noqa: E402, F401
+from qmoe.quant.qat_stats import (_STATS, cached_stats, request_stats, requested_stats, store_stats,  # noqa: E402, F401
+                                  take_stats)
 
 #: Float64 lanes of the layer and row sums (:func:`block_sum`): a fixed order on every CPU.
 SUM_LANES = 16
@@ -89,23 +90,26 @@ if njit is not None:
             for i in range(n):
                 orow[i] = min(max(np.rint(xr[i] * s), lo), qmax) / s
 
+    @njit(inline="always", error_model="numpy")
+    def _ternary_row(wj, g, a, oj, rounded, j):  # noqa: ANN001, ANN202
+        one, big = np.float32(1.0), np.float32(127.0)
+        if rounded.shape[0] > 0:
+            rj = rounded[j]
+            for i in range(wj.shape[0]):
+                r = np.rint(wj[i] / g)
+                rj[i] = np.int8(min(max(r, -big), big))  # |r| >= 2 all mean "clipped": 127 keeps that
+                oj[i] = min(max(r, -one), one) * a
+        else:
+            for i in range(wj.shape[0]):
+                oj[i] = min(max(np.rint(wj[i] / g), -one), one) * a
+
     @njit(cache=True, error_model="numpy")
     def ternary(w, gamma, alpha, out, rounded):  # noqa: ANN001, ANN201
         """``torch.div(w, gamma[:, None]).round_().clamp_(-1, 1).mul_(alpha[:, None])`` (bitnet),
         and ``round(w / gamma)`` clipped to int8 into ``rounded`` when it is not empty (for the
         backward: it then reads one byte per weight, not four, and divides nothing)."""
-        one, big = np.float32(1.0), np.float32(127.0)
         for j in range(w.shape[0]):  # one loop per row (a quarter faster than three over it)
-            g, a, wj, oj = gamma[j], alpha[j], w[j], out[j]
-            if rounded.shape[0] > 0:
-                rj = rounded[j]
-                for i in range(wj.shape[0]):
-                    r = np.rint(wj[i] / g)
-                    rj[i] = np.int8(min(max(r, -big), big))  # |r| >= 2 all mean "clipped": 127 keeps that
-                    oj[i] = min(max(r, -one), one) * a
-            else:
-                for i in range(wj.shape[0]):
-                    oj[i] = min(max(np.rint(wj[i] / g), -one), one) * a
+            _ternary_row(w[j], gamma[j], alpha[j], out[j], rounded, j)
 
     def _lanes_at(lanes: int, *ops: str, adamw: bool = False):  # noqa: ANN202
         """An intrinsic ``f(arr, start, stop, c)`` over float32 ``arr[start:stop]`` (``stop - start``
@@ -346,13 +350,17 @@ if njit is not None:
 
     @njit(cache=True, error_model="numpy", nogil=True)
     def adamw_row_gamma(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step,  # noqa: ANN001, ANN201
-                        width, gamma_eps, gamma):
+                        width, gamma_eps, gamma, alpha, out, rounded):
         """:func:`adamw_step` on ``p`` (flat, rows of ``width``), then :func:`row_gamma` of the
         updated rows into ``gamma``, in one pass: each row is updated, then summed while it is
-        in L1, as :func:`row_gamma` sums it: the same bits as the two kernels in turn."""
+        in L1, as :func:`row_gamma` sums it: the same bits as the two kernels in turn. With
+        ``out`` (rows, width) not empty, then :func:`ternary` of the row (its values with
+        ``alpha`` into ``out``, and ``rounded`` as there), still in L1: the next forward's
+        weight without reading the weight again."""
         zero = np.float32(0.0)
         rows = gamma.shape[0]
         chunk = max(1, BLOCK // max(width, 1))  # rows per update: a long loop, still in L1
+        p2 = p.reshape(rows, width)
         for j0 in range(0, rows, chunk):
             j1 = min(j0 + chunk, rows)
             _adamw_range(p, g, m, v, j0 * width, j1 * width, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps,
@@ -361,17 +369,11 @@ if njit is not None:
                 s = j * width
                 gj = np.float32(abs_centred_sum(p[s:s + width], zero) / width)
                 gamma[j] = gamma_eps if gj < gamma_eps else gj  # clamp_min: NaN stays NaN
+                if out.shape[0] > 0:  # a row of the 2-D view: a C-contiguous loop (a slice of p is not)
+                    _ternary_row(p2[j], gamma[j], alpha[j], out[j], rounded, j)
 
-    @njit(cache=True, error_model="numpy")
-    def ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
-        """bitnet's backward from ``r = round(w / gamma)`` (int8, from :func:`ternary`) and
-        ``t = clip(r, -1, 1)``: ``grad_w = clamp(|r| - 2, -1, 0) * ratio * grad`` (``ratio =
-        -(alpha / gamma)`` per row in float32, as torch's ``(alpha / gamma).neg_()``: the STE, zero
-        where the value clipped; torch's operations in torch's order) and ``grad_alpha = sum_i
-        t_i grad_i`` (the product rule: exact float32 products summed in float64 by
-        :func:`block_sum`, rounded once: within float32 rounding of the exact sum; no
-        full-size tensor written for it). Per row, two loops of one store each (LLVM vectorizes
-        neither of a loop with both stores), the row staying in L1, then the row's sum."""
+    @njit(inline="always", error_model="numpy")
+    def _ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN202
         one, two, zero = np.float32(1.0), np.float32(2.0), np.float32(0.0)
         n = grad.shape[1]
         prod = np.empty(n, np.float32)
@@ -383,3 +385,24 @@ if njit is not None:
             for i in range(n):
                 wj[i] = (min(max(abs(np.float32(rj[i])) - two, -one), zero) * rt) * gj[i]
             grad_alpha[j] = np.float32(block_sum(prod, 0, n))
+
+    @njit(cache=True, error_model="numpy")
+    def ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN201
+        """bitnet's backward from ``r = round(w / gamma)`` (int8, from :func:`ternary`) and
+        ``t = clip(r, -1, 1)``: ``grad_w = clamp(|r| - 2, -1, 0) * ratio * grad`` (``ratio =
+        -(alpha / gamma)`` per row in float32, as torch's ``(alpha / gamma).neg_()``: the STE, zero
+        where the value clipped; torch's operations in torch's order) and ``grad_alpha = sum_i
+        t_i grad_i`` (the product rule: exact float32 products summed in float64 by
+        :func:`block_sum`, rounded once: within float32 rounding of the exact sum; no
+        full-size tensor written for it). Per row, two loops of one store each (LLVM vectorizes
+        neither of a loop with both stores), the row staying in L1, then the row's sum.
+        ``grad_w`` must not overlap ``grad``: :func:`ternary_grads_` is the in-place form."""
+        _ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha)
+
+    @njit(cache=True, error_model="numpy")
+    def ternary_grads_(rounded, alpha, gamma, grad, grad_alpha):  # noqa: ANN001, ANN201
+        """:func:`ternary_grads` writing ``grad_w`` over ``grad`` (element by element, each read
+        before its write: the same values). Its own kernel: one array is known to LLVM as one, so
+        the loops vectorize; the two-array kernel given the same array twice fails the
+        vectorized loop's overlap check at run time and runs its scalar loop (4x slower)."""
+        _ternary_grads(rounded, alpha, gamma, grad, grad, grad_alpha)

@@ -12,24 +12,26 @@ from torch import Tensor
 
 #: Weight statistics the optimizer computes in its pass over a parameter for the next forward
 #: (:mod:`qmoe.quant.qat_kernels`): ``id(param) -> [weakref(param), kind,
-#: gamma's eps, (data_ptr, version) the value is of, value]``.
+#: gamma's eps, (data_ptr, version) the value is of, value, operand]``.
 _STATS: dict[int, list] = {}
 
 
-def request_stats(param: Tensor, kind: str, eps: float = 0.0) -> None:
+def request_stats(param: Tensor, kind: str, eps: float = 0.0, operand: Tensor | None = None) -> None:
     """Ask the optimizer (:class:`qmoe.optim.AdamW`) to compute ``kind`` of ``param`` in its pass
-    over it: "layer" (``(sum, min, max)`` as :func:`qmoe.quant.qat_kernels.layer_stats`) or "rows"
-    (bitnet's ``gamma`` as :func:`qmoe.quant.qat_kernels.row_gamma` with ``eps``). Only for a leaf
-    the optimizer updates (``requires_grad``)."""
+    over it: "layer" (``(sum, min, max)`` as :func:`qmoe.quant.qat_kernels.layer_stats`), "rows"
+    (bitnet's ``gamma`` as :func:`qmoe.quant.qat_kernels.row_gamma` with ``eps``) or "ternary"
+    (that ``gamma``, then bitnet's weight with ``alpha`` = ``operand``, as
+    :func:`qmoe.quant.qat_kernels.ternary`). Only for a leaf the optimizer updates
+    (``requires_grad``); the first request of a parameter stands."""
     if param.requires_grad and id(param) not in _STATS:
         key = id(param)
-        _STATS[key] = [weakref.ref(param, lambda _, k=key: _STATS.pop(k, None)), kind, eps, None, None]
+        _STATS[key] = [weakref.ref(param, lambda _, k=key: _STATS.pop(k, None)), kind, eps, None, None, operand]
 
 
-def requested_stats(param: Tensor) -> tuple[str, float] | None:
-    """``(kind, eps)`` requested for ``param`` by :func:`request_stats`, or None."""
+def requested_stats(param: Tensor) -> tuple[str, float, Tensor | None] | None:
+    """``(kind, eps, operand)`` requested for ``param`` by :func:`request_stats`, or None."""
     entry = _STATS.get(id(param))
-    return None if entry is None or entry[0]() is not param else (entry[1], entry[2])
+    return None if entry is None or entry[0]() is not param else (entry[1], entry[2], entry[5])
 
 
 def store_stats(param: Tensor, value: object) -> None:
@@ -46,4 +48,14 @@ def cached_stats(param: Tensor, kind: str) -> object | None:
     entry = _STATS.get(id(param))
     if entry is None or entry[0]() is not param or entry[1] != kind:
         return None
-    return entry[4] if entry[3] == (param.data_ptr(), param._version) else None
+    if entry[3] != (param.data_ptr(), param._version):
+        entry[4] = None  # stale: let it go (bitnet's values are a weight-sized tensor)
+    return entry[4]
+
+
+def take_stats(param: Tensor, kind: str) -> object | None:
+    """:func:`cached_stats`, dropped from the cache as they are returned (for large values used once)."""
+    value = cached_stats(param, kind)
+    if value is not None:
+        _STATS[id(param)][4] = None
+    return value

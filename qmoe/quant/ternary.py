@@ -20,7 +20,7 @@ from qmoe.quant import qat_kernels
 from qmoe.quant.config import QUANTIZERS, QuantConfig
 from qmoe.quant.layers import FakeQuantLinear, QuantLinear
 from qmoe.quant.packed import packed_linear
-from qmoe.quant.primitives import EPS
+from qmoe.quant.primitives import EPS, absmax_quantize
 
 
 def ternary_gamma(weight: Tensor) -> Tensor:
@@ -40,6 +40,9 @@ def ternary_gamma(weight: Tensor) -> Tensor:
             cached = qat_kernels.cached_stats(weight, "rows")
             if cached is not None:
                 return torch.from_numpy(cached)  # a new array each step: nobody else writes it
+            cached = qat_kernels.cached_stats(weight, "ternary")  # _TernaryLinear's (evaluation)
+            if cached is not None:
+                return torch.from_numpy(cached[0])
             qat_kernels.request_stats(weight, "rows", EPS)
         gamma = torch.empty(w.shape[0])
         qat_kernels.row_gamma(qat_kernels.as_np(w.contiguous()), np.float32(EPS), gamma.numpy())
@@ -106,6 +109,49 @@ def ternary_weight(weight: Tensor, alpha: Tensor) -> Tensor:
     return _ternary_values(weight, ternary_gamma(weight), alpha, out=torch.empty_like(weight))
 
 
+class _TernaryLinear(torch.autograd.Function):
+    """A bitnet layer's training forward -- absmax rows of ``x``, :func:`ternary_weight`,
+    ``addmm`` -- as one autograd node, on contiguous float32 CPU tensors (the kernels').
+
+    The same values and gradients as the graph of those three nodes, bit for bit: the forward
+    computes what they compute; the backward takes autograd's products for ``addmm``
+    (``g @ W_q``, ``g^T @ x_q``, ``sum(g)``), and :class:`_TernarySTE`'s kernel turns
+    ``g^T @ x_q`` into the weight's and ``alpha``'s gradients in place: a buffer this node
+    made, so no other (out, in) tensor is written or read (the graph's backward wrote a new
+    one, then read both). One node where the graph had three (and a transpose's): their
+    Python and autograd overhead was a part of what a bitnet step cost over fp32's.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
+        x_q = absmax_quantize(x, TernaryConfig.activation_bits)  # no graph: autograd is off in here
+        cached = qat_kernels.take_stats(weight, "ternary")  # the optimizer's (its last update of weight)
+        if cached is not None and cached[3] is alpha and cached[4] == alpha._version:
+            gamma, w_q, rounded = torch.from_numpy(cached[0]), cached[1], cached[2]
+        else:
+            qat_kernels.request_stats(weight, "ternary", EPS, alpha)
+            gamma = ternary_gamma(weight)
+            w_q = torch.empty_like(weight)
+            rounded = torch.empty(weight.shape, dtype=torch.int8)
+            np_ = qat_kernels.as_np
+            qat_kernels.ternary(np_(weight), gamma.numpy(), np_(alpha), w_q.numpy(), rounded.numpy())
+        ctx.save_for_backward(x_q, w_q, alpha, gamma, rounded)
+        return torch.addmm(bias, x_q, w_q.t())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x_q, w_q, alpha, gamma, rounded = ctx.saved_tensors
+        need_x, need_w, need_b, need_alpha = ctx.needs_input_grad
+        grad_w = grad_alpha = None
+        if need_w or need_alpha:
+            grad_w = grad.t().mm(x_q)  # (out, in), new: the STE's kernel rewrites it in place
+            grad_alpha = torch.empty_like(gamma)
+            qat_kernels.ternary_grads_(rounded.numpy(), qat_kernels.as_np(alpha), gamma.numpy(), grad_w.numpy(),
+                                       grad_alpha.numpy())
+        return (grad.mm(w_q) if need_x else None, grad_w if need_w else None,
+                grad.sum(0) if need_b else None, grad_alpha if need_alpha else None)
+
+
 def _ternary_values(weight: Tensor, gamma: Tensor, alpha: Tensor, out: Tensor) -> Tensor:
     """``clip(round(W / gamma), -1, 1) * alpha`` per row into ``out`` (out, in)."""
     if qat_kernels.fusable(weight, gamma, alpha, out):  # the same values in one pass
@@ -136,6 +182,14 @@ class TernaryConfig(QuantConfig):
 
     def fake_quant_weight(self, weight: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         return ternary_weight(weight, params["alpha"])
+
+    def one_node_linear(self, x: Tensor, weight: Tensor, bias: Tensor, params: Mapping[str, Tensor]) -> Tensor | None:
+        """:class:`_TernaryLinear` where the kernels take every tensor; else None (the graph)."""
+        alpha = params["alpha"]
+        if not (qat_kernels.fusable(x, weight, bias, alpha) and weight.dim() == 2 and weight.numel() > 0
+                and x.shape[0] > 0):
+            return None
+        return _TernaryLinear.apply(x, weight, bias, alpha)
 
     def int_weight(self, weight: Tensor, params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         q = torch.round(weight / ternary_gamma(weight)[:, None]).clamp(-1, 1)

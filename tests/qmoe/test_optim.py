@@ -182,13 +182,19 @@ def test_training_steps_never_import_torch_dynamo() -> None:
     assert out.stdout.split() == ["1", "1", "0"]  # it trained, one group, and no torch._dynamo
 
 
-@pytest.mark.parametrize("name", ["q1", "q8", "bitnet"])
-def test_weight_statistics_from_the_step_change_no_bit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("name", "kind"),
+                         [("q1", "layer"), ("q8", "layer"), ("bitnet", "ternary"), ("bitnet", "rows")])
+def test_weight_statistics_from_the_step_change_no_bit(name: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The forward's weight statistics computed in the optimizer's pass (qat_kernels'
     adamw_layer_stats / adamw_row_gamma) give the same training, bit for bit, as the forward
-    computing them itself; and the forward does use them."""
+    computing them itself; and the forward does use them. bitnet: its one-node forward takes
+    gamma and the ternary weight itself ("ternary"), its graph gamma alone ("rows")."""
     from qmoe.quant import qat_kernels
     from qmoe.quant.layers import QuantLinear
+    from qmoe.quant.ternary import TernaryConfig
+
+    if kind == "rows":  # the graph of the layer's parts
+        monkeypatch.setattr(TernaryConfig, "one_node_linear", lambda *args: None)
 
     def train(use: bool) -> tuple[list[torch.Tensor], int]:
         torch.manual_seed(0)
@@ -197,8 +203,7 @@ def test_weight_statistics_from_the_step_change_no_bit(name: str, monkeypatch: p
         x, y = torch.randn(16, 33), torch.randint(0, 5, (16,))
         hits = 0
         for _ in range(4):
-            hits += sum(qat_kernels.cached_stats(layer.weight, "rows" if name == "bitnet" else "layer") is not None
-                        for layer in (model[0], model[2]))
+            hits += sum(qat_kernels.cached_stats(layer.weight, kind) is not None for layer in (model[0], model[2]))
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.clip_and_step(0.5)

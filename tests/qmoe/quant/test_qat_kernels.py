@@ -230,7 +230,10 @@ def test_adamw_layer_stats_is_the_step_then_layer_stats(n: int, special: bool) -
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 16), (2, 2049), (50, 320), (7, 2048), (640, 1536)])
-def test_adamw_row_gamma_is_the_step_then_row_gamma(shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize("values", [False, True])
+def test_adamw_row_gamma_is_the_step_then_row_gamma(shape: tuple[int, int], values: bool) -> None:
+    """The step, gamma of the updated rows, and (``values``) ternary's weight and int8 rounding
+    of them, the same bits as the kernels in turn."""
     rows, width = shape
     arrays, scalars = _adamw_case(rows * width, width)
     if rows > 2:
@@ -238,15 +241,24 @@ def test_adamw_row_gamma_is_the_step_then_row_gamma(shape: tuple[int, int]) -> N
         arrays[0][width:2 * width] = 0.0  # row 1: zero weights, zero gradient: gamma = EPS
         arrays[1][width:2 * width] = 0.0
         arrays[2][width:2 * width] = 0.0
+    alpha = np.random.default_rng(rows).uniform(0.5, 2.0, rows).astype(np.float32)
     want = [a.copy() for a in arrays]
     qat_kernels.adamw_step(*want, *scalars)
     want_gamma = np.empty(rows, np.float32)
     qat_kernels.row_gamma(want[0].reshape(rows, width), np.float32(P.EPS), want_gamma)
+    want_out, want_rounded = np.empty((rows, width), np.float32), np.empty((rows, width), np.int8)
+    qat_kernels.ternary(want[0].reshape(rows, width), want_gamma, alpha, want_out, want_rounded)
     got = [a.copy() for a in arrays]
     gamma = np.empty(rows, np.float32)
-    qat_kernels.adamw_row_gamma(*got, *scalars, width, np.float32(P.EPS), gamma)
+    out = np.full((rows, width) if values else (0, 0), np.float32(7.0))
+    rounded = np.full((rows, width) if values else (0, 0), np.int8(99))
+    qat_kernels.adamw_row_gamma(*got, *scalars, width, np.float32(P.EPS), gamma,
+                                alpha if values else np.empty(0, np.float32), out, rounded)
     assert all(np.array_equal(a.view(np.int32), b.view(np.int32)) for a, b in zip(got, want))
     assert np.array_equal(gamma.view(np.int32), want_gamma.view(np.int32))
+    if values:
+        assert np.array_equal(out.view(np.int32), want_out.view(np.int32))
+        assert np.array_equal(rounded[~np.isnan(want_out)], want_rounded[~np.isnan(want_out)])
     if rows > 2:
         assert np.isnan(gamma[2]) and gamma[1] == np.float32(P.EPS)
 
@@ -254,7 +266,7 @@ def test_adamw_row_gamma_is_the_step_then_row_gamma(shape: tuple[int, int]) -> N
 def test_cached_stats_only_for_the_unchanged_parameter_they_were_stored_for() -> None:
     w = torch.nn.Parameter(torch.randn(8, 40))
     qat_kernels.request_stats(w, "layer")
-    assert qat_kernels.requested_stats(w) == ("layer", 0.0)
+    assert qat_kernels.requested_stats(w) == ("layer", 0.0, None)
     assert qat_kernels.cached_stats(w, "layer") is None  # requested, not stored yet
     qat_kernels.store_stats(w, (1.0, -1.0, 2.0))
     assert qat_kernels.cached_stats(w, "layer") == (1.0, -1.0, 2.0)

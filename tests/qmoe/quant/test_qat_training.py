@@ -146,6 +146,7 @@ def _train(name: str, steps: int = 5) -> list[torch.Tensor]:
 def test_training_is_bit_identical_to_mains_kernels(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     new = _train(name)
     monkeypatch.setattr(ternary, "_TernarySTE", _MainTernarySTE)
+    monkeypatch.setattr(ternary.TernaryConfig, "one_node_linear", lambda *args: None)  # main's graph
     monkeypatch.setattr(qat_kernels, "absmax_rows", main_absmax_rows)
     monkeypatch.setattr(qat_kernels, "layer_stats", main_layer_stats)
     monkeypatch.setattr(optim, "adamw_layer_stats", main_adamw_layer_stats)
@@ -175,6 +176,10 @@ def test_ternary_grads_equal_mains_on_special_values(shape: tuple[int, int]) -> 
     got_w, got_a = np.empty_like(grad), np.empty(rows, np.float32)
     qat_kernels.ternary_grads(rounded, alpha, gamma, grad, got_w, got_a)
     assert np.array_equal(got_w.view(np.int32), want_w.view(np.int32))  # bits, NaNs and zeros' signs too
+    assert np.array_equal(got_a.view(np.int32), want_a.view(np.int32))
+    in_place, got_a = grad.copy(), np.empty(rows, np.float32)  # the one-node backward's form
+    qat_kernels.ternary_grads_(rounded, alpha, gamma, in_place, got_a)
+    assert np.array_equal(in_place.view(np.int32), want_w.view(np.int32))
     assert np.array_equal(got_a.view(np.int32), want_a.view(np.int32))
 
 
