@@ -185,8 +185,8 @@ if njit is not None:
                 for op, s, acc, zero in zip(ops, sums, accs, zeros):
                     acc.add_incoming(zero, pre)
                     x = x0
-                    if op == "abssum":
-                        x = vcall("fabs", builder.fsub(x, splat(args[3])))  # |x - c|, c in every lane
+                    if op == "abssum":  # |x - c|, c in every lane (after an update: c = 0, |x - 0| = |x|)
+                        x = vcall("fabs", x if adamw else builder.fsub(x, splat(args[3])))
                     if s:
                         news.append(builder.fadd(acc, builder.fpext(x, zero.type)))
                     else:
@@ -221,6 +221,7 @@ if njit is not None:
     lane_stats16 = _lanes_at(SUM_LANES, "sum", "max", "negmax")  # (sum, max, max of -x) in one loop
     lane_maxes16 = _lanes_at(SUM_LANES, "max", "negmax")
     adamw_stats16 = _lanes_at(SUM_LANES, "sum", "max", "negmax", adamw=True)  # the update, then lane_stats16
+    adamw_abssum16 = _lanes_at(SUM_LANES, "abssum", adamw=True)  # the update, then lane_abssum16 with c = 0
 
     @njit(cache=True, error_model="numpy")
     def block_sum(x, start, stop):  # noqa: ANN001, ANN201
@@ -352,25 +353,27 @@ if njit is not None:
     def adamw_row_gamma(p, g, m, v, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step,  # noqa: ANN001, ANN201
                         width, gamma_eps, gamma, alpha, out, rounded):
         """:func:`adamw_step` on ``p`` (flat, rows of ``width``), then :func:`row_gamma` of the
-        updated rows into ``gamma``, in one pass: each row is updated, then summed while it is
-        in L1, as :func:`row_gamma` sums it: the same bits as the two kernels in turn. With
-        ``out`` (rows, width) not empty, then :func:`ternary` of the row (its values with
-        ``alpha`` into ``out``, and ``rounded`` as there), still in L1: the next forward's
-        weight without reading the weight again."""
+        updated rows into ``gamma``, in one pass: each block of a row is updated and summed in
+        the same vector loop (:data:`adamw_abssum16`), in :func:`abs_centred_sum`'s blocks and
+        lanes: the same bits as the two kernels in turn. With ``out`` (rows, width) not empty,
+        then :func:`ternary` of the row (its values with ``alpha`` into ``out``, and ``rounded``
+        as there) while it is in L1: the next forward's weight without reading the weight again."""
         zero = np.float32(0.0)
-        rows = gamma.shape[0]
-        chunk = max(1, BLOCK // max(width, 1))  # rows per update: a long loop, still in L1
-        p2 = p.reshape(rows, width)
-        for j0 in range(0, rows, chunk):
-            j1 = min(j0 + chunk, rows)
-            _adamw_range(p, g, m, v, j0 * width, j1 * width, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps,
-                         neg_step)
-            for j in range(j0, j1):
-                s = j * width
-                gj = np.float32(abs_centred_sum(p[s:s + width], zero) / width)
-                gamma[j] = gamma_eps if gj < gamma_eps else gj  # clamp_min: NaN stays NaN
-                if out.shape[0] > 0:  # a row of the 2-D view: a C-contiguous loop (a slice of p is not)
-                    _ternary_row(p2[j], gamma[j], alpha[j], out[j], rounded, j)
+        scalars = (clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
+        p2 = p.reshape(gamma.shape[0], width)
+        for j in range(gamma.shape[0]):
+            s, e = j * width, (j + 1) * width
+            top = e - width % SUM_LANES
+            total = 0.0
+            for b in range(s, top, BLOCK):
+                total += adamw_abssum16(p, b, min(b + BLOCK, top), (g, m, v, *scalars))
+            _adamw_range(p, g, m, v, top, e, clip, decay, w1, beta2, w2, tiny, bc2_sqrt, eps, neg_step)
+            for i in range(top, e):
+                total += np.float64(abs(p[i] - zero))
+            gj = np.float32(total / width)
+            gamma[j] = gamma_eps if gj < gamma_eps else gj  # clamp_min: NaN stays NaN
+            if out.shape[0] > 0:  # a row of the 2-D view: a C-contiguous loop (a slice of p is not)
+                _ternary_row(p2[j], gamma[j], alpha[j], out[j], rounded, j)
 
     @njit(inline="always", error_model="numpy")
     def _ternary_grads(rounded, alpha, gamma, grad, grad_w, grad_alpha):  # noqa: ANN001, ANN202
