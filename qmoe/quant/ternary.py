@@ -116,10 +116,13 @@ class _TernaryLinear(torch.autograd.Function):
     The same values and gradients as the graph of those three nodes, bit for bit: the forward
     computes what they compute; the backward takes autograd's products for ``addmm``
     (``g @ W_q``, ``g^T @ x_q``, ``sum(g)``), and :class:`_TernarySTE`'s kernel turns
-    ``g^T @ x_q`` into the weight's and ``alpha``'s gradients in place: a buffer this node
-    made, so no other (out, in) tensor is written or read (the graph's backward wrote a new
-    one, then read both). One node where the graph had three (and a transpose's): their
-    Python and autograd overhead was a part of what a bitnet step cost over fp32's.
+    ``g^T @ x_q`` into the weight's and ``alpha``'s gradients in place
+    (:func:`qmoe.quant.qat_kernels.ternary_grads_`): a buffer this node made, so no other
+    (out, in) tensor is written or read (the graph's backward wrote a new one, then read both).
+    One node where the graph had three (and a transpose's): their Python and autograd overhead
+    was a part of what a bitnet step cost over fp32's. The weight itself comes from the
+    optimizer's last update of it while that is current (:class:`qmoe.optim.AdamW` computes it
+    in its pass over the weight, :func:`qmoe.quant.qat_kernels.adamw_row_gamma`).
     """
 
     @staticmethod
