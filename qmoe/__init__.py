@@ -6,4 +6,4 @@ top-level folders ``sweeps/``, ``analysis/`` and ``cli/`` (see setup.py), and im
 by each other, downwards; ``tests/test_layering.py`` enforces it.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -34,8 +34,9 @@ with ``bias`` b (N,) float32, ``rescale`` r (N,) float32 (None for fp32), ``relu
 after the layer, ``x8 = round(x s)`` and ``s = 127 / max|x|`` per row (float32, half to even,
 as :func:`qmoe.quant.primitives.absmax_quantize`), and for binary ``xb = +1 where x > tau else
 -1``, ``beta = mean|x|`` per row. Integer sums are exact; the float steps are single IEEE
-float32 operations in a fixed order (fp32 sums in input order, no fused multiply-add), so a
-row's outputs do not depend on its batch mates. Any object with these six attributes works
+float32 operations in a fixed order (fp32 sums in input order, one fused multiply-add per
+input: ``acc = fma(x_i, w_ji, acc)``, rounded once), so a row's outputs do not depend on its
+batch mates. Any object with these six attributes works
 as a layer (e.g. an export file's layer records).
 
 The mixture is DESIGN §4's: every expert runs; the router's first layer output is multiplied
@@ -48,7 +49,8 @@ combine as ``sum_k p_cur_k E_k``. Routing arithmetic is float64, outputs float32
 
 Each layer is lowered to the fastest layout this CPU runs (:mod:`qmoe.native.target`,
 :mod:`qmoe.native.packing`): AVX-512 BW and AVX2 table look-ups for the bit-plane kinds, AVX2
-``vpmaddubsw`` for int8, portable loops elsewhere; the outputs are the same in every layout.
+``vpmaddubsw`` for int8, float32 weights in panels of 16 outputs on AVX2, portable loops
+elsewhere; the outputs are the same in every layout.
 """
 
 from __future__ import annotations

@@ -112,11 +112,12 @@ def check_layer(layer: Layer, where: str = "layer") -> None:
 def layouts(kind: str, weight: np.ndarray | None = None, backend: Backend | None = None) -> list[int]:
     """The layouts (:mod:`qmoe.native.layout`) ``backend`` (default: the numba
     target's, :mod:`qmoe.native.target`) can run for ``kind``, fastest first (int8 weights within -8..7 can also take the nibble layout)."""
-    if kind == "fp32":
-        return [L.FLOAT]
+    avx2, vpermw, vnni = _paths(backend)
+    if kind == "fp32":  # panels first on AVX2; AVX-512 keeps the layout its 64-output blocks were measured on
+        first = avx2 and not vpermw
+        return [L.FLOAT_PANELS, L.FLOAT] if first else [L.FLOAT, L.FLOAT_PANELS]
     if kind == "binary":
         return [L.XNOR]
-    avx2, vpermw, vnni = _paths(backend)
     if kind == "q16":
         return [L.Q16_VNNI] * (vnni or avx2) + [L.Q16]
     if kind == "int8":
@@ -156,6 +157,9 @@ def lower(layer: Layer, code: int | None = None, backend: Backend | None = None)
     if code == L.FLOAT:
         w = P._bytes(np.asarray(layer.weight, np.float32).T)  # (D, N)
         return Lowered(code=code, d=d, n=n, relu=layer.relu, params=(0, 0, 0, 0), w=w, fp=bias)
+    if code == L.FLOAT_PANELS:
+        w = P.pack_float_panels(np.asarray(layer.weight, np.float32))
+        return Lowered(code=code, d=d, n=n, relu=layer.relu, params=(0, 0, 0, 0), w=w, fp=bias)
     q = np.asarray(layer.weight).astype(np.int64)
     batch_bytes = 0
     fp = np.concatenate([np.asarray(layer.rescale, np.float32), bias])
@@ -194,6 +198,8 @@ def unpack(low: Lowered) -> np.ndarray:
     n, d, p = low.n, low.d, low.params
     if low.code == L.FLOAT:
         return low.w.view(np.float32).reshape(d, n).T.copy()
+    if low.code == L.FLOAT_PANELS:
+        return P.unpack_float_panels(low.w, n, d)
     if low.code == L.Q16:
         return low.w.view(np.int16).reshape(d, n).T.astype(np.int64)
     if low.code == L.INT8:

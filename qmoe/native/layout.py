@@ -32,11 +32,17 @@ Q16_VNNI = 10  # int16 blocks of 64 outputs x 2 inputs, vpdpwssd (AVX-512 VNNI) 
 # LUT32's bytes (one row at a time), then the planes' bits in vpdpbusd order for row groups
 # (packing.pack_planes_vnni; AVX-512 BW and VNNI); p0..p3 as PLANES
 PLANES_VNNI = 11
+# float32 panels of PANEL outputs, (ceil(N / PANEL), D, PANEL), the last zero-padded: each
+# block of outputs reads its weights in one sequential stream (AVX2 row groups, :mod:`.kernels.fblock`)
+FLOAT_PANELS = 12
+#: Outputs of one panel of :data:`FLOAT_PANELS` (two AVX2 registers of float32).
+PANEL = 16
 
 KIND_NAMES = {FLOAT: "fp32", Q16: "int16-dot", INT8: "int8-dot", INT8_AVX2: "int8-dot-avx2",
               INT4_AVX2: "int4-dot-avx2", PLANES: "bitplane-popcount", LUT16: "bitplane-lut16-avx2",
               LUT32: "bitplane-lut32-avx512", XNOR: "xnor-popcount",
-              INT8_VNNI: "int8-dot-vnni", Q16_VNNI: "int16-pairs", PLANES_VNNI: "bitplane-lut32+vnni"}
+              INT8_VNNI: "int8-dot-vnni", Q16_VNNI: "int16-pairs", PLANES_VNNI: "bitplane-lut32+vnni",
+              FLOAT_PANELS: "fp32-panels"}
 
 #: ints at the head of ``mix``: experts, top-k, classes, Monte-Carlo passes, router's first
 #: layer record and count, the float offsets of the masks, alpha and the temperature, and the

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmoe.native.layout import PANEL
+
 #: The int8 AVX2 kernel sums int16 pairs up to ``2 x 127 x max|w|`` for ``flush`` chunks.
 INT16_MAX = 32767
 
@@ -241,3 +243,21 @@ def unpack_q16_vnni(data: np.ndarray, pairs: int, n: int, d: int) -> np.ndarray:
     n_pad = -(-n // VNNI_BLOCK) * VNNI_BLOCK
     body = data[: n_pad * 4 * pairs].view(np.int16).reshape(n_pad // VNNI_BLOCK, pairs, VNNI_BLOCK, 2)
     return body.transpose(0, 2, 1, 3).reshape(n_pad, 2 * pairs)[:n, :d].astype(np.int64)
+
+
+# -- float panels ------------------------------------------------------------------------
+def pack_float_panels(weight: np.ndarray) -> np.ndarray:
+    """float32 weights (N, D) as panels of :data:`~.layout.PANEL` outputs: (ceil(N/PANEL), D,
+    PANEL), output ``p PANEL + k`` of input ``i`` at float ``(p D + i) PANEL + k``; the padding
+    outputs' weights are 0."""
+    n, d = weight.shape
+    n_pad = -(-n // PANEL) * PANEL
+    padded = np.zeros((n_pad, d), np.float32)
+    padded[:n] = weight
+    return _bytes(padded.reshape(n_pad // PANEL, PANEL, d).transpose(0, 2, 1))
+
+
+def unpack_float_panels(data: np.ndarray, n: int, d: int) -> np.ndarray:
+    n_pad = -(-n // PANEL) * PANEL
+    body = data[: 4 * n_pad * d].view(np.float32).reshape(n_pad // PANEL, d, PANEL)
+    return body.transpose(0, 2, 1).reshape(n_pad, d)[:n].copy()

@@ -16,13 +16,13 @@ from numba.extending import intrinsic
 
 from qmoe.native.kernels.act import (bias_relu, binary_bits, mean_abs, offset_bytes, pair_words, quantize_row,
                                      rescale, rescale_binary)
-from qmoe.native.kernels.dots import (dots_float, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
+from qmoe.native.kernels.dots import (dots_float, dots_float_panels, dots_int4_avx2, dots_int8_avx2, dots_int8_plain,
                                       dots_int8_vnni, dots_lut16, dots_lut32, dots_planes, dots_q16, dots_q16_vnni,
                                       dots_xnor)
 from qmoe.native.kernels.vnni import GROUP_MAX
-from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI, KIND, LUT16,
-                                LUT32, N_OUT, P0, P1, P2, P3, PLANES, PLANES_VNNI, Q16, Q16_VNNI, REC, RELU,
-                                UNCERTAINTY_MAX, W_OFF, XNOR)
+from qmoe.native.layout import (D_IN, ENTROPY, F_OFF, FLOAT, FLOAT_PANELS, INT4_AVX2, INT8, INT8_AVX2, INT8_VNNI,
+                                KIND, LUT16, LUT32, N_OUT, P0, P1, P2, P3, PLANES, PLANES_VNNI, Q16, Q16_VNNI, REC,
+                                RELU, UNCERTAINTY_MAX, W_OFF, XNOR)
 
 #: Below this a probability counts as this in a logarithm (``qmoe.models.moe._EPS``).
 LOG_EPS = 1e-12
@@ -144,8 +144,11 @@ def run_layer(r, h, y, meta, fp, w, xq, xa, words, acc, a32, accf, tab):  # noqa
     kind, d, n = meta[r + KIND], meta[r + D_IN], meta[r + N_OUT]
     w_off, f_off, relu = meta[r + W_OFF], meta[r + F_OFF], meta[r + RELU] != 0
     p0, p1, p2, p3 = meta[r + P0], meta[r + P1], meta[r + P2], meta[r + P3]
-    if kind == FLOAT:
-        dots_float(h, d, n, w, w_off, accf)
+    if kind == FLOAT or kind == FLOAT_PANELS:
+        if kind == FLOAT:
+            dots_float(h, d, n, w, w_off, accf)
+        else:
+            dots_float_panels(h, d, n, w, w_off, accf)
         bias_relu(accf, fp, f_off, n, relu, y)
     elif kind == XNOR:
         nw = binary_bits(h, d, fp[f_off + 2 * n], words)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from qmoe.native.kernels.fblock import BLOCK as FLOAT_BLOCK
+from qmoe.native.kernels.fblock import FBLOCK, ROW_BLOCKS, float_block_row, float_blocks_row, panel_strides
 from qmoe.native.kernels.lut32 import LUT32_BLOCK, lut32_block1, lut32_block2, lut32_tables
 from qmoe.native.kernels.lut16 import lut16_block, lut16_tables4
-from qmoe.native.kernels.simd import bit_mask64, int4_rows4, int8_rows4, popcount64
+from qmoe.native.kernels.simd import bit_mask64, fma32, int4_rows4, int8_rows4, popcount64
 from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
                                       planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
                                       vnni_block_rows_add)
+from qmoe.native.layout import PANEL
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
@@ -35,7 +38,8 @@ def view(w, w_off, count, dtype, size):  # noqa: ANN001, ANN201
 
 @njit(inline="always")
 def dots_float(h, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
-    """``acc[j] = sum_i h[i] W[j, i]`` in float32, ``i`` ascending; ``W`` stored (D, N)."""
+    """``acc[j] = sum_i h[i] W[j, i]`` in float32, ``i`` ascending, each step one fused
+    multiply-add; ``W`` stored (D, N)."""
     wt = view(w, w_off, d * n, np.float32, 4)
     for j in range(n):
         acc[j] = np.float32(0.0)
@@ -43,7 +47,33 @@ def dots_float(h, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
         xi = h[i]
         row = wt[i * n: (i + 1) * n]
         for j in range(n):
-            acc[j] += xi * row[j]
+            acc[j] = fma32(xi, row[j], acc[j])
+
+
+@njit(inline="always")
+def dots_float_panels(h, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
+    """:func:`dots_float` of weights in :data:`~qmoe.native.layout.FLOAT_PANELS` (the same sums,
+    ``i`` ascending): :data:`~.fblock.ROW_BLOCKS` blocks of outputs at a time in registers
+    (:func:`~.fblock.float_blocks_row`, the rest a block at a time) where the target has the
+    vectors, else a panel at a time in ``acc``."""
+    if FBLOCK:
+        whole = n // (ROW_BLOCKS * FLOAT_BLOCK) * (ROW_BLOCKS * FLOAT_BLOCK)
+        for j0 in range(0, whole, ROW_BLOCKS * FLOAT_BLOCK):
+            wbase, qstride = panel_strides(j0, d)
+            float_blocks_row(h, 0, w, w_off, 0, d, wbase, qstride, PANEL, FLOAT_BLOCK * d, j0, FLOAT_BLOCK, acc, 0)
+        for j0 in range(whole, n, FLOAT_BLOCK):
+            wbase, qstride = panel_strides(j0, d)
+            float_block_row(h, 0, w, w_off, 0, d, wbase, qstride, PANEL, 0, j0, min(FLOAT_BLOCK, n - j0), acc, 0)
+        return
+    wt = view(w, w_off, (n + PANEL - 1) // PANEL * PANEL * d, np.float32, 4)
+    for j0 in range(0, n, PANEL):
+        for j in range(j0, min(n, j0 + PANEL)):
+            acc[j] = np.float32(0.0)
+        for i in range(d):
+            xi = h[i]
+            row = wt[j0 * d + i * PANEL: j0 * d + i * PANEL + PANEL]  # panel j0 / PANEL, input i
+            for j in range(j0, min(n, j0 + PANEL)):
+                acc[j] = fma32(xi, row[j - j0], acc[j])
 
 
 @njit(inline="always")

@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "920d6bfdd704653c8bc51d6764ca80839ad9214962ef9493ac67128ede50f507"
+SOURCES_SHA256 = "f47a05ef0f3d786ddccaa181f4991941455bb317d85bc53956f86ad7e8758ddd"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -24,11 +24,12 @@ from numba import njit
 from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
 from qmoe.native.kernels.chain import part, run_layer
 from qmoe.native.kernels.dots import dots_int8_vnni, dots_planes_vnni, dots_q16_vnni, lut32_bytes, view
-from qmoe.native.kernels.fblock import BLOCK, CHUNK, FBLOCK, float_block_rows
+from qmoe.native.kernels.fblock import (BLOCK, CHUNK, FBLOCK, FROWS, FSTEP, LANES, float_block_rows,
+                                        float_block_rows4, panel_strides)
 from qmoe.native.kernels.simd import int4_rows4, int8_rows4
 from qmoe.native.kernels.vnni import GROUP, GROUP_MAX, GROUP_WEIGHTS, ROWS
-from qmoe.native.layout import (D_IN, F_OFF, FLOAT, INT4_AVX2, INT8_AVX2, INT8_VNNI, KIND, N_OUT, P0, P1, P2, P3,
-                                PLANES_VNNI, Q16_VNNI, REC, RELU, W_OFF)
+from qmoe.native.layout import (D_IN, F_OFF, FLOAT, FLOAT_PANELS, INT4_AVX2, INT8_AVX2, INT8_VNNI, KIND, N_OUT, P0,
+                                P1, P2, P3, PANEL, PLANES_VNNI, Q16_VNNI, REC, RELU, W_OFF)
 from qmoe.native.target import HAS_AVX2, HAS_VNNI
 
 #: Outputs of an AVX2 int8 or int4 layer (:func:`dots_avx2_rows`) each row of a group runs
@@ -50,11 +51,13 @@ def carve_rows(scratch, o, width):  # noqa: ANN001, ANN201
 @njit(inline="always")
 def batched(meta):  # noqa: ANN001, ANN201
     """Whether the row-group path helps this chain: a layer in a ``vpdpbusd`` or the ``vpdpwssd``
-    layout, or a float layer on AVX-512 (:mod:`.fblock`)."""
+    layout, or a float layer on AVX-512 or AVX2 (:mod:`.fblock`)."""
     for r in range(0, meta.shape[0], REC):
         kind = meta[r + KIND]
-        if (HAS_VNNI and (kind == INT8_VNNI or kind == PLANES_VNNI)) or (FBLOCK and kind == FLOAT) or (
-                (HAS_VNNI or HAS_AVX2) and kind == Q16_VNNI) or (HAS_AVX2 and (kind == INT8_AVX2 or kind == INT4_AVX2)):
+        if (HAS_VNNI and (kind == INT8_VNNI or kind == PLANES_VNNI)) or (
+                FBLOCK and (kind == FLOAT or kind == FLOAT_PANELS)) or (
+                (HAS_VNNI or HAS_AVX2) and kind == Q16_VNNI) or (
+                HAS_AVX2 and (kind == INT8_AVX2 or kind == INT4_AVX2)):
             return True
     return False
 
@@ -68,17 +71,27 @@ def group_size(w):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
-def dots_float_rows(hs, width, m, d, n, w, w_off, accs):  # noqa: ANN001, ANN201
-    """:func:`~.dots.dots_float` of the ``m`` rows ``hs[g width:]`` (a multiple of
-    :data:`~.vnni.ROWS`) into ``accs[g width:]``: blocks of :data:`~.fblock.BLOCK` outputs (the
-    last one partial) by :func:`~.fblock.float_block_rows`, :data:`~.fblock.CHUNK` inputs at a
-    time, :data:`~.vnni.ROWS` rows at a time (the one-row loop's sums, bit for bit)."""
+def dots_float_rows(hs, width, m, d, n, w, w_off, accs, panels):  # noqa: ANN001, ANN201
+    """:func:`~.dots.dots_float` (``panels``: :func:`~.dots.dots_float_panels`) of the ``m``
+    rows ``hs[g width:]`` (a multiple of :data:`~.vnni.ROWS`) into ``accs[g width:]``: blocks of
+    :data:`~.fblock.BLOCK` outputs (the last one partial) by :func:`~.fblock.float_block_rows`,
+    :data:`~.fblock.FROWS` rows at a time while the rows left are a multiple of
+    :data:`~.vnni.ROWS`, then :data:`~.vnni.ROWS` at a time (the one-row loop's sums, bit for
+    bit). (D, N) weights run :data:`~.fblock.CHUNK` inputs at a time; a block's panels are read
+    in sequence, whole."""
+    chunk = d if panels else CHUNK
+    big = m // FSTEP * FSTEP
     for j0 in range(0, n, BLOCK):
-        for i0 in range(0, d, CHUNK):
-            i1 = min(d, i0 + CHUNK)
-            for g in range(0, m, ROWS):
-                float_block_rows(hs[g * width:], width, w, w_off, i0, i1, n, j0, min(BLOCK, n - j0),
-                                 accs[g * width:], width)
+        wbase, qstride = panel_strides(j0, d) if panels else (j0, LANES)
+        istride = PANEL if panels else n
+        for i0 in range(0, d, chunk):
+            i1 = min(d, i0 + chunk)
+            for g in range(0, big, FROWS):
+                float_block_rows(hs[g * width:], width, w, w_off, i0, i1, wbase, qstride, istride, 0, j0,
+                                 min(BLOCK, n - j0), accs[g * width:], width)
+            for g in range(big, m, ROWS):
+                float_block_rows4(hs[g * width:], width, w, w_off, i0, i1, wbase, qstride, istride, 0, j0,
+                                  min(BLOCK, n - j0), accs[g * width:], width)
 
 
 @njit(inline="always")
@@ -143,10 +156,10 @@ def run_layer_rows(r, m, hs, ys, width, meta, fp, w, xq, xa, words, acc, a32, ac
     """Layer record ``r`` on ``m`` rows (a multiple of :data:`~.vnni.ROWS`, at most
     :data:`~.vnni.GROUP_MAX`): row g's ``hs[g width:][:d]`` ->
     ``ys[g width:][:n]``; the other buffers as :func:`~.chain.run_layer`'s."""
-    if FBLOCK and meta[r + KIND] == FLOAT:
+    if FBLOCK and (meta[r + KIND] == FLOAT or meta[r + KIND] == FLOAT_PANELS):
         d, n, w_off, f_off = meta[r + D_IN], meta[r + N_OUT], meta[r + W_OFF], meta[r + F_OFF]
         accs = a32s.view(np.float32)
-        dots_float_rows(hs, width, m, d, n, w, w_off, accs)
+        dots_float_rows(hs, width, m, d, n, w, w_off, accs, meta[r + KIND] == FLOAT_PANELS)
         for g in range(m):
             bias_relu(accs[g * width: (g + 1) * width], fp, f_off, n, meta[r + RELU] != 0,
                       ys[g * width: (g + 1) * width])

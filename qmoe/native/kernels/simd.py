@@ -1,7 +1,7 @@
 """LLVM intrinsics of the kernels: the operations numba has no word for, written as LLVM IR.
 
 Generic operations (any CPU): :func:`popcount64`, :func:`bit_mask64`, :func:`gt_mask64`,
-:func:`abs_max`, :func:`abs_sum16`, :func:`f32_pointer`. x86 instructions, each behind the flag of
+:func:`abs_max`, :func:`abs_sum16`, :func:`f32_pointer`, :func:`fma32`. x86 instructions, each behind the flag of
 :mod:`qmoe.native.target` that says the target has it; without it the intrinsic compiles to
 nothing, and no layout that would reach it is ever built (:mod:`qmoe.native.packing`):
 
@@ -219,6 +219,21 @@ def f32_pointer(typingctx, addr):  # noqa: ANN001, ANN201
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201
+    """``a b + c`` of float32 values rounded once (``llvm.fma``: an FMA instruction where the
+    target has one, else the C library's ``fmaf``; the same value either way)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        f32 = ir.FloatType()
+        fn = builder.module.globals.get("llvm.fma.f32") or ir.Function(
+            builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+        return builder.call(fn, list(args))
 
     return sig, codegen
 

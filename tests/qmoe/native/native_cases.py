@@ -34,16 +34,34 @@ def make_mlp(kind: str, dims: tuple[int, ...], seed: int = 0) -> list[Layer]:
     return [make_layer(kind, b, a, i < len(dims) - 2, rng) for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
 
 
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a b + c`` of float32 arrays rounded once to float32 (ties to even), as ``llvm.fma``,
+    for finite results. The product is exact in float64 and TwoSum gives the float64 sum ``s``
+    and its exact error ``e``; ``s`` rounds to the same float32 as the exact sum unless it lies
+    exactly halfway between two float32 values with ``e`` pointing away from the one
+    ``float32(s)`` chose: then the exact sum rounds to the other."""
+    a, b, c = (np.asarray(v, np.float32) for v in (a, b, c))
+    p, c64 = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
+    s = p + c64
+    t = s - p
+    e = (p - (s - t)) + (c64 - t)  # p + c = s + e exactly
+    r = s.astype(np.float32)
+    beyond = np.nextafter(r, np.where(s > r, np.float32(np.inf), np.float32(-np.inf)))  # neighbour on s's side
+    halfway = (s != r) & (s == (r.astype(np.float64) + beyond.astype(np.float64)) / 2)
+    return np.where(halfway & (e != 0) & ((e > 0) == (s > r)), beyond, r).astype(np.float32)
+
+
 def reference(layers: list[Layer], x: np.ndarray) -> np.ndarray:
     """The documented arithmetic of each kind (qmoe.native.layers), in numpy: int64 dots, then
-    the float32 steps in the documented order; fp32 sums in input order."""
+    the float32 steps in the documented order; fp32 sums in input order, one fused multiply-add
+    per input."""
     h = np.asarray(x, np.float32)
     for layer in layers:
         w = np.asarray(layer.weight)
         if layer.kind == "fp32":
             y = np.zeros((h.shape[0], w.shape[0]), np.float32)
             for i in range(w.shape[1]):  # float32 sums in input order, one rounding per step
-                y += h[:, i: i + 1] * w[:, i]
+                y = fma32(h[:, i: i + 1], w[:, i], y)
             y = y + layer.bias
         elif layer.kind == "binary":
             xb = np.where(h > np.float32(layer.tau), 1, -1)

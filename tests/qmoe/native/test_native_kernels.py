@@ -9,6 +9,7 @@ that has it, and the portable paths on every machine.
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -202,6 +203,69 @@ def test_packed_words_layout_and_padding(d: int) -> None:
     assert np.array_equal(unpack_words(words, d), bits)
 
 
+@pytest.mark.parametrize("n, d", [(1, 1), (16, 3), (17, 5), (50, 320)])
+def test_float_panels_layout_and_padding(n: int, d: int) -> None:
+    """Output ``16 p + k`` of input ``i`` is float ``(p d + i) 16 + k``; the padding outputs'
+    weights are 0, and the layout reads back the weights it was given."""
+    from qmoe.native.packing import pack_float_panels, unpack_float_panels
+
+    weight = np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)
+    flat = pack_float_panels(weight).view(np.float32)
+    panels = -(-n // L.PANEL)
+    assert flat.size == panels * d * L.PANEL
+    j, i = np.meshgrid(np.arange(n), np.arange(d), indexing="ij")
+    assert np.array_equal(flat[(j // L.PANEL * d + i) * L.PANEL + j % L.PANEL], weight)
+    padding = np.ones(flat.size, bool)
+    padding[((j // L.PANEL * d + i) * L.PANEL + j % L.PANEL).ravel()] = False
+    assert not flat[padding].any()
+    assert np.array_equal(unpack_float_panels(flat.view(np.uint8), n, d), weight)
+
+
+def test_fp32_layouts_put_panels_first_on_avx2_without_avx512() -> None:
+    """Panels are the first fp32 layout for AVX2 without AVX-512 (its batch kernel's weights
+    as one stream), the second elsewhere; both are always offered."""
+    from qmoe.native.kernels import Backend
+
+    for avx2, vpermw, first in [(True, False, L.FLOAT_PANELS), (True, True, L.FLOAT), (False, False, L.FLOAT)]:
+        backend = Backend(name="test", avx2=avx2, vpermw=vpermw, drivers=None)
+        assert layouts("fp32", backend=backend)[0] == first
+        assert set(layouts("fp32", backend=backend)) == {L.FLOAT, L.FLOAT_PANELS}
+
+
+def _round32(exact: Fraction) -> np.float32:
+    """``exact`` rounded to the nearest float32, ties to even (the float64 nearest to it is
+    within one float32 step of the answer)."""
+    near = np.float32(float(exact))
+    cands = [np.nextafter(near, np.float32(-np.inf)), near, np.nextafter(near, np.float32(np.inf))]
+    return min(cands, key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1))
+
+
+def test_fma_reference_and_kernel_round_once() -> None:
+    """The tests' fused multiply-add (``native_cases.fma32``, the fp32 reference) and the
+    kernels' (``simd.fma32``) both give ``a b + c`` rounded once, exactly (rational
+    arithmetic), on random values and on sums whose float64 rounding lands halfway between two
+    float32 values, where rounding twice would pick the wrong one."""
+    from numba import njit
+
+    from qmoe.native.kernels.simd import fma32 as kernel_fma
+    from tests.qmoe.native.native_cases import fma32
+
+    kernel = njit(lambda a, b, c: [kernel_fma(a[k], b[k], c[k]) for k in range(a.size)])
+    one, u = np.float32(1.0), np.float32(2.0 ** -23)
+    a = [(one + u) * np.float32(2.0 ** -12), -(one + u) * np.float32(2.0 ** -12)]  # a b = -+2^-24 (1 - 2^-46)
+    b = [(one - u) * np.float32(2.0 ** -12)] * 2
+    c = [one + u, one + 3 * u]  # halfway, just below / just above, next to an odd float32
+    rng = np.random.default_rng(0)
+    a, b, c = (np.concatenate([np.array(v, np.float32), rng.standard_normal(2000).astype(np.float32) * scale])
+               for v, scale in ((a, 1.0), (b, 1.0), (c, 0.01)))
+    exact = np.array([_round32(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)))
+                      for x, y, z in zip(a, b, c)])
+    assert np.array_equal(fma32(a, b, c), exact)
+    assert np.array_equal(np.array(kernel(a, b, c), np.float32), exact)
+    twice = (a.astype(np.float64) * b + c).astype(np.float32)
+    assert not np.array_equal(twice[:2], exact[:2])  # the cases do catch rounding twice
+
+
 def test_kernel_sources_digest_is_current() -> None:
     """A kernel change must update SOURCES_SHA256: until then every process compiles the kernels
     without numba's disk cache (correct but ~20-30 s slower per trial)."""
@@ -211,15 +275,17 @@ def test_kernel_sources_digest_is_current() -> None:
         f"update SOURCES_SHA256 in qmoe/native/kernels/drivers.py to {drivers.sources_sha256()}")
 
 
+@pytest.mark.parametrize("code", layouts("fp32"), ids=[L.KIND_NAMES[c] for c in layouts("fp32")])
 @pytest.mark.parametrize("rows", [4, 7, 64])
 @pytest.mark.parametrize("dims", [(1536, 128, 64, 3), (1000, 80, 3)], ids=["whole", "remainders"])
-def test_fp32_row_groups_in_whole_output_blocks(rows: int, dims: tuple[int, ...]) -> None:
+def test_fp32_row_groups_in_whole_output_blocks(code: int, rows: int, dims: tuple[int, ...]) -> None:
     """Float layers whose widths are whole 64-output blocks (the AVX-512 batch kernel's, no
     remainder) and one with a remainder; inputs in whole chunks of 384 (AVX2's
-    :data:`~qmoe.native.kernels.fblock.CHUNK`) and not: equal numpy and each row alone, bit
-    for bit."""
+    :data:`~qmoe.native.kernels.fblock.CHUNK`) and not; in both float layouts: equal numpy and
+    each row alone, bit for bit."""
     layers = make_mlp("fp32", dims, seed=rows)
-    mlp = NativeMLP(layers)
+    mlp = NativeMLP(layers, [code] * len(layers))
+    assert set(mlp.layouts) == {L.KIND_NAMES[code]}
     x = np.random.default_rng(rows).standard_normal((rows, dims[0])).astype(np.float32)
     got = mlp(x)
     assert np.array_equal(got, reference(layers, x))

@@ -90,7 +90,7 @@ def test_a_mixture_past_l2_runs_64_rows_and_equals_each_row_alone() -> None:
     assert _rows_grouped(mix.scratch, o, width) == (GROUP_MAX if batched(mix.meta) else 0)
 
 
-@pytest.mark.parametrize("kind, layout", [("fp32", "fp32"), ("q16", "int16-pairs"), ("int8", "int8-dot-avx2"),
+@pytest.mark.parametrize("kind, layout", [("fp32", "fp32-panels"), ("q16", "int16-pairs"), ("int8", "int8-dot-avx2"),
                                           ("int4", "int4-dot-avx2")])
 def test_an_avx2_target_runs_rows_in_groups_for_every_dot_layout(kind: str, layout: str) -> None:
     """Without AVX-512 the float, int16, int8 and int4 layers still run a group's rows together
