@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "f47a05ef0f3d786ddccaa181f4991941455bb317d85bc53956f86ad7e8758ddd"
+SOURCES_SHA256 = "5485d7c9b4f8aeffa433868925d1743d7ca67bdb7778f4b69466816dd6a8f638"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
@@ -75,7 +75,7 @@ def mlp(x, meta, fp, w, scratch, out):  # noqa: ANN001, ANN201
     start = 0
     if batched(meta):
         hs, ys, xus, a32s, scales = carve_rows(scratch, o, width)
-        group = group_size(w)
+        group = group_size(w, meta)
         while x.shape[0] - start >= ROWS:
             m = group_rows(x.shape[0] - start, group)
             for g in range(m):
@@ -146,7 +146,7 @@ def mixture(x, meta, fp, w, mix, scratch, out):  # noqa: ANN001, ANN201
         glogits = scratch[o[19]: o[19] + 4 * GROUP_MAX * n_e * n_c].view(np.float32).reshape((GROUP_MAX, n_e, n_c))
         gprobs = scratch[o[20]: o[20] + 8 * GROUP_MAX * n_mc * n_e].view(np.float64).reshape((GROUP_MAX, n_mc, n_e))
         ghidden = scratch[o[21]: o[21] + 4 * GROUP_MAX * width].view(np.float32)
-        group = group_size(w)  # one for every chain: all of them are read once per group
+        group = group_size(w, meta)  # one for every chain: all of them are read once per group
         while x.shape[0] - start >= ROWS:
             nr = group_rows(x.shape[0] - start, group)
             for e in range(n_e):

@@ -1,6 +1,6 @@
 """A group of samples through a chain of layers at once: the batch path of the drivers. A
 group is :data:`~.vnni.GROUP` rows, or :data:`~.vnni.GROUP_MAX` for a model whose weights do
-not fit in L2 (:func:`group_size`).
+not fit in L2 (:data:`~.fblock.FGROUP` if its layers are all float ones; :func:`group_size`).
 
 A layer in the ``vpdpbusd`` layout (:data:`~qmoe.native.layout.INT8_VNNI`), the bit-plane one
 with a ``vpdpbusd`` copy (:data:`~qmoe.native.layout.PLANES_VNNI`) or the int16 pairs one
@@ -24,7 +24,7 @@ from numba import njit
 from qmoe.native.kernels.act import bias_relu, offset_bytes, pair_words, quantize_row, rescale
 from qmoe.native.kernels.chain import part, run_layer
 from qmoe.native.kernels.dots import dots_int8_vnni, dots_planes_vnni, dots_q16_vnni, lut32_bytes, view
-from qmoe.native.kernels.fblock import (BLOCK, CHUNK, FBLOCK, FROWS, FSTEP, LANES, float_block_rows,
+from qmoe.native.kernels.fblock import (BLOCK, CHUNK, FBLOCK, FGROUP, FROWS, FSTEP, LANES, float_block_rows,
                                         float_block_rows4, panel_strides)
 from qmoe.native.kernels.simd import int4_rows4, int8_rows4
 from qmoe.native.kernels.vnni import GROUP, GROUP_MAX, GROUP_WEIGHTS, ROWS
@@ -63,11 +63,17 @@ def batched(meta):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always")
-def group_size(w):  # noqa: ANN001, ANN201
+def group_size(w, meta):  # noqa: ANN001, ANN201
     """Rows of a group for the model whose weights (every chain's, a mixture's too) are the
-    bytes ``w``: :data:`~.vnni.GROUP_MAX` above :data:`~.vnni.GROUP_WEIGHTS`, else
+    bytes ``w`` and whose layer records are ``meta``: :data:`~.vnni.GROUP_MAX` above
+    :data:`~.vnni.GROUP_WEIGHTS` (:data:`~.fblock.FGROUP` if every layer is a float one), else
     :data:`~.vnni.GROUP`. Every group reads them all once, from L2 only if they fit there."""
-    return GROUP_MAX if w.shape[0] > GROUP_WEIGHTS else GROUP
+    if w.shape[0] <= GROUP_WEIGHTS:
+        return GROUP
+    for r in range(0, meta.shape[0], REC):
+        if meta[r + KIND] != FLOAT and meta[r + KIND] != FLOAT_PANELS:
+            return GROUP_MAX
+    return FGROUP
 
 
 @njit(inline="always")

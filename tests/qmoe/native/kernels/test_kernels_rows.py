@@ -1,6 +1,7 @@
-"""Row groups of 16 or 64 rows (:func:`~qmoe.native.kernels.rows.group_size`): a model whose
-weights exceed :data:`~qmoe.native.kernels.vnni.GROUP_WEIGHTS` runs groups of 64, a smaller one
-groups of 16, and a batch equals each of its rows alone bit for bit either way."""
+"""Row groups of 16, 24 or 64 rows (:func:`~qmoe.native.kernels.rows.group_size`): a model whose
+weights exceed :data:`~qmoe.native.kernels.vnni.GROUP_WEIGHTS` runs groups of 64 (of
+:data:`~qmoe.native.kernels.fblock.FGROUP`, 24 on AVX2, if its layers are all float ones), a
+smaller one groups of 16, and a batch equals each of its rows alone bit for bit either way."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from qmoe.native import NativeMixture, NativeMLP, Router, frozen_masks
 from qmoe.native.kernels.chain import max_width, scratch_offsets
+from qmoe.native.kernels.fblock import FGROUP
 from qmoe.native.kernels.rows import batched, group_size
 from qmoe.native.kernels.vnni import GROUP, GROUP_MAX, GROUP_WEIGHTS
 from qmoe.native.layout import N_MC
@@ -16,10 +18,10 @@ from qmoe.native.target import HAS_AVX2, HAS_AVX512, HAS_VNNI
 from tests.qmoe.native.native_cases import make_layer, make_mlp
 
 PAPER = (1536, 640, 320, 50)
-#: In and out of whole groups of 4, 16 and 64 rows.
-ROWS = [1, 4, 63, 64, 65, 68, 130, 256]
+#: In and out of whole groups of 4, 16, 24 and 64 rows.
+ROWS = [1, 4, 23, 24, 25, 28, 63, 64, 65, 68, 130, 256]
 #: kind: rows of its paper MLP's groups (fp32 4.8 MB and q16 2.4 MB of weights; int8 1.2 MB).
-GROUPS = {"fp32": GROUP_MAX, "q16": GROUP_MAX, "int8": GROUP}
+GROUPS = {"fp32": FGROUP, "q16": GROUP_MAX, "int8": GROUP}
 
 
 def _big_mixture() -> NativeMixture:
@@ -59,10 +61,11 @@ def test_batches_equal_each_row_alone(kind: str) -> None:
 @pytest.mark.parametrize("kind", list(GROUPS))
 def test_the_group_is_64_rows_for_weights_past_l2_else_16(kind: str) -> None:
     """The choice, then what the driver does: a 64-row batch fills 64 rows of the group
-    buffers, or 16 (none where no layer shares its weight reads, e.g. on an AVX2 target)."""
+    buffers, FGROUP for float layers only, or 16 (none where no layer shares its weight reads,
+    e.g. on a target without AVX2)."""
     mlp = NativeMLP(make_mlp(kind, PAPER, seed=3))
-    assert (mlp.w.size > GROUP_WEIGHTS) == (GROUPS[kind] == GROUP_MAX)
-    assert group_size(mlp.w) == GROUPS[kind]
+    assert (mlp.w.size > GROUP_WEIGHTS) == (GROUPS[kind] != GROUP)
+    assert group_size(mlp.w, mlp.meta) == GROUPS[kind]
     mlp(_rows(4, GROUP_MAX, PAPER[0]))
     width = max_width(mlp.meta)
     o = scratch_offsets(width, 0, 0, 0)
@@ -71,9 +74,9 @@ def test_the_group_is_64_rows_for_weights_past_l2_else_16(kind: str) -> None:
 
 def test_a_mixture_past_l2_runs_64_rows_and_equals_each_row_alone() -> None:
     """The mixture's weights are every chain's (all of them read by each group): 64 rows,
-    though no single layer is past the budget."""
+    though no single layer is past the budget, and though its router's layers are float ones."""
     mix = _big_mixture()
-    assert mix.w.size > GROUP_WEIGHTS and group_size(mix.w) == GROUP_MAX
+    assert mix.w.size > GROUP_WEIGHTS and group_size(mix.w, mix.meta) == GROUP_MAX  # not all float
     assert all(low.w.size <= GROUP_WEIGHTS for low in mix.lowered)
     x = _rows(6, 130, PAPER[0])
     fields = ("logits", "p", "p_cur", "uncertainty", "kl", "selected")
