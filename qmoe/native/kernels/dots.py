@@ -20,7 +20,10 @@ from qmoe.native.kernels.simd import bit_mask64, fma32, int4_rows4, int8_rows4, 
 from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
                                       planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
                                       vnni_block_rows_add)
+from qmoe.native.kernels.xnor import BLOCK as XNOR_BLOCK
+from qmoe.native.kernels.xnor import xnor_block16
 from qmoe.native.layout import PANEL
+from qmoe.native.target import HAS_AVX2
 
 #: Inputs summed in int32 by the q16 kernel before widening: 256 x 127 x 32768 < 2^31.
 Q16_CHUNK = 256
@@ -316,14 +319,21 @@ def dots_planes(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, planes, ac
 
 @njit(inline="always")
 def dots_xnor(xw, nw, d, n, w, w_off, acc):  # noqa: ANN001, ANN201
-    """``acc[j] = d - 2 popcount(x XOR w_j)``, weights word-major ``(ceil(D/64), N)`` uint64."""
+    """``acc[j] = d - 2 popcount(x XOR w_j)``, weights word-major ``(ceil(D/64), N)`` uint64:
+    on AVX2 in blocks of 16 outputs (:func:`~.xnor.xnor_block16`), the rest one by one."""
+    j0 = 0
+    if HAS_AVX2:
+        j0 = n - n % XNOR_BLOCK
+        for j in range(0, j0, XNOR_BLOCK):
+            xnor_block16(xw, nw, w, w_off, n, j, acc)
     wu = view(w, w_off, nw * n, np.uint64, 8)
-    for j in range(n):
-        acc[j] = 0
+    m, tail = n - j0, acc[j0:n]  # indices from 0: known not negative, so the loop vectorises
+    for t in range(m):
+        tail[t] = 0
     for k in range(nw):
         xk = xw[k]
-        row = wu[k * n: (k + 1) * n]
-        for j in range(n):
-            acc[j] += np.int64(popcount64(xk ^ row[j]))
+        row = wu[k * n + j0: (k + 1) * n]
+        for t in range(m):
+            tail[t] += np.int64(popcount64(xk ^ row[t]))
     for j in range(n):
         acc[j] = d - 2 * acc[j]

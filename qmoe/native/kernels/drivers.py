@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "5485d7c9b4f8aeffa433868925d1743d7ca67bdb7778f4b69466816dd6a8f638"
+SOURCES_SHA256 = "8e4d2374445ddeb8eba6fac39de4840f050fbd137ac60a9a86f807e1884d4b9a"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -11,7 +11,8 @@ from pathlib import Path
 
 #: The files compiled into the drivers, relative to ``qmoe/native``.
 SOURCES = ("layout.py", "target.py", "kernels/simd.py", "kernels/lut16.py", "kernels/lut32.py", "kernels/vnni.py",
-           "kernels/act.py", "kernels/dots.py", "kernels/chain.py", "kernels/fblock.py", "kernels/rows.py")
+           "kernels/act.py", "kernels/dots.py", "kernels/chain.py", "kernels/fblock.py", "kernels/rows.py",
+           "kernels/xnor.py")
 
 
 def sources_sha256(extra: tuple[str, ...] = ()) -> str:
