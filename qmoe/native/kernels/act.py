@@ -195,15 +195,18 @@ def rescale(acc, fp, f_off, n, s, relu, out):  # noqa: ANN001, ANN201
 
 @njit(inline="always")
 def rescale_binary(acc, fp, f_off, n, beta, relu, out):  # noqa: ANN001, ANN201
-    """``out[j] = float32(acc[j]) * (beta * alpha[j]) + bias[j]``, then ReLU if asked."""
+    """``out[j] = float32(acc[j]) * (beta * alpha[j]) + bias[j]``, then ReLU if asked.
+
+    ``|acc[j]| <= d`` fits an int32, whose conversion to float32 is one vector instruction
+    (int64's is not, before AVX-512) and rounds the same integer to the same float."""
     alpha, bias = fp[f_off: f_off + n], fp[f_off + n: f_off + 2 * n]  # views, as in :func:`rescale`
     if relu:
         for j in range(n):
-            y = np.float32(acc[j]) * (beta * alpha[j]) + bias[j]
+            y = np.float32(np.int32(acc[j])) * (beta * alpha[j]) + bias[j]
             out[j] = y if y > np.float32(0.0) else np.float32(0.0)
     else:
         for j in range(n):
-            out[j] = np.float32(acc[j]) * (beta * alpha[j]) + bias[j]
+            out[j] = np.float32(np.int32(acc[j])) * (beta * alpha[j]) + bias[j]
 
 
 @njit(inline="always")

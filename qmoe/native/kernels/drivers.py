@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "8e4d2374445ddeb8eba6fac39de4840f050fbd137ac60a9a86f807e1884d4b9a"
+SOURCES_SHA256 = "338432b4dcce42c6a11bed06f5c211588f3ac20b60c98d90b867f4c1c2e60e0f"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
