@@ -35,6 +35,11 @@ def latency_table(rows: Sequence[Any]) -> Table:
     for col in ("p50 µs", "p99 µs", "speed-up", "samples/s @256", "vs fp32", "size KB", "compr.",
                 "read KB", "floor µs (where)", "floor µs DRAM"):
         table.add_column(col)
+    rounds = max((len(r.speedups) for r in rows), default=0)
+    if rounds:
+        table.caption = (f"Every form and torch fp32 eager take turns in {rounds} rounds; speed-up and vs fp32 are the "
+                         "medians of each round's own ratio (against the baseline's turns before and after it); the "
+                         "floors (kernel alone, call alone) are timed apart. Mixture rows: against the all-torch mixture")
     for r in rows:
         floor = "-" if r.floor_level == "-" else f"{fmt(r.floor_us)} ({r.floor_level})"
         table.add_row(r.quantizer, r.form, fmt(r.p50_us), fmt(r.p99_us), f"{r.speedup:.2f}x",
@@ -47,6 +52,8 @@ def targets_table(targets: Sequence[Any]) -> Table:
     """The deployed forms' targets (:data:`qmoe.bench_targets.SPEEDUP_TARGETS`, checked by
     :func:`qmoe.bench.check_targets`)."""
     table = Table(title="Deployed-form targets, batch 1 and 256 (vs torch fp32 eager, measured above)")
+    table.caption = (f"A form timed in rounds is judged by a one-sided sign test on its rounds' ratios at "
+                     f"p <= {SIGN_TEST_ALPHA:g}; \"not shown\" where neither side is shown")
     for col in ("target", "model", "measured", "met"):
         table.add_column(col)
     for t in targets:

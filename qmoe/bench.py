@@ -1,10 +1,9 @@
 """Side-by-side benchmarks of the science core (``qmoe bench``; DESIGN §12 sizes, issues 8, 14).
 
 Every figure of one report is measured in the same run, on one thread: the memory bandwidth
-(for the floors), torch fp32 eager (at the start and again at the end, so drift on a shared
-machine shows; ratios use the faster of the two, which makes them conservative), every
-deployed form of the 1536-640-320-50 MLP, torch's own dynamic int8 for comparison, one
-deployed mixture, and the training epochs.
+(for the floors), every deployed form of the 1536-640-320-50 MLP in interleaved rounds with
+torch fp32 eager (each ratio paired within its round, :mod:`qmoe.bench_rounds`), torch's own
+dynamic int8 for comparison, one deployed mixture, and the training epochs.
 
 Three floors bound a deployed form's batch-1 time from below:
 
@@ -24,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qmoe.bench_targets import SPEEDUP_TARGETS, THROUGHPUT_TARGET, against
-from qmoe.latency import LatencyStats, measure_latency
+from qmoe.bench_rounds import ROUNDS, kernel_seconds, median, numpy_latency, paired_ratios, time_in_rounds
+from qmoe.bench_targets import SPEEDUP_TARGETS, THROUGHPUT_TARGET, against, sign_verdict
+from qmoe.latency import measure_latency
 from qmoe.measure import measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
 from qmoe.quant import QuantLinear, bytes_read, deploy, deploy_form, list_quantizers, size_report
@@ -42,7 +42,7 @@ from qmoe.train import fit
 
 PAPER_DIMS = (1536, (640, 320), 50)  # EfficientNet-B3 embedding -> [640, 320] -> ESC-50
 MIXTURE = ("bitnet", "q4", "q8")  # BitNet-Q4/8-QMoE, experts [256, 128, 64], M = 10 router passes
-FP32_START, FP32_END = "fp32 eager (start)", "fp32 eager (end)"
+FP32_EAGER = "fp32 eager"  # the baseline of every ratio, timed between the rounds
 TORCH_INT8 = "ptq8 (torch dynamic int8)"
 
 KERNEL, CALL = " (kernel alone)", "call alone"
@@ -74,15 +74,17 @@ class LatencyRow:
     form: str
     p50_us: float
     p99_us: float
-    speedup: float  # fp32 eager p50 / this p50
-    throughput: float  # samples/s at batch 256
-    throughput_ratio: float  # / fp32 eager samples/s
+    speedup: float  # fp32 eager p50 / this p50: the median of the rounds' own speed-ups
+    throughput: float  # samples/s at batch 256 (the median of the rounds')
+    throughput_ratio: float  # / fp32 eager samples/s: the median of the rounds' own ratios
     size_kb: float
     compression: float
     read_kb: float  # weights + scales + biases one inference reads (what the kernel reads)
     floor_level: str  # where those bytes sit in a warm loop: L2, L3 or DRAM
     floor_us: float  # read_kb at that level's bandwidth
     floor_dram_us: float  # read_kb at DRAM bandwidth (cold weights)
+    speedups: tuple[float, ...] = ()  # every round's own speed-up (qmoe.bench_rounds; the target's sign test)
+    throughput_ratios: tuple[float, ...] = ()  # every round's own batch-256 ratio, likewise
 
 
 @dataclass(frozen=True)
@@ -173,91 +175,73 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
     return out.requires_grad_(False)
 
 
-def numpy_latency(fn: Callable[[np.ndarray], object], rows: np.ndarray, runs: int = 300,
-                  warmup: int = 20) -> LatencyStats:
-    """:func:`~qmoe.latency.measure_latency` for a function of numpy rows (no torch per call)."""
-    one = [np.ascontiguousarray(rows[i: i + 1]) for i in range(len(rows))]  # (1, D) each
-    for i in range(warmup):
-        fn(one[i % len(one)])
-    times = np.empty(runs)
-    for i in range(runs):
-        x = one[i % len(one)]
-        t0 = time.perf_counter_ns()
-        fn(x)
-        times[i] = (time.perf_counter_ns() - t0) / 1e3
-    return LatencyStats(mean_us=float(times.mean()), std_us=float(times.std(ddof=1)),
-                        p50_us=float(np.percentile(times, 50)), p99_us=float(np.percentile(times, 99)), runs=runs)
-
-
-def kernel_seconds(native: Callable[[np.ndarray], object], x: np.ndarray, min_seconds: float = 0.2) -> float:
-    """Seconds per sample of a native model's compiled work: the best of repeated batch calls
-    (the call's fixed cost spread over the batch), one thread."""
-    native(x)
-    best, start = math.inf, time.perf_counter()
-    while time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        native(x)
-        best = min(best, time.perf_counter() - t0)
-    return best / len(x)
-
-
-def _row(label: str, model: nn.Module, deployed: nn.Module, lat: LatencyStats, thr: float,
-         base: tuple[float, float], bw: Bandwidth) -> LatencyRow:
+def _row(label: str, model: nn.Module, deployed: nn.Module, lat: tuple[float, float], throughput: float,
+         ratios: tuple[Sequence[float], Sequence[float]], bw: Bandwidth, *, rounds: bool = True) -> LatencyRow:
+    """A form's row: ``lat`` its (p50, p99) µs, ``ratios`` its speed-ups and batch-256 ratios,
+    one per round (``rounds``: kept in the row for the targets' sign tests) or one each
+    (the floors, timed apart from the rounds); the row's figures are their medians."""
     size = size_report(model)
     n_read = bytes_read(deployed)
     level, gbs = bw.level(n_read)
-    return LatencyRow(quantizer=label, form=deploy_form(deployed), p50_us=lat.p50_us, p99_us=lat.p99_us,
-                      speedup=base[0] / lat.p50_us, throughput=thr, throughput_ratio=thr / base[1],
+    kept = (tuple(ratios[0]), tuple(ratios[1])) if rounds else ((), ())
+    return LatencyRow(quantizer=label, form=deploy_form(deployed), p50_us=lat[0], p99_us=lat[1],
+                      speedup=median(ratios[0]), throughput=throughput, throughput_ratio=median(ratios[1]),
                       size_kb=size.size_kb, compression=size.compression, read_kb=n_read / 1000,
-                      floor_level=level, floor_us=n_read / gbs / 1e3, floor_dram_us=n_read / bw.dram_gbs / 1e3)
+                      floor_level=level, floor_us=n_read / gbs / 1e3, floor_dram_us=n_read / bw.dram_gbs / 1e3,
+                      speedups=kept[0], throughput_ratios=kept[1])
 
 
 def bench_latency(quantizers: list[str] | None = None, runs: int = 300,
-                  bandwidth: Bandwidth | None = None) -> list[LatencyRow]:
+                  bandwidth: Bandwidth | None = None, rounds: int = ROUNDS) -> list[LatencyRow]:
     """Batch-1 p50/p99 latency and batch-256 throughput of every deployed form with its memory
-    floor, then the compute floor of each native form (kernel alone) and the latency floor
-    (one call of a one-weight model, through torch and through numpy)."""
+    floor, in ``rounds`` interleaved rounds with torch fp32 eager (:mod:`qmoe.bench_rounds`;
+    ``runs`` batch-1 calls per form in all), then the compute floor of each native form (kernel
+    alone) and the latency floor (one call of a one-weight model, through torch and numpy)."""
     with torch_threads(1):
-        return _bench_latency(quantizers or list_quantizers(), runs, bandwidth or measure_bandwidth())
+        return _bench_latency(quantizers or list_quantizers(), runs, bandwidth or measure_bandwidth(), rounds)
 
 
-def _bench_latency(names: list[str], runs: int, bw: Bandwidth) -> list[LatencyRow]:
+def _bench_latency(names: list[str], runs: int, bw: Bandwidth, rounds: int) -> list[LatencyRow]:
     x = torch.randn(256, PAPER_DIMS[0])
     fp32 = _expert("fp32")
     eager = deploy(fp32, reference=True)  # torch nn.Linear layers: the baseline of every ratio
-    measured: list[tuple[str, nn.Module, nn.Module]] = [(FP32_START, fp32, eager)]
+    measured: list[tuple[str, nn.Module, nn.Module]] = [(FP32_EAGER, fp32, eager)]
     for q in names:
         model = _expert(q)
         measured.append((q, model, deploy(model)))
         if q == "ptq8":
             measured.append((TORCH_INT8, model, torch_dynamic_int8(model)))
-    measured.append((FP32_END, fp32, eager))
-    stats = [(label, model, deployed, measure_latency(deployed, x, runs=runs, precision=None),
-              measure_throughput(deployed, x))
-             for label, model, deployed in measured]
-    base = (min(stats[0][3].p50_us, stats[-1][3].p50_us), max(stats[0][4], stats[-1][4]))
-    rows = [_row(label, model, deployed, lat, thr, base, bw) for label, model, deployed, lat, thr in stats]
+    turns = time_in_rounds([deployed for _, _, deployed in measured], x, rounds=rounds, runs=-(-runs // rounds))
+    base = turns[0]
+    itself = (1.0,) * rounds  # the baseline against itself
+    rows = [_row(label, model, deployed, (t.p50(), t.p99()), median(t.rates),
+                 paired_ratios(base, t) if k else (itself, itself), bw)
+            for k, ((label, model, deployed), t) in enumerate(zip(measured, turns))]
+    base_us, base_rate = base.p50(), median(base.rates)
     xn = x.numpy()
-    for label, model, deployed in measured[1:-1]:
+    for label, model, deployed in measured[1:]:
         native = getattr(deployed._modules.get("net"), "native", None)
         if native is not None:
             seconds = kernel_seconds(native, xn)
-            lat = LatencyStats(mean_us=seconds * 1e6, std_us=0.0, p50_us=seconds * 1e6, p99_us=seconds * 1e6, runs=0)
-            rows.append(_row(label + KERNEL, model, deployed, lat, 1 / seconds, base, bw))
+            rows.append(_row(label + KERNEL, model, deployed, (seconds * 1e6,) * 2, 1 / seconds,
+                             ((base_us / (seconds * 1e6),), (1 / seconds / base_rate,)), bw, rounds=False))
     torch.manual_seed(0)
     tiny = QuantLinear(1, 1, "q1").eval()
     one = deploy(tiny)
-    rows.append(_row(CALL + " (torch)", tiny, one, measure_latency(one, x[:, :1], runs=runs, precision=None),
-                     measure_throughput(one, x[:, :1]), base, bw))
-    rows.append(_row(CALL + " (numpy)", tiny, one, numpy_latency(one.mlp, xn[:, :1], runs=runs),
-                     1 / kernel_seconds(one.mlp, xn[:, :1]), base, bw))
+    for label, lat, thr in ((CALL + " (torch)", measure_latency(one, x[:, :1], runs=runs, precision=None),
+                             measure_throughput(one, x[:, :1])),
+                            (CALL + " (numpy)", numpy_latency(one.mlp, xn[:, :1], runs=runs),
+                             1 / kernel_seconds(one.mlp, xn[:, :1]))):
+        rows.append(_row(label, tiny, one, (lat.p50_us, lat.p99_us), thr,
+                         ((base_us / lat.p50_us,), (thr / base_rate,)), bw, rounds=False))
     return rows
 
 
-def bench_mixture(runs: int = 300) -> list[LatencyRow]:
+def bench_mixture(runs: int = 300, rounds: int = ROUNDS) -> list[LatencyRow]:
     """Batch-1 latency of the BitNet-Q4/8 mixture: every expert runs (curiosity needs all of
-    their outputs) plus the M = 10 Monte-Carlo router passes: all-torch, deployed (one native
-    call through torch) and the same native call from numpy (a torch-free runtime)."""
+    their outputs) plus the M = 10 Monte-Carlo router passes: all-torch (the baseline),
+    deployed (one native call through torch) and the same native call from numpy (a torch-free
+    runtime), in interleaved rounds as :func:`bench_latency`."""
     with torch_threads(1):
         cfg = TrainConfig.mixture()
         x = torch.randn(256, PAPER_DIMS[0])
@@ -267,40 +251,51 @@ def bench_mixture(runs: int = 300) -> list[LatencyRow]:
         reference = deploy(moe, reference=True)  # the same mixture with float fake-quant experts
         deployed = deploy(moe, seed=0)
         label = "moe " + ",".join(MIXTURE)
-        stats = [(label + " (torch)", reference, measure_latency(reference, x, runs=runs, precision=None),
-                  measure_throughput(reference, x)),
-                 (label, deployed, measure_latency(deployed, x, runs=runs, precision=None),
-                  measure_throughput(deployed, x)),
-                 (label + " (native, numpy)", deployed, numpy_latency(deployed.native, x.numpy(), runs=runs),
-                  1 / kernel_seconds(deployed.native, x.numpy()))]
+        forms = [(label + " (torch)", reference, reference), (label, deployed, deployed),
+                 (label + " (native, numpy)", deployed, deployed.native)]
+        turns = time_in_rounds([fn for _, _, fn in forms], x, rounds=rounds, runs=-(-runs // rounds),
+                               numpy=frozenset({2}))
     size = size_report(moe)
-    base = stats[0]
-    return [LatencyRow(quantizer=name, form=deploy_form(model), p50_us=lat.p50_us, p99_us=lat.p99_us,
-                       speedup=base[2].p50_us / lat.p50_us, throughput=thr, throughput_ratio=thr / base[3],
-                       size_kb=size.size_kb, compression=size.compression, read_kb=bytes_read(model) / 1000,
-                       floor_level="-", floor_us=float("nan"), floor_dram_us=float("nan"))
-            for name, model, lat, thr in stats]
+    itself = (1.0,) * rounds
+    out = []
+    for k, ((name, model, _), t) in enumerate(zip(forms, turns)):
+        speedups, ratios = paired_ratios(turns[0], t) if k else (itself, itself)
+        out.append(LatencyRow(quantizer=name, form=deploy_form(model), p50_us=t.p50(), p99_us=t.p99(),
+                              speedup=median(speedups), throughput=median(t.rates), throughput_ratio=median(ratios),
+                              size_kb=size.size_kb, compression=size.compression, read_kb=bytes_read(model) / 1000,
+                              floor_level="-", floor_us=float("nan"), floor_dram_us=float("nan"),
+                              speedups=speedups, throughput_ratios=ratios))
+    return out
 
 
 def check_targets(rows: list[LatencyRow]) -> list[TargetRow]:
     """Issue 14's targets from one run's rows: batch-1 speed-ups over torch fp32 eager, and
-    batch-256 throughput of every deployed form at least torch fp32's."""
+    batch-256 throughput of every deployed form at least torch fp32's. A row with its rounds is
+    judged by a sign test on them (:func:`qmoe.bench_targets.sign_verdict`: "not shown" where
+    they do not decide); one without, on its figure alone."""
     by_name = {r.quantizer: r for r in rows}
     out = []
     for label, names, goal in SPEEDUP_TARGETS:
         for q in names:
             if q in by_name:
                 r = by_name[q]
-                out.append(TargetRow(label, q, against(r.speedup, goal, at_least=True, digits=1) + "x",
-                                     r.speedup >= goal))
+                met, test = _verdict(r.speedups, r.speedup, goal)
+                test = f" ({test})" if test else ""
+                out.append(TargetRow(label, q, against(r.speedup, goal, at_least=True, digits=1) + "x" + test, met))
     label, goal = THROUGHPUT_TARGET
     for r in rows:
         deployed_form = r.quantizer in list_quantizers() or r.quantizer.startswith("moe ") and "(" not in r.quantizer
         if deployed_form:
+            met, test = _verdict(r.throughput_ratios, r.throughput_ratio, goal)
             ratio = against(r.throughput_ratio, goal, at_least=True)
-            out.append(TargetRow(label, r.quantizer, f"{ratio}x ({r.throughput:.0f}/s)",
-                                 r.throughput_ratio >= goal))
+            test = f"; {test}" if test else ""
+            out.append(TargetRow(label, r.quantizer, f"{ratio}x ({r.throughput:.0f}/s{test})", met))
     return out
+
+
+def _verdict(ratios: tuple[float, ...], figure: float, goal: float) -> tuple[bool | None, str]:
+    """``(met, how)`` of a figure at least ``goal``: the rounds' sign test, else the figure alone."""
+    return sign_verdict(ratios, goal, at_least=True) if ratios else (figure >= goal, "")
 
 
 def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 11

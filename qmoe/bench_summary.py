@@ -13,8 +13,8 @@ from typing import Any
 
 from qmoe.bench import EpochRow, TargetRow
 from qmoe.bench_targets import (FIRST_TRIAL_TARGET_S, against, GRID_HOURS_TARGET, QAT_EPOCH_TARGET, RSS_TARGET_MB,
-                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET, SIGN_TEST_ALPHA,
-                                SINGLE_TRIAL_TARGET_S, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET)
+                                SEED_RATIO_TARGET, SEEDS, SHORT_EFFICIENCY_TARGET,
+                                SINGLE_TRIAL_TARGET_S, SIZED_EFFICIENCY_TARGET, SWEEP_RATIO_TARGET, sign_verdict)
 
 
 def _x(value: float) -> str:
@@ -86,29 +86,14 @@ def summary_rows(*, deployed: Sequence[TargetRow] = (), epochs: Sequence[EpochRo
 
 
 def qat_verdict(row: EpochRow, target: float = QAT_EPOCH_TARGET) -> tuple[bool | None, str]:
-    """Whether the rounds show ``row``'s QAT epoch within ``target`` x fp32's, and how.
-
-    Each round's own ratio (that round's epoch over the same round's fp32 epoch) is one paired
-    observation; the one-sided sign test (``scipy.stats.binomtest``) asks whether rounds at or
-    under the target outnumber the others beyond chance (met), or the reverse (not met), at
-    :data:`SIGN_TEST_ALPHA`. Neither: ``None``, "not shown", with the p-value and the least p
-    ``n`` rounds can give (``0.5^n``, all on one side). A row without its rounds is judged on
-    its figure alone, as before rounds were recorded.
+    """Whether the rounds show ``row``'s QAT epoch within ``target`` x fp32's, and how: the sign
+    test of :func:`qmoe.bench_targets.sign_verdict` on the rounds' own ratios (each round's epoch
+    over the same round's fp32 epochs). A row without its rounds is judged on its figure alone,
+    as before rounds were recorded.
     """
     if not row.ratios:
         return row.ratio <= target, ""
-    from scipy.stats import binomtest
-
-    n = len(row.ratios)
-    under = sum(r <= target for r in row.ratios)
-    p_met = binomtest(under, n, 0.5, alternative="greater").pvalue
-    p_not = binomtest(n - under, n, 0.5, alternative="greater").pvalue
-    counted = f"{under} of {n} rounds <= {target:g}x"
-    if p_met <= SIGN_TEST_ALPHA:
-        return True, f"{counted}: sign test p = {p_met:.2g}"
-    if p_not <= SIGN_TEST_ALPHA:
-        return False, f"{counted}: sign test p = {p_not:.2g}"
-    return None, f"{counted}: not shown, sign test p = {min(p_met, p_not):.2g} (least possible {0.5 ** n:.2g})"
+    return sign_verdict(row.ratios, target, at_least=False)
 
 
 def _memory_row(memory: Sequence[Any]) -> TargetRow:

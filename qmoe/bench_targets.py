@@ -6,6 +6,8 @@ Each figure is measured by the benchmark that names it; the targets are for thes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # -- deployed forms (qmoe.bench), one thread, vs torch fp32 eager (issue 14) ---------------------
 #: Batch-1 speed-up targets: (label, quantizers, minimum speed-up).
 SPEEDUP_TARGETS = (("1-bit >= 20x", ("binary", "q1"), 20.0), ("ternary >= 10x", ("bitnet",), 10.0),
@@ -41,3 +43,26 @@ def against(value: float, target: float, *, at_least: bool, digits: int = 2) -> 
         if (shown >= target if at_least else shown <= target) == met:
             break
     return text
+
+
+def sign_verdict(ratios: Sequence[float], target: float, *, at_least: bool) -> tuple[bool | None, str]:
+    """Whether paired rounds show a ratio on the target's side, and how.
+
+    Each round's ratio is one paired observation; the one-sided sign test
+    (``scipy.stats.binomtest``) asks whether rounds on the target's side (``>= target`` when
+    ``at_least``, else ``<= target``) outnumber the others beyond chance (met), or the reverse
+    (not met), at :data:`SIGN_TEST_ALPHA`. Neither: ``None``, "not shown", with the p-value and
+    the least p ``n`` rounds can give (``0.5^n``, all on one side).
+    """
+    from scipy.stats import binomtest
+
+    n = len(ratios)
+    good = sum((r >= target) if at_least else (r <= target) for r in ratios)
+    p_met = binomtest(good, n, 0.5, alternative="greater").pvalue
+    p_not = binomtest(n - good, n, 0.5, alternative="greater").pvalue
+    counted = f"{good} of {n} rounds {'>=' if at_least else '<='} {target:g}x"
+    if p_met <= SIGN_TEST_ALPHA:
+        return True, f"{counted}: sign test p = {p_met:.2g}"
+    if p_not <= SIGN_TEST_ALPHA:
+        return False, f"{counted}: sign test p = {p_not:.2g}"
+    return None, f"{counted}: not shown, sign test p = {min(p_met, p_not):.2g} (least possible {0.5 ** n:.2g})"

@@ -4,11 +4,13 @@ whole command (slow)."""
 from __future__ import annotations
 
 import math
+import statistics
+from dataclasses import replace
 
 import pytest
 import torch
 
-from qmoe.bench import (IMPORT_LAYERS, Bandwidth, EpochRow, LatencyRow, bench_epochs, bench_latency,
+from qmoe.bench import (IMPORT_LAYERS, Bandwidth, EpochRow, LatencyRow, bench_epochs, bench_latency, bench_mixture,
                         cache_sizes, check_targets, import_memory, measure_bandwidth)
 from qmoe.models import Expert
 from qmoe.quant import bytes_read, deploy
@@ -63,23 +65,55 @@ def test_targets_are_judged_against_the_goals() -> None:
     assert ("batch 256 >= torch fp32", "q4 (kernel alone)") not in got  # floors are not forms
 
 
+def test_targets_with_rounds_are_a_sign_test_on_them() -> None:
+    """A median over the goal does not make a target met: the rounds must show it."""
+    def row(name: str, speedups: tuple[float, ...], ratios: tuple[float, ...]) -> LatencyRow:
+        return replace(_row(name, 1.0), speedup=statistics.median(speedups), speedups=speedups,
+                       throughput_ratio=statistics.median(ratios), throughput_ratios=ratios)
+
+    rows = [row("binary", (21.0,) * 12 + (19.0,) * 3, (5.0,) * 15),  # 12 of 15 over: p = 0.018
+            row("q1", (21.0,) * 9 + (19.0,) * 6, (1.1,) * 8 + (0.9,) * 7),  # 9 of 15, median over: undecided
+            row("q8", (2.9,) * 15, (0.5,) * 15)]
+    got = {(t.target, t.quantizer): t for t in check_targets(rows)}
+    binary, q1 = got[("1-bit >= 20x", "binary")], got[("1-bit >= 20x", "q1")]
+    assert binary.met is True and binary.measured == "21.0x (12 of 15 rounds >= 20x: sign test p = 0.018)"
+    assert q1.met is None and q1.measured.startswith("21.0x (9 of 15 rounds >= 20x: not shown, sign test p = 0.3")
+    assert got[("int8 >= 3x", "q8")].met is False
+    assert got[("batch 256 >= torch fp32", "q1")].met is None
+    assert got[("batch 256 >= torch fp32", "q8")].measured == "0.50x (1/s; 0 of 15 rounds >= 1x: sign test p = 3.1e-05)"
+
+
 def test_bench_latency_rows_side_by_side() -> None:
     bw = Bandwidth(l2_gbs=100.0, l3_gbs=50.0, dram_gbs=20.0, l2_bytes=1 << 20, l3_bytes=32 << 20)
-    rows = bench_latency(["binary", "ptq8"], runs=200, bandwidth=bw)
+    rows = bench_latency(["binary", "ptq8"], runs=200, bandwidth=bw, rounds=4)
     names = [r.quantizer for r in rows]
-    assert names == ["fp32 eager (start)", "binary", "ptq8", "ptq8 (torch dynamic int8)", "fp32 eager (end)",
+    assert names == ["fp32 eager", "binary", "ptq8", "ptq8 (torch dynamic int8)",
                      "binary (kernel alone)", "ptq8 (kernel alone)", "call alone (torch)", "call alone (numpy)"]
     by = {r.quantizer: r for r in rows}
     assert by["binary"].form == "numba-xnor-popcount" and by["binary"].floor_level == "L2"
     assert by["ptq8"].form == "numba-int8-dot"
     assert by["ptq8 (torch dynamic int8)"].form == "torch-dynamic-int8"
-    assert by["fp32 eager (start)"].form == "torch-fp32"
-    assert by["fp32 eager (start)"].floor_level == "L3"  # 4.8 MB of float32 weights
+    assert by["fp32 eager"].form == "torch-fp32"
+    assert by["fp32 eager"].floor_level == "L3"  # 4.8 MB of float32 weights
     assert by["binary"].floor_us == pytest.approx(by["binary"].read_kb * 1000 / 100e9 * 1e6)
     for r in rows:
         assert r.p50_us > 0 and r.throughput > 0 and math.isfinite(r.speedup)
-    assert max(rows[0].speedup, rows[4].speedup) == pytest.approx(1.0)
+    for r in rows[:4]:  # the forms: one ratio per round each, their medians the figures
+        assert len(r.speedups) == len(r.throughput_ratios) == 4
+        assert r.speedup == pytest.approx(statistics.median(r.speedups))
+        assert r.throughput_ratio == pytest.approx(statistics.median(r.throughput_ratios))
+    assert rows[0].speedups == (1.0,) * 4 and rows[0].speedup == 1.0  # the baseline against itself
+    for r in rows[4:]:  # the floors: timed apart, no rounds, judged by no target
+        assert r.speedups == () and r.throughput_ratios == ()
     assert by["binary (kernel alone)"].p50_us < by["binary"].p50_us  # no call in it
+
+
+def test_bench_mixture_rows_in_rounds() -> None:
+    rows = bench_mixture(runs=200, rounds=2)
+    assert [r.quantizer for r in rows] == ["moe bitnet,q4,q8 (torch)", "moe bitnet,q4,q8",
+                                           "moe bitnet,q4,q8 (native, numpy)"]
+    assert rows[0].speedup == 1.0 and all(len(r.speedups) == 2 for r in rows)
+    assert all(r.p50_us > 0 and r.throughput > 0 for r in rows)
 
 
 def test_bench_epochs_round_robin_rows() -> None:

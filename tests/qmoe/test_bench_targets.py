@@ -19,3 +19,14 @@ def test_a_figure_never_reads_on_the_other_side_of_its_target() -> None:
     # beyond 3 more digits it gives up: the verdict column still says NO
     assert against(0.89999999, 0.9, at_least=True) == "0.90000"
 
+
+
+def test_sign_verdict_reads_both_sides_and_says_when_it_cannot_decide() -> None:
+    from qmoe.bench_targets import sign_verdict
+
+    assert sign_verdict([2.0] * 5, 1.0, at_least=True) == (True, "5 of 5 rounds >= 1x: sign test p = 0.031")
+    assert sign_verdict([0.5] * 5, 1.0, at_least=True) == (False, "0 of 5 rounds >= 1x: sign test p = 0.031")
+    assert sign_verdict([1.0] * 5, 1.0, at_least=True)[0] is True  # on the target counts as meeting it
+    assert sign_verdict([1.0] * 5, 1.0, at_least=False)[0] is True
+    met, how = sign_verdict([2.0, 2.0, 2.0, 0.5], 1.0, at_least=True)  # 4 rounds: 0.5^4 > 0.05
+    assert met is None and how == "3 of 4 rounds >= 1x: not shown, sign test p = 0.31 (least possible 0.062)"
