@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "338432b4dcce42c6a11bed06f5c211588f3ac20b60c98d90b867f4c1c2e60e0f"
+SOURCES_SHA256 = "2bfcb2d642b77f810809754b0141c0a59e553fbdb5c915a3216463d415fad7ff"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
