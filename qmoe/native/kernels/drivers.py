@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "2bfcb2d642b77f810809754b0141c0a59e553fbdb5c915a3216463d415fad7ff"
+SOURCES_SHA256 = "1b4e1c02f6b2f9ad494987b1eec17d02c828bbb34a93fa45c7a8663118ebd861"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).

@@ -31,9 +31,11 @@ def lut16_tables4(typingctx, xq, q4, tab):  # noqa: ANN001, ANN201
 
     With ``u = x + 128`` (0..255) split in nibbles ``u = 16 h + l``, group g gets two tables of
     its 16 subset sums, ``L[m] = sum_i bit_i(m) l_i`` and ``H[m]`` alike (each <= 60, so four
-    groups still fit a byte), stored as 32 bytes each (the 16 repeated in both 128-bit lanes):
-    ``tab[64 g : 64 g + 32] = L``, ``tab[64 g + 32 : 64 g + 64] = H``. Four ``vpshufb`` of a
-    register holding the l's in one lane and the h's in the other make both tables of a group.
+    groups still fit a byte), 16 bytes each: ``tab[32 g : 32 g + 16] = L``,
+    ``tab[32 g + 16 : 32 g + 32] = H`` (:func:`lut16_block` loads each into both 128-bit lanes).
+    Four ``vpshufb`` of a register holding the l's in one lane and the h's in the other make
+    both tables of a group, one 32-byte store. (Tables stored twice over, 64 bytes a group, took
+    48 KB for 1536 inputs: with a block's weights more than the L1 cache; this is 3-10% faster.)
     """
     sig = types.void(xq, q4, tab)
 
@@ -47,15 +49,12 @@ def lut16_tables4(typingctx, xq, q4, tab):  # noqa: ANN001, ANN201
         low = builder.and_(u, splat(I8, 16, 15))
         high = builder.lshr(u, splat(I8, 16, 4))
         src = shuffle(builder, low, high, range(32))  # lane 0: l, lane 1: h
-        tabs = data_ptr(context, builder, signature.args[2], args[2], vec(I8, 16))
+        tabs = data_ptr(context, builder, signature.args[2], args[2], v32)
         for q in range(4):
             parts = [x86(builder, "avx2.pshuf.b", v32, [src, ir.Constant(v32, _lut16_index(q, bit))])
                      for bit in range(4)]
-            t = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
-            row = builder.mul(builder.add(builder.mul(args[1], c64(4)), c64(q)), c64(4))  # 16-byte rows
-            for k, half in enumerate((0, 0, 1, 1)):  # L, L, H, H
-                part = shuffle(builder, t, t, range(16 * half, 16 * half + 16))
-                builder.store(part, builder.gep(tabs, [builder.add(row, c64(k))]), align=16)
+            t = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))  # lanes: L, H
+            builder.store(t, builder.gep(tabs, [builder.add(builder.mul(args[1], c64(4)), c64(q))]), align=32)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -85,7 +84,12 @@ def lut16_block(typingctx, tab, w, w_off, npairs, out, o_off):  # noqa: ANN001, 
             return context.get_dummy_value()
         tab_, w_, w_off_, npairs_, out_, o_off_ = args
         v8, v16, v32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
-        tabs = data_ptr(context, builder, signature.args[0], tab_, v8)
+        tabs = data_ptr(context, builder, signature.args[0], tab_, vec(I8, 16))
+
+        def table(k):  # noqa: ANN001, ANN202 - 16-byte table k in both 128-bit lanes (vbroadcasti128)
+            v = builder.load(builder.gep(tabs, [k]), align=16)
+            return shuffle(builder, v, v, list(range(16)) * 2)
+
         wbase = context.make_array(signature.args[1])(context, builder, w_).data
         rows = builder.bitcast(builder.gep(wbase, [w_off_]), v8.as_pointer())
         odata = context.make_array(signature.args[4])(context, builder, out_).data
@@ -101,10 +105,9 @@ def lut16_block(typingctx, tab, w, w_off, npairs, out, o_off):  # noqa: ANN001, 
             v = builder.load(builder.gep(rows, [t]), align=32)
             idx = (builder.and_(v, low4),
                    builder.and_(builder.bitcast(builder.lshr(builder.bitcast(v, v16), splat(I16, 16, 4)), v8), low4))
-            for g in range(2):
+            for g in range(2):  # group 2 t + g: its L and H are 16-byte tables 2 (2 t + g) and the next
                 row = builder.add(builder.mul(t, c64(4)), c64(2 * g))
-                tl = builder.load(builder.gep(tabs, [row]), align=32)
-                th = builder.load(builder.gep(tabs, [builder.add(row, c64(1))]), align=32)
+                tl, th = table(row), table(builder.add(row, c64(1)))
                 low_sum = builder.add(low_sum, x86(builder, "avx2.pshuf.b", v8, [tl, idx[g]]))
                 high_sum = builder.add(high_sum, x86(builder, "avx2.pshuf.b", v8, [th, idx[g]]))
         lo = x86(builder, "avx2.pmadd.ub.sw", v16, [_unpack_bytes(builder, low_sum, high_sum, False), w116])
