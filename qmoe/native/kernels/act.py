@@ -212,10 +212,11 @@ def rescale_binary(acc, fp, f_off, n, beta, relu, out):  # noqa: ANN001, ANN201
 @njit(inline="always")
 def bias_relu(acc, fp, f_off, n, relu, out):  # noqa: ANN001, ANN201
     """``out[j] = acc[j] + bias[j]`` (float32), then ReLU if asked."""
+    bias = fp[f_off: f_off + n]  # a view, as in :func:`rescale`
     if relu:
         for j in range(n):
-            y = acc[j] + fp[f_off + j]
+            y = acc[j] + bias[j]
             out[j] = y if y > np.float32(0.0) else np.float32(0.0)
     else:
         for j in range(n):
-            out[j] = acc[j] + fp[f_off + j]
+            out[j] = acc[j] + bias[j]

@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "1b4e1c02f6b2f9ad494987b1eec17d02c828bbb34a93fa45c7a8663118ebd861"
+SOURCES_SHA256 = "183d94dd926bc46e46895a759d5d9177b9adec03e74d3f52bb7846d5a57e45c4"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
