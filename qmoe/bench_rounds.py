@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from qmoe.latency import LatencyStats, pinned_to_one_core
-from qmoe.measure import torch_threads
+from qmoe.measure import rows_per_second, torch_threads
 
 #: Rounds of turns: a sign test over 15 rounds can reach p = 0.5^15 (3e-5).
 ROUNDS = 15
@@ -99,15 +99,7 @@ def time_in_rounds(fns: Sequence[Callable[[torch.Tensor], object]], samples: tor
             t[j] = (time.perf_counter_ns() - t0) / 1e3
         times[k].append(t)
         p50s[k].append(float(np.median(t)))
-        fn(rows)
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn(rows)
-            n += 1
-            elapsed = time.perf_counter() - t0
-            if n >= 2 and elapsed >= min_seconds:
-                break
-        rates[k].append(n * batch / elapsed)
+        rates[k].append(rows_per_second(fn, rows, min_seconds=min_seconds, min_calls=2))
 
     with torch_threads(1):
         for _ in range(rounds):

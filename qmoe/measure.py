@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,14 +44,20 @@ def measure_throughput(fn: Callable[[torch.Tensor], object], samples: torch.Tens
     reps = int(np.ceil(batch / len(samples)))
     x = samples.repeat(reps, 1)[:batch]  # (batch, D)
     with torch_threads(1):
+        return rows_per_second(fn, x, min_seconds=min_seconds, min_calls=3)
+
+
+def rows_per_second(fn: Callable[[Any], object], x: Any, *, min_seconds: float, min_calls: int) -> float:
+    """Rows of ``x`` per second through ``fn`` (any callable on a batch: a tensor or an array):
+    one untimed call, then calls for at least ``min_seconds`` and ``min_calls``."""
+    fn(x)
+    n, start = 0, time.perf_counter()
+    while True:
         fn(x)
-        n, start = 0, time.perf_counter()
-        while True:
-            fn(x)
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds and n >= 3:
-                return n * batch / elapsed
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and n >= min_calls:
+            return n * len(x) / elapsed
 
 
 def reset_peak_rss() -> bool:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import qmoe.bench_rounds
+import qmoe.measure
 from qmoe.bench_rounds import Turns, kernel_seconds, numpy_latency, paired_ratios, time_in_rounds
 
 
@@ -37,6 +38,7 @@ def _callable(clock: _Clock, name: str, us_per_row: float, calls: list) -> objec
 def test_turns_interleave_with_the_baseline_first_and_once_more_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     clock, calls = _Clock(), []
     monkeypatch.setattr(qmoe.bench_rounds, "time", clock)
+    monkeypatch.setattr(qmoe.measure, "time", clock)  # the batches' rate (rows_per_second)
     fns = [_callable(clock, n, us, calls) for n, us in (("base", 100.0), ("fast", 10.0), ("np", 20.0))]
     turns = time_in_rounds(fns, torch.zeros(4, 3), rounds=3, runs=4, batch=8, min_seconds=0.0, warmup=2,
                            pin=False, numpy=frozenset({2}))
@@ -60,6 +62,7 @@ def test_load_drifting_across_the_run_cancels_in_every_rounds_ratio(monkeypatch:
     read 6.7x, 8x and 8.6x."""
     clock, calls = _Clock(), []
     monkeypatch.setattr(qmoe.bench_rounds, "time", clock)
+    monkeypatch.setattr(qmoe.measure, "time", clock)  # the batches' rate (rows_per_second)
     base, fast = _callable(clock, "base", 100.0, calls), _callable(clock, "fast", 10.0, calls)
     loads = iter([1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])  # per turn: base, fast, base, fast, base, fast, base
     original = qmoe.bench_rounds.pinned_to_one_core
