@@ -184,7 +184,8 @@ def short_table(bench: Any) -> Table:
                      f"ours / defaults = {bench.ratio:.2f}x (target >= {SWEEP_RATIO_TARGET:g}x: {_yes(bench.met)}). "
                      f"efficiency = (sum of one-by-one seconds / {bench.slots}) / wall, wall = Tuner.fit start "
                      f"to end; trial s = inside each run, around the trial function; our command took "
-                     f"{fmt(bench.command_wall)} s, first trial from its start.{_ceiling_text(bench)}")
+                     f"{fmt(bench.command_wall)} s, first trial from its start.{_ceiling_text(bench)}"
+                     f"{_first_floor_text(bench)}")
     return table
 
 
@@ -195,9 +196,23 @@ def _ceiling_text(bench: Any) -> str:
     if getattr(bench, "ceiling", None) is None:
         return ""
     verdict = f": the target {SHORT_EFFICIENCY_TARGET:g} is ruled out here" if bench.ruled_out else ""
-    return (f" Ceiling: every worker imports Ray Tune and torch after the run starts, at least "
-            f"{fmt(bench.worker_imports)} s (the least of {IMPORT_RUNS} fresh processes), before its first trial; "
-            f"wall >= that + sum / {bench.slots}, so efficiency <= {fmt(bench.ceiling)}{verdict}")
+    return (f" Ceiling: every worker imports Ray Tune and the trial's code (torch, scikit-learn, the models) "
+            f"after the run starts, at least {fmt(bench.worker_imports)} s (the least of {IMPORT_RUNS} fresh "
+            f"processes), before its first trial; wall >= that + sum / {bench.slots}, so efficiency <= "
+            f"{fmt(bench.ceiling)}{verdict}.")
+
+
+def _first_floor_text(bench: Any) -> str:
+    """The first trial's floor (:attr:`~qmoe.sweeps.bench.sweep_efficiency.ShortBench.first_trial_floor`)."""
+    from qmoe.sweeps.bench.sweep_efficiency import RAY_START_RUNS
+
+    floor = getattr(bench, "first_trial_floor", None)
+    if floor is None:
+        return ""
+    verdict = (f": the target {FIRST_TRIAL_TARGET_S:g} s is ruled out here" if bench.first_trial_ruled_out else "")
+    return (f" Floor: Tune asks for a worker only once Ray is up, {fmt(bench.ray_start)} s after a fresh process "
+            f"starts (the least of {RAY_START_RUNS}), and the worker's imports follow, so the first trial runs "
+            f">= {fmt(floor)} s after the command started{verdict}.")
 
 
 def sized_table(bench: Any) -> Table:

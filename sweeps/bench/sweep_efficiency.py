@@ -9,9 +9,12 @@ trials on Ray Tune with its defaults (:mod:`qmoe.sweeps.bench.ray_defaults`). Th
 how to start ``qmoe`` (``command``: e.g. ``[sys.executable, "-m", "qmoe.cli.main"]``).
 
 The short trials' efficiency has a ceiling on this machine (:attr:`ShortBench.ceiling`): a Tune
-worker imports Ray Tune (to unpickle the trainable) and torch after the run starts, before its
-first trial can train, so ``wall >= imports + sum / slots``. The imports are timed in the same
-run (:func:`worker_import_seconds`).
+worker imports Ray Tune (to unpickle the trainable) and the trial function's module (torch,
+scikit-learn, the models) after the run starts, before its first trial can train, so
+``wall >= imports + sum / slots``. The first trial has a floor the same way
+(:attr:`ShortBench.first_trial_floor`): Tune asks Ray for that worker only once Ray is up, so
+the first trial runs no sooner than Ray's start (from a fresh process's start) plus those
+imports. Both are timed in the same run (:func:`worker_import_seconds`, :func:`ray_start_seconds`).
 """
 
 from __future__ import annotations
@@ -36,11 +39,21 @@ from qmoe.sweeps.store import SweepStore
 #: 8 short single-model trials (q4 + the fp32/bitnet/ptq8 references, folds 1-2) on synth.
 SHORT_ARGS = ("sweep", "bits", "--values", "4", "--folds", "1,2", "--quiet")
 #: What a Tune worker imports after the run starts and before its first trial can train: Ray Tune
-#: (its trainable is unpickled from it) and torch. ``ray`` itself is left out: Ray may have
-#: started the worker process, which imports it, before the run.
-WORKER_IMPORTS = ("ray.tune", "torch")
+#: (its trainable is unpickled from it) and the module of the trial function the benchmark's
+#: sweeps run (:data:`~qmoe.sweeps.trial_fn.DEFAULT_TRIAL_FN`: torch, scikit-learn, the models).
+#: ``ray`` itself is left out: Ray may have started the worker process, which imports it, before
+#: the run.
+WORKER_IMPORTS = ("ray.tune", "qmoe.trial")
 #: Fresh processes timing :data:`WORKER_IMPORTS` (the least is kept: a floor).
 IMPORT_RUNS = 3
+#: Fresh processes timing Ray's start (:func:`ray_start_seconds`; the least is kept).
+RAY_START_RUNS = 2
+#: A fresh process that starts the embedded Ray a sweep starts, prints the time once it is up,
+#: and stops it.
+_RAY_START = ("import time\n"
+              "from qmoe.sweeps.cluster import ray_session, worker_env\n"
+              "with ray_session(None, env=worker_env(1)):\n"
+              "    print(time.time(), flush=True)\n")
 #: The paper's Table 1 (15 configurations), run on fold :data:`SIZED_FOLD` of an ESC-50-sized table.
 TABLE1 = Path(__file__).with_name("table1.toml")
 SIZED_FOLD = 1
@@ -60,6 +73,7 @@ class ShortBench:
     slots: int  # trials at once in both sweeps
     args: tuple[str, ...] = SHORT_ARGS  # our command's arguments
     worker_imports: float | None = None  # seconds a worker needs for WORKER_IMPORTS, at least
+    ray_start: float | None = None  # seconds from a fresh process's start to its embedded Ray being up, at least
 
     @property
     def ceiling(self) -> float | None:
@@ -77,6 +91,21 @@ class ShortBench:
         """Whether :attr:`ceiling` is below the efficiency target: no sweep could meet it here."""
         ceiling = self.ceiling
         return ceiling is not None and ceiling < SHORT_EFFICIENCY_TARGET
+
+    @property
+    def first_trial_floor(self) -> float | None:
+        """The least time from the command's start to its first trial running here: Ray's start
+        (``ray_start``, from a fresh process's start), then a worker's imports (``worker_imports``),
+        which begin only once Tune, on the running Ray, asks for that worker. None: not measured."""
+        if self.ray_start is None or self.worker_imports is None:
+            return None
+        return self.ray_start + self.worker_imports
+
+    @property
+    def first_trial_ruled_out(self) -> bool:
+        """Whether :attr:`first_trial_floor` exceeds the first-trial target: no sweep could meet it here."""
+        floor = self.first_trial_floor
+        return floor is not None and floor > FIRST_TRIAL_TARGET_S
 
     @property
     def ours_efficiency(self) -> float:
@@ -164,6 +193,26 @@ def worker_import_seconds(runs: int = IMPORT_RUNS) -> float:
     return best
 
 
+def ray_start_seconds(runs: int = RAY_START_RUNS) -> float:
+    """The least seconds, over ``runs`` fresh processes, from starting the process to the embedded
+    Ray of a sweep being up (:func:`~qmoe.sweeps.cluster.ray_session`: Python's start, ``import
+    ray`` and ``ray.init``, as a sweep's driver needs at least). Each process stops its Ray.
+
+    Raises:
+        QmoeError: a process failed (Ray cannot start here).
+    """
+    best = float("inf")
+    for _ in range(runs):
+        start = time.time()
+        proc = subprocess.run([sys.executable, "-c", _RAY_START], capture_output=True, text=True,
+                              env=dict(os.environ))
+        if proc.returncode != 0 or not proc.stdout.split():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise QmoeError(f"timing Ray's start failed (exit {proc.returncode}): {last}")
+        best = min(best, float(proc.stdout.split()[-1]) - start)
+    return best
+
+
 def run_sweep_command(command: Sequence[str], args: Sequence[str], storage: Path, name: str = "bench",
                       address: str | None = None) -> tuple[RunTimes, dict[str, Any], float]:
     """Run ``COMMAND ARGS --name NAME --storage STORAGE`` (``command`` starts ``qmoe``) in a fresh
@@ -198,7 +247,8 @@ def run_sweep_command(command: Sequence[str], args: Sequence[str], storage: Path
 
 def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortBench:
     """8 short trials: one by one, our sweep (``command`` starts ``qmoe``), and Ray Tune with its
-    defaults, back to back; then a worker's imports (:func:`worker_import_seconds`).
+    defaults, back to back; then a worker's imports (:func:`worker_import_seconds`) and, when the
+    sweeps started their own Ray, Ray's start (:func:`ray_start_seconds`).
 
     Args:
         command: how to start ``qmoe``.
@@ -216,7 +266,8 @@ def sweep_bench(command: Sequence[str], *, address: str | None = None) -> ShortB
         ours, run, command_wall = run_sweep_command(command, SHORT_ARGS, tmp_path / "runs", address=address)
         defaults = defaults_times(job, tmp_path / "defaults.json", address=address)
     return ShortBench(serial=serial, ours=ours, defaults=defaults, first_trial=run.get("first_trial_seconds"),
-                      command_wall=command_wall, slots=run["slots"], worker_imports=worker_import_seconds())
+                      command_wall=command_wall, slots=run["slots"], worker_imports=worker_import_seconds(),
+                      ray_start=None if address else ray_start_seconds())
 
 
 def sized_bench(command: Sequence[str], *, serial: bool = True, data: Path | None = None,

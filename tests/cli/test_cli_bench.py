@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from qmoe.sweeps.bench.jobs import RunTimes, TrialTime
 from qmoe.sweeps.bench.sweep_efficiency import ShortBench, SizedBench
 
@@ -40,6 +42,21 @@ def test_short_table_states_the_ceiling_the_workers_imports_leave() -> None:
                                    command_wall=35.0, slots=2, worker_imports=4.0))
     assert "at least 4 s (the least of 3 fresh processes)" in table.caption
     assert "wall >= that + sum / 2, so efficiency <= 0.8333: the target 0.85 is ruled out here" in table.caption
+    assert "Floor" not in table.caption  # Ray's start was not timed
+
+
+def test_short_table_states_the_first_trials_floor() -> None:
+    from qmoe.cli.bench_tables import short_table
+
+    short = ShortBench(serial=times("one by one", [5.0] * 8), ours=times("ours", [5.5] * 8, wall=25.0),
+                       defaults=times("defaults", [9.0] * 8, wall=60.0), first_trial=14.0, command_wall=35.0,
+                       slots=2, worker_imports=5.0, ray_start=4.5)
+    caption = short_table(short).caption
+    assert ("Floor: Tune asks for a worker only once Ray is up, 4.5 s after a fresh process starts (the least of 2), "
+            "and the worker's imports follow, so the first trial runs >= 9.5 s after the command started: "
+            "the target 8 s is ruled out here.") in caption
+    quick = short_table(dataclasses.replace(short, ray_start=2.0)).caption  # 7 s: not ruled out
+    assert ">= 7 s after the command started." in quick and "8 s is ruled out" not in quick
 
 
 def test_sized_table_extrapolates_the_paper_grid() -> None:

@@ -54,11 +54,26 @@ def test_the_short_efficiency_row_carries_the_workers_import_ceiling() -> None:
                        defaults=_times([9.0] * 8, wall=60.0), first_trial=7.0, command_wall=35.0, slots=2,
                        worker_imports=4.0)  # 20 s of trials per slot after 4 s of imports: 0.83 at most
     row = {r.target: r for r in summary_rows(short=short)}["sweep efficiency, 8 short trials >= 0.85"]
-    assert row.measured == ("0.67; every worker imports Ray Tune and torch after the run starts (>= 4.00 s): "
+    assert row.measured == ("0.67; every worker imports Ray Tune and the trial's code after the run starts (>= 4.00 s): "
                             "at most 0.83: ruled out") and not row.met
     quick = dataclasses.replace(short, worker_imports=1.0)  # 0.95 at most: the target is not ruled out
     row = {r.target: r for r in summary_rows(short=quick)}["sweep efficiency, 8 short trials >= 0.85"]
     assert row.measured.endswith("(>= 1.00 s): at most 0.95") and "ruled out" not in row.measured
+
+
+def test_the_first_trial_row_carries_rays_start_and_the_workers_imports() -> None:
+    short = ShortBench(serial=_times([5.0] * 8), ours=_times([5.5] * 8, wall=30.0),
+                       defaults=_times([9.0] * 8, wall=60.0), first_trial=14.0, command_wall=35.0, slots=2,
+                       worker_imports=5.0, ray_start=4.5)
+    target = "first trial running <= 8 s after the command"
+    row = {r.target: r for r in summary_rows(short=short)}[target]
+    assert row.measured == "14.0 s; Ray's start 4.50 s, then a worker's imports 5.00 s: at least 9.50 s: ruled out"
+    assert row.met is False
+    quick = dataclasses.replace(short, worker_imports=3.0)  # 7.5 s at least: not ruled out
+    row = {r.target: r for r in summary_rows(short=quick)}[target]
+    assert row.measured.endswith("at least 7.50 s") and row.met is False
+    row = {r.target: r for r in summary_rows(short=dataclasses.replace(short, ray_start=None))}[target]
+    assert row.measured == "14.0 s"  # Ray's start not timed (the sweeps joined a running Ray): no floor
 
 
 def test_the_seeds_row_carries_the_floor_of_any_batching() -> None:

@@ -56,7 +56,46 @@ def test_the_short_efficiency_ceiling_is_the_workers_imports_ahead_of_the_trials
     assert one.ceiling == pytest.approx(40 / 43)
 
 
-def test_worker_import_seconds_times_ray_tune_and_torch_after_ray(monkeypatch) -> None:
+def test_the_first_trial_floor_is_rays_start_then_a_workers_imports() -> None:
+    short = ShortBench(serial=times([5.0] * 8), ours=times([5.5] * 8, wall=25.0), defaults=times([9.0] * 8, wall=60.0),
+                       first_trial=12.0, command_wall=35.0, slots=2, worker_imports=3.5, ray_start=4.0)
+    assert short.first_trial_floor == pytest.approx(7.5) and not short.first_trial_ruled_out  # 7.5 s <= 8 s
+    slow = dataclasses.replace(short, worker_imports=4.5)
+    assert slow.first_trial_floor == pytest.approx(8.5) and slow.first_trial_ruled_out  # no sweep runs one by 8 s
+    assert not slow.first_trial_met  # the measured figure still decides met or not
+    for unmeasured in (dataclasses.replace(slow, ray_start=None), dataclasses.replace(slow, worker_imports=None)):
+        assert unmeasured.first_trial_floor is None and not unmeasured.first_trial_ruled_out
+
+
+def test_ray_start_seconds_keeps_the_least_of_its_runs_from_each_process_start(monkeypatch) -> None:
+    from qmoe.errors import QmoeError
+    from qmoe.sweeps.bench import sweep_efficiency as se
+
+    clock = iter([100.0, 200.0])  # when each process is started
+    up = iter([105.5, 204.25])  # when each one's Ray was up (printed by the process)
+    monkeypatch.setattr(se.time, "time", lambda: next(clock))
+
+    def fake_run(cmd, **kwargs):
+        assert "ray_session(None" in cmd[-1]  # the embedded Ray a sweep starts
+        return subprocess.CompletedProcess(cmd, 0, stdout=f"{next(up)}\n", stderr="")
+
+    monkeypatch.setattr(se.subprocess, "run", fake_run)
+    assert se.ray_start_seconds(runs=2) == pytest.approx(4.25)
+    monkeypatch.setattr(se.time, "time", lambda: 0.0)
+    monkeypatch.setattr(se.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 1, stdout="", stderr="Traceback\nRuntimeError: no raylet\n"))
+    with pytest.raises(QmoeError, match="timing Ray's start failed .exit 1.: RuntimeError: no raylet"):
+        se.ray_start_seconds(runs=1)
+
+
+@pytest.mark.slow
+def test_ray_start_seconds_starts_and_stops_a_real_embedded_ray() -> None:
+    from qmoe.sweeps.bench import sweep_efficiency as se
+
+    assert 0.5 < se.ray_start_seconds(runs=1) < 120.0
+
+
+def test_worker_import_seconds_times_ray_tune_and_the_trial_code_after_ray(monkeypatch) -> None:
     from qmoe.errors import QmoeError
     from qmoe.sweeps.bench import sweep_efficiency as se
 
@@ -74,7 +113,7 @@ def test_worker_import_seconds_keeps_the_least_of_its_runs(monkeypatch) -> None:
     outputs = iter(["2.5\n", "1.75\n", "3.0\n"])
 
     def fake_run(cmd, **kwargs):
-        assert "import ray.tune, torch" in cmd[-1]
+        assert "import ray.tune, qmoe.trial" in cmd[-1]
         return subprocess.CompletedProcess(cmd, 0, stdout=next(outputs), stderr="")
 
     monkeypatch.setattr(se.subprocess, "run", fake_run)
@@ -91,6 +130,7 @@ def test_sweep_bench_runs_the_three_ways_with_fake_trials(ray_cluster, synth_tab
     assert [len(t.trials) for t in (got.serial, got.ours, got.defaults)] == [8, 8, 8]
     assert got.ours_efficiency > 0 and got.defaults_efficiency > 0 and got.first_trial > 0
     assert got.worker_imports > 0 and 0 < got.ceiling < 1  # the imports were timed in the same run
+    assert got.ray_start is None and got.first_trial_floor is None  # the sweeps joined a running Ray
 
 
 @pytest.mark.ray
