@@ -15,7 +15,7 @@ from numba import njit
 from qmoe.native.kernels.fblock import BLOCK as FLOAT_BLOCK
 from qmoe.native.kernels.fblock import FBLOCK, ROW_BLOCKS, float_block_row, float_blocks_row, panel_strides
 from qmoe.native.kernels.lut32 import LUT32_BLOCK, lut32_block1, lut32_block2, lut32_tables
-from qmoe.native.kernels.lut16 import lut16_block, lut16_tables4
+from qmoe.native.kernels.lut16 import lut16_block, lut16_block2, lut16_tables4
 from qmoe.native.kernels.simd import bit_mask64, fma32, int4_rows4, int8_rows4, popcount64
 from qmoe.native.kernels.vnni import (BLOCK, Q16_PAIRS, ROWS, planes1_block_rows, planes1_expand, planes2_block_rows,
                                       planes2_expand, q16_block1, q16_block_rows, vnni_block1, vnni_block_rows,
@@ -243,10 +243,11 @@ def dots_lut16(xq, xsum, d, n, w, w_off, n_planes, sh0, sh1, offset, tab, a32, a
     for q4 in range(ngroups // 4):
         lut16_tables4(xq, q4, tab)
     nblocks = (n + 31) // 32
-    for b in range(nblocks):
-        for p in range(n_planes):
-            k = b * n_planes + p
-            lut16_block(tab, w, w_off + k * npairs * 32, npairs, a32, k * 32)
+    units = nblocks * n_planes  # unit k = b n_planes + p: plane p of block b, its rows after unit k - 1's
+    for k in range(0, units - 1, 2):  # two units a call: their tables loaded once
+        lut16_block2(tab, w, w_off + k * npairs * 32, npairs, a32, k * 32)
+    if units % 2:
+        lut16_block(tab, w, w_off + (units - 1) * npairs * 32, npairs, a32, (units - 1) * 32)
     counts = view(w, w_off + nblocks * n_planes * npairs * 32, n_planes * nblocks * 32, np.int32, 4)
     _planes_epilogue(a32, counts, n, nblocks, 32, n_planes, sh0, sh1, offset * xsum, acc)
 

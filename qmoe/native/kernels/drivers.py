@@ -33,7 +33,7 @@ from qmoe.native.layout import (ALPHA_OFF, CURIOSITY, D_IN, KIND, MASKS_OFF, MIX
 
 log = logging.getLogger(__name__)
 
-SOURCES_SHA256 = "183d94dd926bc46e46895a759d5d9177b9adec03e74d3f52bb7846d5a57e45c4"
+SOURCES_SHA256 = "03ca555b73ea1c28b0922ae22b3215adeec54e994cdf51419cf913c32c7bb026"
 
 
 #: Whether the drivers use numba's on-disk cache (see the module docstring).
