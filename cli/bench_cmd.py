@@ -52,18 +52,19 @@ def bench(
         from qmoe.bench_trial import bench_trials
 
         stderr.print("running one real trial per model on an ESC-50-sized table (one thread, ~3 min) ...")
-        from qmoe.bench_seeds import seed_floors, stacked_step
+        from qmoe.bench_seeds import RateProbe, seed_floors, stacked_step
         from qmoe.bench_targets import SEEDS
         from qmoe.bench_trial import fresh_trial_memory
         from qmoe.data.sized import SizedConfig
 
         with tempfile.TemporaryDirectory(prefix="qmoe-bench-") as tmp:
-            timed = bench_trials(tmp)
+            probe = RateProbe(bw)  # the seed floor's rates: the best of probes among the trials
+            timed = bench_trials(tmp, between=probe.sample)
             out.print(bt.trials_table(timed))
             sized = SizedConfig()
             stderr.print(f"timing one training step of {SEEDS} stacked MLPs against one ...")
             stacked = stacked_step(batch=timed[0].batch)
-            floors = seed_floors(timed, bw, sized.dim, sized.n_classes)
+            floors = seed_floors(timed, probe, sized.dim, sized.n_classes)
             out.print(bt.seeds_table(floors, stacked))
             parts.update(trials=timed, stacked=stacked, floors=floors)
             stderr.print("a single model's and a mixture's trial alone in fresh processes (memory) ...")

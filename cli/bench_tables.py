@@ -123,10 +123,13 @@ def seeds_table(rows: Sequence[Any], stacked: Any = None) -> Table:
                       fmt(r.mb_per_step), fmt(r.floor_seconds), f"{r.floor_ratio:.2f}x",
                       "yes" if r.ruled_out else "no", _yes(False))
     if rows:
-        table.caption = (f"at least = {SEEDS} x steps x (forward + weight-gradient matmuls at the best GEMM rate "
-                         f"measured here, {rows[0].gemm_gflops:.0f} GFLOP/s, + AdamW's 28 bytes per parameter, "
+        where = (f"the best of {rows[0].probes} probes, before each trial above and after the last"
+                 if rows[0].probes > 1 else "measured here")
+        table.caption = (f"at least = {SEEDS} x steps x (forward + weight-gradient matmuls at the best GEMM rate, "
+                         f"{rows[0].gemm_gflops:.0f} GFLOP/s, + AdamW's 28 bytes per parameter, "
                          f"less what the L2 could hold ({rows[0].cached_mb:.1f} MB), at the read bandwidth of the "
-                         f"level holding one seed's optimizer state, {rows[0].level} {rows[0].bandwidth_gbs:.0f} GB/s): work every "
+                         f"level holding one seed's optimizer state, {rows[0].level} {rows[0].bandwidth_gbs:.0f} GB/s; "
+                         f"both rates {where}): work every "
                          "seed needs however the seeds are batched. A bound above the target rules batching "
                          "out here; below it, it rules nothing out (quantization, dropout, input gradients and "
                          "GEMMs below peak are left out).")

@@ -21,6 +21,7 @@ The 1-bit forms' weights fit in L2: their memory floor is far below the other tw
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -64,6 +65,12 @@ class Bandwidth:
         if n_bytes <= self.l3_bytes:
             return "L3", self.l3_gbs
         return "DRAM", self.dram_gbs
+
+    def best(self, other: Bandwidth) -> Bandwidth:
+        """Each level's higher rate of the two (a level ``other`` did not probe, NaN, keeps this one's)."""
+        top = lambda a, b: b if math.isnan(a) else a if math.isnan(b) else max(a, b)  # noqa: E731
+        return dataclasses.replace(self, l2_gbs=top(self.l2_gbs, other.l2_gbs), l3_gbs=top(self.l3_gbs, other.l3_gbs),
+                                   dram_gbs=top(self.dram_gbs, other.dram_gbs))
 
 
 @dataclass(frozen=True)
@@ -138,15 +145,15 @@ def cache_sizes() -> tuple[int, int]:
     return sizes[2], sizes[3]
 
 
-def measure_bandwidth(min_seconds: float = 0.15) -> Bandwidth:
+def measure_bandwidth(min_seconds: float = 0.15, dram: bool = True) -> Bandwidth:
     """Read bandwidth of one core, by summing uint64 buffers of half of L2, half of L3 and
-    four times L3 (at least 64 MB): the best of repeated passes over each."""
+    four times L3 (at least 64 MB; not with ``dram`` False: NaN): the best of repeated passes over each."""
     from qmoe.native.kernels import load
 
     read_sum = load().drivers.read_sum
     l2, l3 = cache_sizes()
     rates = []
-    for n_bytes in (l2 // 2, l3 // 2, max(4 * l3, 64 << 20)):
+    for n_bytes in (l2 // 2, l3 // 2, max(4 * l3, 64 << 20))[:3 if dram else 2]:
         buf = np.ones(n_bytes // 8, np.uint64)
         read_sum(buf)  # compile/load, and fault the pages in
         best, start = math.inf, time.perf_counter()
@@ -156,6 +163,7 @@ def measure_bandwidth(min_seconds: float = 0.15) -> Bandwidth:
             best = min(best, time.perf_counter() - t0)
         rates.append(buf.nbytes / best / 1e9)
         del buf
+    rates += [math.nan] * (3 - len(rates))
     return Bandwidth(l2_gbs=rates[0], l3_gbs=rates[1], dram_gbs=rates[2], l2_bytes=l2, l3_bytes=l3)
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qmoe.bench import Bandwidth
+from qmoe.bench import Bandwidth, measure_bandwidth
 from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
 from qmoe.bench_trial import TrialTimingRow, trial_spec
 from qmoe.measure import torch_threads
@@ -70,6 +70,7 @@ class SeedFloorRow:
     level: str = "L2"  # that level
     cached_mb: float = 0.0  # of mb_per_step, what the faster caches could serve (counted free)
     seeds: int = SEEDS
+    probes: int = 1  # measurements the two rates are the best of (:class:`RateProbe`)
 
     @property
     def floor_seconds(self) -> float:
@@ -107,6 +108,30 @@ def best_gemm_gflops(shapes: Sequence[tuple[int, int, int]] = GEMM_SHAPES, min_s
     return best
 
 
+@dataclass
+class RateProbe:
+    """The best GEMM rate and L2/L3 read bandwidth seen over probes taken between the timed
+    trials (``qmoe bench`` passes :meth:`sample` to :func:`~qmoe.bench_trial.bench_trials`).
+
+    The floor divides work by these rates, so it is a lower bound only if they are not below
+    what the core could do while the trials ran. On this shared host one measurement can catch
+    a slow phase (L3 read 16-54 GB/s and GEMMs 60-86 GFLOP/s over seven runs of the bench), and
+    a floor from it then reads too high: up to "ruled out" where it is not. The best of probes
+    spread over the trials' own minutes cannot be lower than the rate of the phase any trial
+    ran in, at the probes' moments."""
+
+    bandwidth: Bandwidth  # the bench's first measurement (all levels); the probes raise L2 and L3
+    gemm_gflops: float = 0.0
+    samples: int = 0
+    min_seconds: float = 0.05  # per GEMM shape and per level, each probe
+
+    def sample(self) -> None:
+        """One probe: the GEMM rate and the L2 and L3 bandwidth, each kept where it is the best yet."""
+        self.gemm_gflops = max(self.gemm_gflops, best_gemm_gflops(min_seconds=self.min_seconds))
+        self.bandwidth = self.bandwidth.best(measure_bandwidth(self.min_seconds, dram=False))
+        self.samples += 1
+
+
 def step_work(model: nn.Module, batch: int) -> tuple[float, float]:
     """(GFLOP, MB) one training step of ``model`` at least does: the forward and
     weight-gradient matmuls of its Linear layers, and AdamW's traffic over its parameters."""
@@ -116,7 +141,7 @@ def step_work(model: nn.Module, batch: int) -> tuple[float, float]:
 
 
 def seed_floor(model: str, model_obj: nn.Module, batch: int, steps: int, trial_seconds: float,
-               gemm_gflops: float, bandwidth: Bandwidth) -> SeedFloorRow:
+               gemm_gflops: float, bandwidth: Bandwidth, probes: int = 1) -> SeedFloorRow:
     """The floor row of one measured trial (``steps`` optimizer steps in ``trial_seconds``)."""
     gflops, mb = step_work(model_obj, batch)
     state = STATE_BYTES * sum(p.numel() for p in model_obj.parameters())
@@ -125,19 +150,27 @@ def seed_floor(model: str, model_obj: nn.Module, batch: int, steps: int, trial_s
     cached = 0.0 if level == "L2" else bandwidth.l2_bytes * ADAMW_BYTES / STATE_BYTES / 1e6
     return SeedFloorRow(model=model, trial_seconds=trial_seconds, steps=steps, gflops_per_step=gflops,
                         mb_per_step=mb, gemm_gflops=gemm_gflops, bandwidth_gbs=gbs, level=level,
-                        cached_mb=min(cached, mb))
+                        cached_mb=min(cached, mb), probes=probes)
 
 
-def seed_floors(rows: Sequence[TrialTimingRow], bandwidth: Bandwidth, in_dim: int, n_classes: int,
+def seed_floors(rows: Sequence[TrialTimingRow], bandwidth: Bandwidth | RateProbe, in_dim: int, n_classes: int,
                 gemm_gflops: float | None = None) -> list[SeedFloorRow]:
     """The floor of every trial timed by :func:`qmoe.bench_trial.bench_trials` on a table of
     ``in_dim`` features and ``n_classes`` classes; ``bandwidth``: the core's read bandwidth by
-    level (:func:`qmoe.bench.measure_bandwidth`)."""
+    level (:func:`qmoe.bench.measure_bandwidth`), or the probes taken between those trials
+    (:class:`RateProbe`: its bandwidth and, unless ``gemm_gflops`` is given, its GEMM rate,
+    raised by one more probe now)."""
+    probes = 1
+    if isinstance(bandwidth, RateProbe):
+        if gemm_gflops is None:
+            bandwidth.sample()
+            gemm_gflops = bandwidth.gemm_gflops
+        probes, bandwidth = bandwidth.samples, bandwidth.bandwidth
     gemm = best_gemm_gflops() if gemm_gflops is None else gemm_gflops
     out = []
     for r in rows:
         model = build_model(trial_spec(r.model), in_dim, n_classes)
-        out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth))
+        out.append(seed_floor(r.model, model, r.batch, r.steps, r.seconds, gemm, bandwidth, probes))
     return out
 
 

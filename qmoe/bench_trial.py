@@ -20,7 +20,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def trial_spec(model: str, *, fold: int = 1, measure_energy: bool = True,
 
 def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, *,
                  config: SizedConfig = SizedConfig(), fold: int = 1, measure_energy: bool = True,
-                 latency_runs: int = 200) -> list[TrialTimingRow]:
+                 latency_runs: int = 200, between: Callable[[], object] | None = None) -> list[TrialTimingRow]:
     """Run one real trial per model on the benchmark-sized table, one thread, and time each.
 
     Args:
@@ -93,6 +93,8 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
         fold: the test fold of every trial.
         measure_energy: run CodeCarbon around training and inference, as sweeps do.
         latency_runs: timed batch-1 runs per trial (>= 200 for a reported figure).
+        between: called before each trial, outside its timing (e.g.
+            :meth:`qmoe.bench_seeds.RateProbe.sample`: rates measured among the trials).
 
     Returns:
         One :class:`TrialTimingRow` per model, in the order given.
@@ -107,6 +109,8 @@ def bench_trials(cache_dir: str | Path, models: Sequence[str] = DEFAULT_MODELS, 
     with torch_threads(1):
         for model in models:
             spec = trial_spec(model, fold=fold, measure_energy=measure_energy, latency_runs=latency_runs)
+            if between is not None:
+                between()
             before = rss_mb()
             start = time.perf_counter()
             record = run_trial(spec, table, threads=1).record

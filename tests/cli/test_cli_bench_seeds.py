@@ -24,6 +24,9 @@ def test_seed_table_marks_the_target_not_met_and_the_bound() -> None:
     assert "3.75x" in q4 and "yes" in q4 and "NO" in q4  # bound above 3x: ruled out; not met
     assert "0.30x" in moe and "NO" in moe and "yes" not in moe  # bound below: nothing ruled out, still not met
     assert "150 GFLOP/s" in text and "not built" in text
+    assert "both rates measured here" in " ".join(text.split())
+    probed = " ".join(_render([SeedFloorRow(model="q4", trial_seconds=4.0, probes=11, **common)]).split())
+    assert "both rates the best of 11 probes, before each trial above and after the last" in probed
 
 
 def test_seed_table_carries_the_measured_stacked_step() -> None:

@@ -29,6 +29,15 @@ def test_bandwidth_probe_is_positive_and_levels_are_ordered() -> None:
     assert bw.level(bw.l3_bytes + 1) == ("DRAM", bw.dram_gbs)
 
 
+def test_bandwidth_without_dram_and_the_best_of_two() -> None:
+    caches = measure_bandwidth(min_seconds=0.01, dram=False)  # no 4 x L3 buffer to fill
+    assert 0 < caches.l2_gbs and 0 < caches.l3_gbs and math.isnan(caches.dram_gbs)
+    a = Bandwidth(l2_gbs=100.0, l3_gbs=20.0, dram_gbs=15.0, l2_bytes=1 << 20, l3_bytes=32 << 20)
+    b = Bandwidth(l2_gbs=90.0, l3_gbs=45.0, dram_gbs=math.nan, l2_bytes=1 << 20, l3_bytes=32 << 20)
+    assert a.best(b) == Bandwidth(l2_gbs=100.0, l3_gbs=45.0, dram_gbs=15.0, l2_bytes=1 << 20, l3_bytes=32 << 20)
+    assert b.best(a) == a.best(b)  # a level one of them did not probe takes the other's
+
+
 def test_bytes_read_counts_what_the_kernels_read() -> None:
     torch.manual_seed(0)
     n_weights = 1536 * 640 + 640 * 320 + 320 * 50

@@ -1,4 +1,5 @@
-"""The seed-batching floor: exact work counts, its arithmetic, a measured GEMM rate."""
+"""The seed-batching floor: exact work counts, its arithmetic, a measured GEMM rate, the best
+rates of the probes among the trials."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from qmoe.bench import Bandwidth
-from qmoe.bench_seeds import SeedFloorRow, best_gemm_gflops, seed_floor, step_work
+from qmoe.bench_seeds import RateProbe, SeedFloorRow, best_gemm_gflops, seed_floor, seed_floors, step_work
 from qmoe.bench_targets import SEED_RATIO_TARGET, SEEDS
 from qmoe.models import Expert
 
@@ -61,3 +62,42 @@ def test_stacked_step_times_both_forms_in_one_run() -> None:
     row = stacked_step((16, 12, 8, 3), seeds=3, batch=4, rounds=2, min_seconds=0.001)
     assert isinstance(row, StackedStep) and (row.seeds, row.batch) == (3, 4)
     assert row.stacked_ms > 0 and row.one_ms > 0 and math.isclose(row.ratio, row.stacked_ms / row.one_ms)
+
+
+def test_probes_keep_each_rate_at_its_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe in a slow phase lowers nothing: the floor divides by the best rates seen, so a
+    slow moment cannot raise it to "ruled out"."""
+    import qmoe.bench_seeds as bs
+
+    def caches(l2: float, l3: float) -> Bandwidth:
+        return Bandwidth(l2_gbs=l2, l3_gbs=l3, dram_gbs=math.nan, l2_bytes=1 << 20, l3_bytes=1 << 30)
+
+    gemms, bws = iter([60.0, 86.0, 70.0]), iter([caches(70.0, 16.0), caches(80.0, 54.0), caches(75.0, 20.0)])
+    monkeypatch.setattr(bs, "best_gemm_gflops", lambda min_seconds: next(gemms))
+    monkeypatch.setattr(bs, "measure_bandwidth", lambda min_seconds, dram: next(bws))
+    probe = RateProbe(Bandwidth(l2_gbs=75.0, l3_gbs=20.0, dram_gbs=14.0, l2_bytes=1 << 20, l3_bytes=1 << 30))
+    probe.sample()
+    probe.sample()
+    assert (probe.gemm_gflops, probe.samples) == (86.0, 2)
+    assert (probe.bandwidth.l2_gbs, probe.bandwidth.l3_gbs, probe.bandwidth.dram_gbs) == (80.0, 54.0, 14.0)
+    row = SeedFloorRow(model="fp32", trial_seconds=12.2, steps=736, gflops_per_step=0.308, mb_per_step=33.74,
+                       gemm_gflops=60.0, bandwidth_gbs=16.0, level="L3", cached_mb=1.575)
+    best = SeedFloorRow(model="fp32", trial_seconds=12.2, steps=736, gflops_per_step=0.308, mb_per_step=33.74,
+                        gemm_gflops=86.0, bandwidth_gbs=54.0, level="L3", cached_mb=1.575)
+    assert row.ruled_out and not best.ruled_out  # the slow probe alone would rule batching out
+
+
+def test_seed_floors_from_a_probe_take_one_more_sample_and_say_how_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qmoe.bench_seeds as bs
+    from qmoe.bench_trial import TrialTimingRow
+
+    monkeypatch.setattr(bs, "best_gemm_gflops", lambda min_seconds: 80.0)
+    monkeypatch.setattr(bs, "measure_bandwidth", lambda min_seconds, dram: Bandwidth(
+        l2_gbs=90.0, l3_gbs=40.0, dram_gbs=math.nan, l2_bytes=1 << 20, l3_bytes=1 << 30))
+    probe = RateProbe(Bandwidth(l2_gbs=75.0, l3_gbs=20.0, dram_gbs=14.0, l2_bytes=1 << 20, l3_bytes=1 << 30))
+    probe.sample()
+    trial = TrialTimingRow(model="q4", seconds=10.0, train_seconds=9.0, epochs=20, steps=500, batch=64,
+                           seconds_per_epoch=0.45, measure_seconds=1.0, f1_macro=0.7, peak_rss_mb=900.0)
+    (row,) = seed_floors([trial], probe, in_dim=1536, n_classes=50)
+    assert probe.samples == 2 and row.probes == 2  # one before the trial, one after it
+    assert (row.gemm_gflops, row.level, row.bandwidth_gbs) == (80.0, "L3", 40.0)

@@ -19,8 +19,11 @@ TINY = SizedConfig(n_clips=200, dim=64, n_classes=5)
 
 def test_rows_are_sane_for_single_models_and_a_mixture(tmp_path: Path) -> None:
     models = ("fp32", "q4", "bitnet,q4,q8")
-    rows = bench_trials(tmp_path, models, config=TINY, measure_energy=False, latency_runs=20)
+    probes: list[int] = []
+    rows = bench_trials(tmp_path, models, config=TINY, measure_energy=False, latency_runs=20,
+                        between=lambda: probes.append(len(probes)))
     assert [r.model for r in rows] == list(models)
+    assert probes == [0, 1, 2]  # called once before each trial
     for r in rows:
         assert r.epochs >= 1 and r.train_seconds > 0
         assert 0 < r.train_seconds < r.seconds
