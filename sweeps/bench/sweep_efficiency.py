@@ -150,6 +150,15 @@ class SizedBench:
         return efficiency(self.reference, self.ours.wall_seconds or 0.0, self.slots)
 
     @property
+    def own_efficiency(self) -> float:
+        """The same against the trials' seconds inside the sweep: what the sweep's start-up, the
+        gaps between trials and the last trials' tail cost, both sides from the one run.
+        :attr:`efficiency` is this times the trials' one-by-one seconds over their seconds inside
+        the sweep (their slow-down there: two trials share the caches and the memory, and Ray's
+        processes and the driver take CPU time beside them)."""
+        return efficiency(self.ours, self.ours.wall_seconds or 0.0, self.slots)
+
+    @property
     def grid_hours(self) -> float:
         """The whole paper grid (:data:`GRID_SLICES` slices like this one) in hours."""
         return (self.ours.wall_seconds or 0.0) * GRID_SLICES / 3600

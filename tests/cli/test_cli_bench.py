@@ -63,10 +63,13 @@ def test_sized_table_extrapolates_the_paper_grid() -> None:
     from qmoe.cli.bench_tables import sized_table
 
     serial = times("one by one", [40.0] * 15)  # 600 s: 300 s of wall at best
-    table = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=300.0 / 0.96), serial=True,
+    table = sized_table(SizedBench(reference=serial, ours=times("ours", [41.0] * 15, wall=300.0 / 0.96), serial=True,
                                    command_wall=400.0, table_name="t.parquet", slots=2))
     got = cells(table)
     assert got["efficiency"] == ["0.96"] and got["full grid (15 slices) h"] == ["1.302"]
+    assert got["vs trials in sweep"] == ["0.984"]  # 307.5 s a slot inside the sweep in 312.5 s of wall
+    assert got["mean in sweep vs one by one"] == ["1.02x"]
+    assert "what start-up, gaps and the tail cost" in table.caption
     assert "target >= 0.9: yes" in table.caption and "target <= 2 h: yes" in table.caption
     quick = sized_table(SizedBench(reference=serial, ours=times("ours", [42.0] * 15, wall=700.0), serial=False,
                                    command_wall=720.0, table_name="t.parquet", slots=2))

@@ -35,6 +35,9 @@ def test_efficiency_figures_and_targets() -> None:
     sized = SizedBench(reference=times([40.0] * 15), ours=times([42.0] * 15, wall=330.0), serial=True,
                        command_wall=400.0, table_name="t", slots=2)
     assert sized.efficiency == pytest.approx(300 / 330) and sized.efficiency_met  # >= 0.9
+    # against the trials' own 42 s inside the sweep: 315 s of work per slot in 330 s of wall
+    assert sized.own_efficiency == pytest.approx(315 / 330)
+    assert sized.efficiency == pytest.approx(sized.own_efficiency * 40 / 42)  # over their slow-down there
     assert sized.grid_hours == pytest.approx(330 * 15 / 3600) and sized.grid_met
     assert sized.grid_seeds_hours == pytest.approx(10 * 330 * 15 / 3600)  # ten seeds, each its own trial
     assert not dataclasses.replace(sized, ours=times([42.0] * 15, wall=375.0)).efficiency_met  # 0.8 < 0.9
