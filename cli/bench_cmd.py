@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from qmoe.bench_targets import EPOCH_ROUNDS
 from qmoe.cli import bench_tables as bt
 from qmoe.cli.console import stderr, stdout
 
@@ -25,7 +26,7 @@ QMOE = (sys.executable, "-m", "qmoe.cli.main")
 
 def bench(
     runs: Annotated[int, typer.Option("--runs", min=200, help="Timed batch-1 runs per form.")] = 300,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed training epochs per quantizer, each between two fp32 epochs.")] = 11,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed training epochs per quantizer, each between two fp32 epochs.")] = EPOCH_ROUNDS,
     trials: Annotated[bool, typer.Option("--trials/--no-trials", help="Also time real trials on an ESC-50-sized table.")] = True,
     sweep: Annotated[bool, typer.Option("--sweep/--no-sweep", help="Also time sweeps on Ray: 8 short trials vs Ray Tune defaults, Table 1 at ESC-50 size.")] = True,
     extraction: Annotated[bool, typer.Option("--extraction/--no-extraction", help="Also time feature extraction on Ray.")] = True,

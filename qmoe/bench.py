@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from qmoe.bench_rounds import ROUNDS, kernel_seconds, median, numpy_latency, paired_ratios, time_in_rounds
-from qmoe.bench_targets import SPEEDUP_TARGETS, THROUGHPUT_TARGET, against, sign_verdict
+from qmoe.bench_targets import EPOCH_ROUNDS, SPEEDUP_TARGETS, THROUGHPUT_TARGET, against, sign_verdict
 from qmoe.latency import measure_latency
 from qmoe.measure import measure_throughput, torch_threads
 from qmoe.models import Expert, MixtureOfExperts
@@ -306,7 +306,7 @@ def _verdict(ratios: tuple[float, ...], figure: float, goal: float) -> tuple[boo
     return sign_verdict(ratios, goal, at_least=True) if ratios else (figure >= goal, "")
 
 
-def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = 11
+def bench_epochs(quantizers: list[str] | None = None, n: int = 2000, rounds: int = EPOCH_ROUNDS
                  ) -> list[EpochRow]:
     """Seconds per training epoch on an ESC-50-sized table (n x 1536, 50 classes, batch 64).
 
