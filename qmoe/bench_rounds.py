@@ -33,8 +33,11 @@ import torch
 from qmoe.latency import LatencyStats, pinned_to_one_core
 from qmoe.measure import rows_per_second, torch_threads
 
-#: Rounds of turns: a sign test over 15 rounds can reach p = 0.5^15 (3e-5).
-ROUNDS = 15
+#: Rounds of turns. The sign test at p <= 0.05 needs 21 of 31 rounds on one side (12 of 15).
+#: Where 1 round in 4 falls on the far side of a target, 31 rounds decide 87% of the time, 15
+#: only 46%: binary's batch-1 speed-up (~17x here, about 1 round in 4 at 20x or more) read "not
+#: shown" in such runs. A round costs ~0.3 s; its turns time ``ceil(runs / rounds)`` calls each.
+ROUNDS = 31
 #: Untimed calls at the start of each turn (the form's weights back into the caches).
 WARMUP = 5
 

@@ -3,6 +3,8 @@ is given, and ratios paired within a round, so that load on the machine cancels.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,21 @@ def test_the_floors_time_a_function_of_numpy_rows() -> None:
     lat = numpy_latency(lambda x: seen.append(x.shape), np.zeros((3, 5), np.float32), runs=10, warmup=2)
     assert lat.runs == 10 and lat.p50_us >= 0 and set(seen) == {(1, 5)} and len(seen) == 12
     assert kernel_seconds(lambda x: None, np.zeros((4, 2)), min_seconds=0.001) >= 0
+
+
+def test_the_rounds_let_the_sign_test_decide_where_one_round_in_four_falls_across() -> None:
+    from scipy.stats import binom
+
+    from qmoe.bench import bench_latency, bench_mixture
+    from qmoe.bench_rounds import ROUNDS
+    from qmoe.bench_targets import SIGN_TEST_ALPHA, sign_verdict
+
+    # the fewest rounds at or over the target that the test accepts, then how often that many
+    # land there when each round does with probability 3/4
+    need = next(k for k in range(ROUNDS + 1)
+                if sign_verdict([2.0] * k + [0.5] * (ROUNDS - k), 1.0, at_least=True)[0])
+    assert (ROUNDS, need) == (31, 21)
+    assert binom.sf(need - 1, ROUNDS, 0.75) > 0.85  # 15 rounds (12 needed): 0.46
+    assert binom.sf(need - 1, ROUNDS, 0.5) <= SIGN_TEST_ALPHA
+    for fn in (bench_latency, bench_mixture, time_in_rounds):
+        assert inspect.signature(fn).parameters["rounds"].default == ROUNDS
